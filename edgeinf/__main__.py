@@ -1,0 +1,4 @@
+"""``python -m edgeinf`` runs the CLI."""
+from edgeinf.cli import entry
+
+entry()

@@ -1,0 +1,73 @@
+"""The CLI's building blocks: a Tool per subcommand and reusable option groups."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, ClassVar
+
+from edgeinf import _lazy
+
+log = logging.getLogger("edgeinf")
+
+
+class OptionGroup:
+    """A set of options several tools share; a tool lists the groups it subscribes to."""
+
+    title: ClassVar[str] = ""
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+
+class JsonOutput(OptionGroup):
+    """``--json``: print exactly one JSON object to stdout instead of a table."""
+
+    title = "Output"
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group(self.title)
+        group.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
+
+class PlotOutput(OptionGroup):
+    """``--plot PATH``: draw a PNG (needs matplotlib)."""
+
+    title = "Plot"
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group(self.title)
+        group.add_argument("--plot", metavar="PNG", default=None, help="draw a plot to this PNG file (needs matplotlib)")
+
+
+class Tool:
+    """One subcommand. Subclasses set ``name``/``help`` and write ``add_arguments`` and ``run``.
+
+    ``requires`` lists optional modules the tool cannot work without; when one is missing the
+    tool is listed as unavailable (with the reason) instead of breaking the whole CLI.
+    """
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    option_groups: ClassVar[tuple[type[OptionGroup], ...]] = ()
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this tool's own arguments (option groups are added by the framework)."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    # -- helpers shared by tools -------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        gone = _lazy.missing(self.requires)
+        if not gone:
+            return None
+        hints = "; ".join(f"{m}: {_lazy.INSTALL_HINTS.get(m, 'pip install ' + m)}" for m in gone)
+        return f"needs {', '.join(gone)} ({hints})"
+
+    @staticmethod
+    def print_json(obj: Any) -> None:
+        json.dump(obj, sys.stdout, indent=2, sort_keys=False, allow_nan=False)
+        sys.stdout.write("\n")
