@@ -1,0 +1,1 @@
+"""Plots of edgeinf results (matplotlib, imported lazily by each function)."""
