@@ -1,0 +1,130 @@
+"""Training of the built-in digits models: AdamW, warm-up + cosine, small random shifts, seeded."""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.model import SplitModel
+from edgeinf.progress import Progress
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a digits backbone is trained.
+
+    Attributes:
+        epochs: passes over the training split.
+        lr: peak learning rate (AdamW), reached after ``warmup_epochs``, then cosine to 0.
+        batch_size: samples per step.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length.
+        label_smoothing: cross-entropy label smoothing.
+        shift_px: random translation of each training image, up to this many pixels.
+        rotate_deg: random rotation up to this many degrees.
+        seed: seeds initialisation, shuffling and augmentation.
+        threads: torch threads while training (1: the same bits on any host and no thread
+            contention on a busy one); None = torch's default.
+    """
+
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.0
+    shift_px: float = 2.0
+    rotate_deg: float = 8.0
+    seed: int = 0
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise EdgeinfError(f"TrainConfig threads must be >= 1 or None, got {self.threads}")
+        if self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
+            raise EdgeinfError(f"TrainConfig needs epochs >= 1, batch_size >= 1, warmup_epochs >= 0, "
+                               f"got {self.epochs}, {self.batch_size}, {self.warmup_epochs}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise EdgeinfError(f"TrainConfig needs lr > 0, weight_decay >= 0, 0 <= label_smoothing < 1")
+        if self.shift_px < 0 or self.rotate_deg < 0:
+            raise EdgeinfError(f"TrainConfig needs shift_px >= 0 and rotate_deg >= 0")
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads (None = leave as is), restoring after."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def augment(x: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random per-image shift (up to ``shift_px``) and rotation (up to ``rotate_deg``)."""
+    if config.shift_px == 0 and config.rotate_deg == 0:
+        return x
+    n, size = x.shape[0], x.shape[-1]
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(config.rotate_deg)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2.0 * config.shift_px / size)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    # background is -1 (pixel value 0): pad by shifting to 0 before sampling and back after
+    return nn.functional.grid_sample(x + 1.0, grid, align_corners=False, padding_mode="zeros") - 1.0
+
+
+def _lr_at(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_backbone(model: SplitModel, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> float:
+    """Train the stem, blocks and final head on (x, y); returns the wall time in seconds.
+
+    Deterministic for a given seed on a given machine and thread count.
+    """
+    if len(x) == 0 or len(y) == 0:
+        raise EdgeinfError("the training data is empty (0 samples); pass at least one labelled input")
+    if len(x) != len(y):
+        raise EdgeinfError(f"{len(x)} training inputs but {len(y)} labels; pass one label per input")
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long()
+    gen = torch.Generator().manual_seed(config.seed)
+    params = [p for n, p in model.named_parameters() if not n.startswith("exits.")]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(xt) // config.batch_size)
+    total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_at(s, total, warmup))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    t0 = time.perf_counter()
+    model.train()
+    with Progress(f"train {model.name}", total=config.epochs) as bar:
+        for _ in range(config.epochs):
+            loss = _epoch(model, xt, yt, config, gen, opt, sched, loss_fn)
+            bar.update(1, loss=loss)
+    model.eval()
+    return time.perf_counter() - t0
+
+
+def _epoch(model, xt, yt, config, gen, opt, sched, loss_fn) -> float:
+    order = torch.randperm(len(xt), generator=gen)
+    total = 0.0
+    for i in range(0, len(xt), config.batch_size):
+        idx = order[i:i + config.batch_size]
+        loss = loss_fn(model(augment(xt[idx], config, gen)), yt[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach()) * len(idx)
+    return total / len(xt)
