@@ -17,6 +17,7 @@ from edgeinf.errors import EdgeinfError
 # name -> "module:Class". Tool modules import their heavy dependencies lazily, inside run().
 TOOLS: dict[str, str] = {
     "oracle": "edgeinf.cli.oracle:OracleTool",
+    "demo": "edgeinf.cli.demo:DemoTool",
 }
 
 

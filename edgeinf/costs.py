@@ -1,0 +1,239 @@
+"""Costs of blocks and branches: MACs, BitOPs (QuEE eq. 17), parameter bytes and measured latency.
+
+MACs are counted by running each part once under ``torch.utils.flop_counter.FlopCounterMode``
+(convolutions, linear layers and attention matmuls; FLOPs / 2), batch 1. BitOPs weigh each
+part's MACs by its bit-width: stem and heads run in fp32 (32 bits), kept blocks at their bits.
+Latency is measured with ``time.perf_counter`` after a warm-up and reported as percentiles.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from edgeinf._lazy import require
+from edgeinf.branch import Branch
+from edgeinf.errors import EdgeinfError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+HEAD_BITS = 32  # stem and heads are not quantized
+
+
+def module_macs(module: "nn.Module", *inputs: Any) -> int:
+    """Multiply-accumulates of one forward of ``module`` on ``inputs`` (FLOP counter / 2)."""
+    torch = require("torch", "MAC counting")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_rules(torch))
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha is not None else None
+    try:
+        if mha is not None:  # the fused attention kernel is invisible to the counter: use the plain ops
+            mha.set_fastpath_enabled(False)
+        with torch.no_grad(), counter:
+            module(*inputs)
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fast)
+    return int(counter.get_total_flops()) // 2
+
+
+def _extra_flop_rules(torch: Any) -> dict[Any, Any]:
+    """Counting rules torch's FLOP counter lacks (the CPU kernel of scaled_dot_product_attention)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {} if op is None else {op: sdpa_cpu}
+
+
+@dataclass(frozen=True)
+class SplitCosts:
+    """MACs (batch 1) of each part of a split model.
+
+    Attributes:
+        stem_macs: the stem.
+        block_macs: one entry per block.
+        head_macs: the final head.
+        exit_macs: exit index -> its head's MACs.
+    """
+
+    stem_macs: int
+    block_macs: tuple[int, ...]
+    head_macs: int
+    exit_macs: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: "nn.Module") -> "SplitCosts":
+        """Count every part of ``model`` (a SplitModel) on a zero input of its ``input_shape``."""
+        torch = require("torch", "MAC counting")
+        ref = next(iter(model.parameters()))
+        x = torch.zeros((1, *model.input_shape), dtype=ref.dtype, device=ref.device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                stem_macs, h = module_macs(model.stem, x), model.stem(x)
+                feats, blocks = {}, []
+                for i, block in enumerate(model.blocks):
+                    blocks.append(module_macs(block, h))
+                    h = block(h)
+                    feats[i] = h
+                exits = {int(k): module_macs(head, feats[int(k)]) for k, head in model.exits.items()}
+                head = module_macs(model.head, h)
+        finally:
+            model.train(was_training)
+        return cls(stem_macs, tuple(blocks), head, exits)
+
+    def _head(self, exit: int | None) -> int:
+        if exit is None:
+            return self.head_macs
+        if exit not in self.exit_macs:
+            raise EdgeinfError(f"no exit after block {exit}; exits are at {sorted(self.exit_macs)}")
+        return self.exit_macs[exit]
+
+    def macs(self, branch: Branch) -> int:
+        """MACs of ``branch`` (batch 1): stem + kept blocks + its head."""
+        return self.stem_macs + sum(self.block_macs[i] for i in branch.blocks) + self._head(branch.exit)
+
+    def bitops(self, branch: Branch) -> int:
+        """Unnormalized BitOPs: sum over parts of MACs x bits (stem and heads at 32 bits)."""
+        blocks = sum(self.block_macs[i] * b for i, b in zip(branch.blocks, branch.bits or ()))
+        return blocks + (self.stem_macs + self._head(branch.exit)) * HEAD_BITS
+
+    def max_bitops(self, max_bits: int) -> int:
+        """BitOPs of the whole network (all blocks, final head) at ``max_bits``: eq. 17's denominator."""
+        return (self.stem_macs + sum(self.block_macs) + self.head_macs) * max_bits
+
+    def bitops_norm(self, branch: Branch, max_bits: int) -> float:
+        """QuEE eq. 17: the branch's BitOPs over the full network's at the highest bit-width."""
+        return self.bitops(branch) / self.max_bitops(max_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stem_macs": self.stem_macs, "block_macs": list(self.block_macs), "head_macs": self.head_macs,
+                "exit_macs": {str(k): v for k, v in sorted(self.exit_macs.items())}}
+
+
+def branch_param_bytes(variants: Any, branch: Branch) -> int:
+    """Bytes of the parameters ``branch`` needs, bits-aware (see ``BlockVariants.param_bytes``):
+    packed codes + float32 scales for quantized weights, 2 or 4 bytes per other parameter."""
+    return int(variants.param_bytes(branch))
+
+
+# -- latency -------------------------------------------------------------------------------
+def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
+    """Percentiles of measured times: ``p50``, ``p90``, ``p99``, ``mean``, ``min`` (ms) and ``n``."""
+    if len(times_ms) == 0:
+        raise EdgeinfError("no latency samples to summarise; measure at least one repeat")
+    arr = np.asarray(times_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(arr.mean()),
+            "min": float(arr.min()), "n": int(arr.size)}
+
+
+def time_call(fn: Callable[[], Any], warmup: int = 5, repeats: int = 30) -> list[float]:
+    """Wall times in ms of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    if repeats < 1 or warmup < 0:
+        raise EdgeinfError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How latency is measured: batch size, warm-up and timed calls, torch threads (None = as set)."""
+
+    batch_size: int = 1
+    warmup: int = 5
+    repeats: int = 30
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0:
+            raise EdgeinfError(f"bad latency settings {self}; need batch_size >= 1, repeats >= 1, warmup >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise EdgeinfError(f"threads must be >= 1 or None, got {self.threads}")
+
+
+class TorchThreads:
+    """Context manager that sets torch's intra-op threads and restores them."""
+
+    def __init__(self, threads: int | None):
+        self.threads, self.saved = threads, None
+
+    def __enter__(self) -> None:
+        torch = require("torch", "latency measurement")
+        if self.threads is not None:
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is not None:
+            require("torch").set_num_threads(self.saved)
+
+
+def measure(fn: Callable[[], Any], config: LatencyConfig | None = None) -> dict[str, float]:
+    """Latency statistics of ``fn`` under ``config`` (inference mode, chosen thread count)."""
+    torch = require("torch", "latency measurement")
+    config = LatencyConfig() if config is None else config
+    with TorchThreads(config.threads), torch.inference_mode():
+        return latency_stats(time_call(fn, config.warmup, config.repeats))
+
+
+def measure_interleaved(fns: Sequence[Callable[[], Any]], config: LatencyConfig | None = None, seed: int = 0,
+                        progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Latency statistics of several callables measured in rounds (each round: every callable once).
+
+    Interleaving spreads slow phases of a busy machine over all callables instead of charging
+    them to whichever ran at that moment, so their comparison stays fair; the order inside each
+    round is shuffled with ``seed``. ``warmup`` untimed rounds come first.
+    """
+    torch = require("torch", "latency measurement")
+    config = LatencyConfig() if config is None else config
+    rng = np.random.default_rng(seed)
+    times: list[list[float]] = [[] for _ in fns]
+    with TorchThreads(config.threads), torch.inference_mode():
+        for round_ in range(config.warmup + config.repeats):
+            for i in rng.permutation(len(fns)):
+                t0 = time.perf_counter()
+                fns[i]()
+                if round_ >= config.warmup:
+                    times[i].append((time.perf_counter() - t0) * 1e3)
+            if progress is not None:
+                progress(round_)
+    return [latency_stats(t) for t in times]
+
+
+def block_latency(variants: Any, index: int, bits: int, config: LatencyConfig | None = None) -> dict[str, float]:
+    """Latency of block ``index`` at ``bits`` on its input along the full path (a BlockVariants)."""
+    torch = require("torch", "latency measurement")
+    config = LatencyConfig() if config is None else config
+    model = variants.model
+    x = torch.zeros((config.batch_size, *model.input_shape))
+    with torch.inference_mode():
+        h = model.features(x, list(range(index))) if index else model.stem(x)
+    block = variants.block(index, bits)
+    return measure(lambda: block(h), config)
+
+
+def branch_latency(variants: Any, branch: Branch, config: LatencyConfig | None = None,
+                   x: "torch.Tensor | None" = None) -> dict[str, float]:
+    """End-to-end latency of ``branch`` (stem, kept blocks at their bits, head) on a BlockVariants."""
+    torch = require("torch", "latency measurement")
+    config = LatencyConfig() if config is None else config
+    if x is None:
+        x = torch.zeros((config.batch_size, *variants.model.input_shape))
+    return measure(lambda: variants.forward_branch(x, branch), config)

@@ -1,0 +1,21 @@
+"""Post-training quantization of blocks (simulated in torch) in the canonical packed format.
+
+``quantize_module(module, QuantConfig(bits=4, group_size=32))`` returns a quantized copy of a
+block and its packed weights; :class:`BlockVariants` keeps one quantized copy per (block, bits)
+of a split model and runs branches on them. Importing this package does not import torch.
+"""
+from edgeinf.quant.config import QuantConfig
+
+__all__ = ["QuantConfig", "quantize_module", "BlockVariants"]
+
+
+def __getattr__(name: str):
+    if name in ("quantize_module", "quantize_weight", "quantizable_weights", "calibrate_activations"):
+        from edgeinf.quant import ptq
+
+        return getattr(ptq, name)
+    if name == "BlockVariants":
+        from edgeinf.quant.variants import BlockVariants
+
+        return BlockVariants
+    raise AttributeError(f"module 'edgeinf.quant' has no attribute {name!r}")

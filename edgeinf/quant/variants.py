@@ -1,0 +1,121 @@
+"""BlockVariants: one quantized copy per (block, bits) of a split model, and branches run on them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from edgeinf._lazy import require
+from edgeinf.branch import Branch, check_bits
+from edgeinf.errors import EdgeinfError
+from edgeinf.quant.config import QuantConfig
+from edgeinf.quant.ptq import quantize_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from edgeinf.kernels.packing import PackedWeight
+
+
+class BlockVariants:
+    """Quantized copies of a split model's blocks, built on first use and cached.
+
+    Args:
+        model: the split model (fp32); it is never modified.
+        config: settings shared by all bit-widths (group size, method, activations); its
+            ``bits`` is ignored. ``None`` = ``QuantConfig()``.
+        calib_x: model inputs for activation calibration (needed when ``config.act_bits`` is set);
+            each block is calibrated on its inputs along the full fp32 path.
+
+    Example:
+        >>> variants = BlockVariants(model, QuantConfig(group_size=32))
+        >>> logits = variants.forward_branch(x, Branch((0, 1, 2), None, (8, 8, 4)))
+    """
+
+    def __init__(self, model: "nn.Module", config: QuantConfig | None = None, calib_x: "torch.Tensor | None" = None):
+        self.model = model.eval()
+        self.config = QuantConfig() if config is None else config
+        self._modules: dict[tuple[int, int], Any] = {}
+        self._packed: dict[tuple[int, int], dict[str, PackedWeight]] = {}
+        self._calib: list["torch.Tensor"] | None = None
+        if self.config.act_bits is not None:
+            if calib_x is None or len(calib_x) == 0:
+                raise EdgeinfError("int8 activations need calibration data; pass calib_x (about 128 inputs)")
+            self._calib = self._block_inputs(calib_x[: self.config.calib_samples])
+
+    def _block_inputs(self, x: "torch.Tensor") -> list["torch.Tensor"]:
+        torch = require("torch", "quantization")
+        inputs = []
+        with torch.no_grad():
+            h = self.model.stem(x)
+            for block in self.model.blocks:
+                inputs.append(h)
+                h = block(h)
+        return inputs
+
+    def block(self, index: int, bits: int) -> "nn.Module":
+        """Block ``index`` at ``bits`` (the original module for 32)."""
+        bits = check_bits(bits)
+        if not 0 <= index < len(self.model.blocks):
+            raise EdgeinfError(f"block {index} does not exist; the model has {len(self.model.blocks)} blocks")
+        if bits == 32:
+            return self.model.blocks[index]
+        key = (index, bits)
+        if key not in self._modules:
+            calib = None if self._calib is None else [self._calib[index]]
+            qmodule, packed = quantize_module(self.model.blocks[index], self.config.with_bits(bits), calib)
+            self._modules[key], self._packed[key] = qmodule, packed
+        return self._modules[key]
+
+    def packed(self, index: int, bits: int) -> dict[str, "PackedWeight"]:
+        """The packed weights of block ``index`` at ``bits`` (empty for fp32 / fp16)."""
+        self.block(index, bits)
+        return self._packed.get((index, bits), {})
+
+    def prepare(self, branches: Iterable[Branch]) -> int:
+        """Quantize every (block, bits) the branches use; returns how many variants exist."""
+        for branch in branches:
+            for index, bits in zip(branch.blocks, branch.bits or ()):
+                self.block(index, bits)
+        return len(self._modules)
+
+    def head(self, exit: int | None) -> "nn.Module":
+        """The final head (``None``) or the exit head after block ``exit``."""
+        if exit is None:
+            return self.model.head
+        if str(exit) not in self.model.exits:
+            raise EdgeinfError(f"no exit after block {exit}; exits are at {self.model.exit_points()}")
+        return self.model.exits[str(exit)]
+
+    def forward_branch(self, x: "torch.Tensor", branch: Branch) -> "torch.Tensor":
+        """Logits of ``branch`` on ``x``: stem, the kept blocks at their bits, then the branch's head."""
+        h = self.model.stem(x)
+        for index, bits in zip(branch.blocks, branch.bits or ()):
+            h = self.block(index, bits)(h)
+        return self.head(branch.exit)(h)
+
+    def param_bytes(self, branch: Branch, head_bytes_per_param: int = 4) -> int:
+        """Bytes of the parameters ``branch`` needs: stem + kept blocks at their bits + its head.
+
+        Quantized weights count their packed codes and float32 scales; every other parameter
+        counts 4 bytes (2 in an fp16 block).
+        """
+        total = _float_bytes(self.model.stem, head_bytes_per_param)
+        total += _float_bytes(self.head(branch.exit), head_bytes_per_param)
+        for index, bits in zip(branch.blocks, branch.bits or ()):
+            total += self.block_param_bytes(index, bits)
+        return total
+
+    def block_param_bytes(self, index: int, bits: int) -> int:
+        """Bytes of block ``index``'s parameters at ``bits``."""
+        if bits in (32, 16):
+            return _float_bytes(self.model.blocks[index], bits // 8)
+        packed = self.packed(index, bits)
+        total = sum(int(p.data.nbytes) + int(p.scales.nbytes) for p in packed.values())
+        for name, param in self.model.blocks[index].named_parameters():
+            if name not in packed:
+                total += param.numel() * 4
+        return total
+
+
+def _float_bytes(module: "nn.Module", bytes_per_param: int) -> int:
+    return sum(p.numel() for p in module.parameters()) * bytes_per_param
