@@ -18,6 +18,8 @@ from edgeinf.errors import EdgeinfError
 TOOLS: dict[str, str] = {
     "oracle": "edgeinf.cli.oracle:OracleTool",
     "demo": "edgeinf.cli.demo:DemoTool",
+    "export": "edgeinf.cli.export:ExportTool",
+    "inspect": "edgeinf.cli.inspect:InspectTool",
 }
 
 

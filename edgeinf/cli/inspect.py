@@ -1,0 +1,81 @@
+"""``edgeinf inspect PKG``: verify a package (schema, every sha256) and print its manifest as tables."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgeinf.cli.base import JsonOutput, Tool
+
+
+class InspectTool(Tool):
+    """Verify a package and show its model, artifacts (form, size, error, real low-bit ops) and branches."""
+
+    name = "inspect"
+    help = "verify a package (schema + sha256 of every artifact) and print its manifest as tables"
+    option_groups = (JsonOutput,)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("package", metavar="PKG", help="package directory (written by edgeinf export)")
+        parser.add_argument("--all-branches", action="store_true", help="list every branch, not only Pareto / fused ones")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from edgeinf.package import load_package
+
+        pkg = load_package(args.package)  # raises PackageError (one line) on any problem
+        if args.json:
+            self.print_json({"verified": True, "manifest": pkg.manifest})
+            return 0
+        _print_header(pkg)
+        _print_artifacts(pkg.artifacts)
+        _print_branches(pkg.branches, args.all_branches)
+        print(f"verified: {len(pkg.artifacts)} artifacts, schema {pkg.manifest['schema_version']}, every sha256 matches")
+        return 0
+
+
+def _print_header(pkg) -> None:
+    m, build = pkg.manifest, pkg.manifest["build"]
+    inp = m["model"].get("input", {})
+    versions = ", ".join(f"{k} {v}" for k, v in build.get("versions", {}).items())
+    print(f"==== package {pkg.root}")
+    print(f"model     {m['model'].get('name')} ({m['model'].get('kind')}), input {inp.get('name')} {inp.get('shape')} {inp.get('dtype')}")
+    print(f"blocks    {len(m['blocks'])} (skippable: {[b['index'] for b in m['blocks'] if b.get('skippable')]}), "
+          f"exits {m['exits']}, bit levels {m['bit_levels']}")
+    print(f"built     {build.get('created_utc')} on {build.get('host')} ({build.get('machine')}), edgeinf {build.get('edgeinf')}")
+    print(f"versions  {versions}")
+    print(f"command   {build.get('command')}")
+
+
+def _fmt_err(entry: dict[str, Any]) -> str:
+    err = entry.get("max_abs_error")
+    return "-" if err is None else f"{err:.1e}/{entry.get('tolerance', 0):.0e}"
+
+
+def _lowbit(entry: dict[str, Any]) -> str:
+    real, sim = len(entry.get("real_lowbit", [])), len(entry.get("simulated", []))
+    if not real and not sim:
+        return "-"
+    return f"{real} real, {sim} sim"
+
+
+def _print_artifacts(arts: list[dict[str, Any]]) -> None:
+    print()
+    print(f"{'ARTIFACT':<34} {'ROLE':<8} {'FORM':<7} {'KB':>8} {'ERR/TOL':>15} {'ACC':>3} {'LOW-BIT WEIGHTS':<16} PATH")
+    for a in arts:
+        acc = a.get("accuracy_level", "-")
+        print(f"{a['key'][:34]:<34} {a['role']:<8} {a.get('form', '-'):<7} {a['size_bytes'] / 1024:>8.1f} "
+              f"{_fmt_err(a):>15} {acc!s:>3} {_lowbit(a):<16} {a['path']}")
+
+
+def _print_branches(rows: list[dict[str, Any]], show_all: bool) -> None:
+    shown = [r for r in rows if show_all or r.get("pareto") or r.get("fused")]
+    if not rows:
+        return
+    print()
+    print(f"branches: {len(rows)} in the table, {len(shown)} shown (Pareto or fused; --all-branches for all)")
+    print(f"{'BRANCH':<34} {'ACC':>6} {'MMACS':>8} {'BITOPS':>8} {'P50 MS':>7} {'PARETO':>6}  FUSED")
+    for r in shown:
+        p50 = (r.get("latency_ms") or {}).get("p50")
+        macs = r.get("macs")
+        print(f"{r['id'][:34]:<34} {r.get('accuracy', float('nan')):>6.3f} {(macs or 0) / 1e6:>8.2f} "
+              f"{r.get('bitops_norm', float('nan')):>8.3f} {f'{p50:.3f}' if p50 is not None else '-':>7} "
+              f"{'yes' if r.get('pareto') else '':>6}  {r.get('fused') or ''}")

@@ -1,0 +1,127 @@
+"""Export a split model (with its quantized block variants and profile) into a verified package directory."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from edgeinf.branch import Branch, parse_id
+from edgeinf.errors import EdgeinfError
+from edgeinf.package import PackageWriter, load_package
+from edgeinf.package.loader import Package
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from edgeinf.quant import BlockVariants
+
+log = logging.getLogger("edgeinf")
+FORMATS = ("onnx", "trt")
+
+
+def select_branches(profile: dict | None, how: str | int, resource: str = "macs") -> list[Branch]:
+    """Branches to fuse: ``"pareto"`` (the profile's Pareto set on ``resource``), ``"all"``, or the
+    ``N`` Pareto branches spread evenly from cheapest to most accurate."""
+    if profile is None:
+        return []
+    rows = profile["branches"]
+    pareto = profile.get("pareto", {}).get(resource) or [r["id"] for r in rows]
+    if how == "all":
+        ids = [r["id"] for r in rows]
+    elif how == "pareto":
+        ids = list(pareto)
+    else:
+        n = int(how)
+        if n < 1:
+            raise EdgeinfError(f"--branches N must be at least 1, got {n}")
+        step = max(1, len(pareto) - 1) / max(1, n - 1)
+        ids = sorted({pareto[min(len(pareto) - 1, round(k * step))] for k in range(min(n, len(pareto)))}, key=pareto.index)
+    return [parse_id(i) for i in ids]
+
+
+def _composable(fused: Sequence[Branch], bit_levels: Sequence[int]) -> list[Branch]:
+    """Fused branches must also be composable from per-block artifacts: drop those using other bits."""
+    keep = [b for b in fused if set(b.bits) <= set(int(x) for x in bit_levels)]
+    if len(keep) < len(fused):
+        log.warning("edgeinf export: %d branches use bit-widths outside %s and are not fused", len(fused) - len(keep), list(bit_levels))
+    return keep
+
+
+def _branch_table(profile: dict | None, fused: Sequence[Branch], resource: str) -> list[dict[str, Any]]:
+    fused_ids = {b.id for b in fused}
+    if profile is None:
+        return [{"id": b.id, "blocks": list(b.blocks), "exit": b.exit, "bits": list(b.bits), "pareto": True,
+                 "fused": f"branch/{b.id}"} for b in fused]
+    pareto = set(profile.get("pareto", {}).get(resource, ()))
+    keep = ("id", "blocks", "exit", "bits", "macs", "bitops", "bitops_norm", "param_bytes", "accuracy", "latency_ms")
+    return [{**{k: r[k] for k in keep if k in r}, "pareto": r["id"] in pareto,
+             "fused": f"branch/{r['id']}" if r["id"] in fused_ids else None} for r in profile["branches"]]
+
+
+def _model_info(model) -> dict[str, Any]:
+    return {"name": model.name, "kind": model.kind, "num_classes": int(model.num_classes),
+            "input": {"name": "input", "shape": [None, *[int(s) for s in model.input_shape]], "dtype": "float32"}}
+
+
+def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torch.Tensor",
+                   bit_levels: Sequence[int] = (32, 8, 4, 2), profile_path: str | Path | None = None,
+                   branches: str | int | Sequence[Branch] = "pareto", formats: Sequence[str] = ("onnx",),
+                   accuracy_level: int | None = None, resource: str = "macs", command: str | None = None) -> Package:
+    """Export ``variants.model`` into the package directory ``out`` (atomically) and load it back verified.
+
+    Args:
+        variants: the model's quantized blocks (their config sets group size, method, act bits).
+        out: the package directory (replaced atomically if it exists).
+        check_x: a few real inputs; every graph is checked against torch on them.
+        bit_levels: bit-widths exported for every block (32 = fp32, 16 = fp16).
+        profile_path: profile.json to embed (its branch table goes into the manifest).
+        branches: which branches to export as fused graphs: ``"pareto"``, ``"all"``, ``N``, or a list.
+        formats: ``("onnx",)`` or ``("onnx", "trt")`` (TensorRT engines need tensorrt and a GPU).
+        accuracy_level: MatMulNBits precision; None = 4 where within tolerance, else 0.
+        resource: the cost the Pareto set is taken on.
+        command: the command line recorded in the manifest.
+    """
+    from edgeinf.exporters.onnx.build import IO_NAMES, OnnxExport, export_parts
+    from edgeinf.profile import load_profile
+
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or "onnx" not in formats:
+        raise EdgeinfError(f"formats {list(formats)} are not valid; use onnx or onnx,trt (engines are built from ONNX)")
+    if "trt" in formats:
+        from edgeinf._lazy import require
+
+        require("tensorrt", "TensorRT export (--format trt)")
+    profile = load_profile(profile_path)[0] if profile_path is not None else None
+    fused = list(branches) if not isinstance(branches, (str, int)) else select_branches(profile, branches, resource)
+    fused = _composable(fused, bit_levels)
+    model = variants.model
+    spec = OnnxExport(bit_levels=tuple(bit_levels), fused=fused, check_x=check_x, accuracy_level=accuracy_level)
+    artifacts = export_parts(variants, spec)
+    with PackageWriter(out, model=_model_info(model), command=command) as pkg:
+        _fill_manifest(pkg.manifest, model, variants, bit_levels, IO_NAMES)
+        for key, art in artifacts.items():
+            role = key.split("/")[0].rstrip("0123456789")
+            pkg.add_bytes(key, role, "onnx/" + key.replace("/", ".") + ".onnx", art.data, backend="onnx", **art.meta)
+        if profile is not None:
+            src = Path(profile_path) / "profile.json" if Path(profile_path).is_dir() else Path(profile_path)
+            pkg.add_file("profile", "profile", "profile.json", src, backend="json")
+            pkg.add_file("profile-correct", "correct", profile["correct"]["file"], src.with_name(profile["correct"]["file"]), backend="npy")
+        pkg.manifest["branches"] = _branch_table(profile, fused, resource)
+        if "trt" in formats:
+            from edgeinf.exporters.tensorrt import add_engines
+
+            add_engines(pkg, artifacts)
+    return load_package(out)
+
+
+def _fill_manifest(manifest: dict, model, variants, bit_levels, io_names) -> None:
+    skippable = model.skippable()
+    manifest["blocks"] = [{"index": i, "skippable": bool(skippable[i])} for i in range(len(model.blocks))]
+    manifest["exits"] = model.exit_points()
+    manifest["bit_levels"] = [int(b) for b in bit_levels]
+    manifest["quant"] = variants.config.to_dict()
+    manifest["io"] = {
+        "batch_dim": "batch",
+        "names": {role: {"input": i, "output": o} for role, (i, o) in io_names.items()},
+        "chain": "stem -> block<i>/<form> for each kept block -> exit<i> or head; fused: branch/<id>",
+    }

@@ -1,0 +1,186 @@
+"""Export a split model's stem, every block at every bit-width, its heads and chosen fused branches.
+
+Graph inputs and outputs have fixed names (batch dimension ``batch`` dynamic), so any branch is a
+chain of per-block artifacts: ``stem`` (input -> features), ``block<i>/<form>`` (features ->
+block_out), ``exit<i>`` / ``head`` (features -> logits); a fused branch maps input -> logits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgeinf.branch import Branch
+from edgeinf.errors import EdgeinfError
+from edgeinf.exporters.onnx import check
+from edgeinf.exporters.onnx.artifacts import Artifact, export_checked, form_name
+from edgeinf.package.loader import artifact_key, bits_tag
+from edgeinf.progress import Progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from edgeinf.quant import BlockVariants
+
+IO_NAMES = {
+    "stem": ("input", "features"), "block": ("features", "block_out"),
+    "exit": ("features", "logits"), "head": ("features", "logits"), "branch": ("input", "logits"),
+}
+
+
+@dataclass
+class OnnxExport:
+    """What to export: bit-widths per block, fused branches, and the check input."""
+
+    bit_levels: Sequence[int]
+    fused: Sequence[Branch] = ()
+    check_x: "torch.Tensor | None" = None
+    accuracy_level: int | None = None
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+
+
+def _rel_path(key: str) -> str:
+    return "onnx/" + key.replace("/", ".") + ".onnx"
+
+
+def _block_inputs(model, x) -> list:
+    """Inputs of each block, then the last block's output, along the full fp32 path."""
+    import torch
+
+    with torch.no_grad():
+        h = model.stem(x)
+        feats = [h]
+        for block in model.blocks:
+            h = block(h)
+            feats.append(h)
+    return feats
+
+
+class _Chain:
+    """A fused branch as one torch module: stem, kept blocks (fp16 ones wrapped), head."""
+
+    @staticmethod
+    def build(variants: "BlockVariants", branch: Branch) -> tuple["nn.Module", dict, list[str]]:
+        import torch
+
+        from edgeinf.exporters.onnx.trace import _fp16_wrapper
+
+        blocks, packed, forms = [], {}, []
+        for j, (index, bits) in enumerate(zip(branch.blocks, branch.bits)):
+            module = variants.block(index, bits)
+            blocks.append(_fp16_wrapper(module) if bits == 16 else module)
+            packed.update({f"blocks.{j}.{n}": pw for n, pw in variants.packed(index, bits).items()})
+            forms.append(form_name(bits, variants.config.act_bits))
+
+        class FusedBranch(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.stem, self.blocks, self.head = variants.model.stem, torch.nn.ModuleList(blocks), variants.head(branch.exit)
+
+            def forward(self, x):
+                x = self.stem(x)
+                for block in self.blocks:
+                    x = block(x)
+                return self.head(x)
+
+        return FusedBranch().eval(), packed, forms
+
+
+def export_parts(variants: "BlockVariants", spec: OnnxExport, progress: bool = True) -> dict[str, Artifact]:
+    """Export stem, blocks x bit-widths, exits, head and fused branches of ``variants.model``.
+
+    Returns:
+        ``{artifact key: Artifact}``; each artifact has passed onnx.checker and its onnxruntime
+        output is within its form's tolerance of torch.
+    """
+    model = variants.model.eval()
+    if spec.check_x is None:
+        raise EdgeinfError("ONNX export needs check inputs (a few real samples) to verify every graph; pass check_x")
+    feats = _block_inputs(model, spec.check_x)
+    jobs = _jobs(model, variants, spec, feats)
+    with Progress(f"{model.name}: export onnx", total=len(jobs)) as bar:
+        for key, fn in jobs:
+            spec.artifacts[key] = fn()
+            if progress:
+                bar.update(1, artifact=key)
+    for branch in spec.fused:
+        _check_composed(spec.artifacts, branch, spec.check_x)
+    return spec.artifacts
+
+
+def _jobs(model, variants, spec: OnnxExport, feats) -> list[tuple[str, Any]]:
+    act = variants.config.act_bits
+    jobs = [("stem", lambda: export_checked(model.stem, spec.check_x, IO_NAMES["stem"], form="fp32", where="the stem"))]
+    for i in range(len(model.blocks)):
+        for bits in spec.bit_levels:
+            jobs.append((artifact_key("block", i, bits), _block_job(variants, i, bits, feats[i], spec.accuracy_level, act)))
+    for e in model.exit_points():
+        jobs.append((artifact_key("exit", e), _head_job(model.exits[str(e)], feats[e + 1], f"exit {e}")))
+    jobs.append(("head", _head_job(model.head, feats[-1], "the final head")))
+    for branch in spec.fused:
+        jobs.append((artifact_key("branch", branch.id), _fused_job(variants, branch, spec)))
+    return jobs
+
+
+def _block_job(variants, i: int, bits: int, x, accuracy_level, act):
+    def run() -> Artifact:
+        art = export_checked(variants.block(i, bits), x, IO_NAMES["block"], form=form_name(bits, act),
+                             packed=variants.packed(i, bits), accuracy_level=accuracy_level, where=f"block {i} ({bits_tag(bits)})")
+        art.meta.update(index=i, bits=bits)
+        return art
+    return run
+
+
+def _head_job(module, x, where: str):
+    return lambda: export_checked(module, x, IO_NAMES["head"], form="fp32", where=where)
+
+
+def _fused_job(variants, branch: Branch, spec: OnnxExport):
+    def run() -> Artifact:
+        module, packed, forms = _Chain.build(variants, branch)
+        levels = _levels_of_blocks(spec, branch)
+        rule = _loosest_rule(forms, levels)
+        art = export_checked(module, spec.check_x, IO_NAMES["branch"], form="branch", packed=packed,
+                             accuracy_level=levels, where=f"branch {branch.id}", tolerance_rule=rule,
+                             use_nbits=variants.config.act_bits is None)
+        art.meta.update(branch=branch.id, block_forms=forms)
+        return art
+    return run
+
+
+def _levels_of_blocks(spec: OnnxExport, branch: Branch) -> dict[str, int]:
+    """MatMulNBits accuracy levels of the fused graph = those chosen for the per-block artifacts."""
+    levels = {}
+    for j, (index, bits) in enumerate(zip(branch.blocks, branch.bits)):
+        meta = spec.artifacts[artifact_key("block", index, bits)].meta
+        for name in meta.get("weights", {}):
+            levels[f"blocks.{j}.{name}"] = int(meta.get("accuracy_level", 4))
+    return levels
+
+
+def _loosest_rule(forms: list[str], levels: dict[str, int]) -> str:
+    rules = {"fp32"}
+    for form in forms:
+        rules.add("fp16" if form == "fp16" else "qdq" if "a8" in form else "wq")
+    if any(v == 4 for v in levels.values()):
+        rules.add("wq-acc4")
+    return max(rules, key=lambda r: (check.TOLERANCES[r].rtol, check.TOLERANCES[r].atol))
+
+
+def _check_composed(artifacts: dict[str, Artifact], branch: Branch, x) -> None:
+    """Composing stem -> kept blocks -> head from per-block artifacts must equal the fused graph."""
+    h = x.detach().float().numpy()
+    keys = ["stem"] + [artifact_key("block", i, b) for i, b in zip(branch.blocks, branch.bits)]
+    keys.append("head" if branch.exit is None else artifact_key("exit", branch.exit))
+    for key in keys:
+        h = check.run(artifacts[key].data, h)
+    fused = artifacts[artifact_key("branch", branch.id)]
+    fused_out = check.run(fused.data, x.detach().float().numpy())
+    err = float(np.abs(h - fused_out).max())
+    limit = check.TOLERANCES["fp32"].limit(fused_out)
+    fused.meta["composed_max_abs_diff"] = err
+    if err > limit:
+        raise EdgeinfError(f"branch {branch.id}: the per-block chain differs from the fused graph by {err:.3g} "
+                           f"(> {limit:.3g}); the exported artifacts disagree, please report it")

@@ -1,0 +1,88 @@
+"""TensorRT export: engines built from each ONNX artifact, an engine cache per device, trtexec lines beside.
+
+Importing this package does not import tensorrt; building does, and says what to install if it
+is missing (``pip install 'edgeinf[trt]'``, or JetPack's ``python3-libnvinfer`` on a Jetson).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeinf._lazy import require
+from edgeinf.errors import EdgeinfError
+from edgeinf.exporters.tensorrt.plan import BatchRange, DeviceInfo, EnginePlan, cache_key, default_cache_dir, precision_flags, timing_cache_path, trtexec_command
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeinf.package import PackageWriter
+
+log = logging.getLogger("edgeinf")
+__all__ = ["BatchRange", "DeviceInfo", "EnginePlan", "add_engines", "cache_key", "default_cache_dir", "plan_for",
+           "precision_flags", "timing_cache_path", "trt_onnx_bytes", "trtexec_command"]
+
+
+def trt_onnx_bytes(data: bytes) -> tuple[bytes, int]:
+    """The artifact as TensorRT parses it (MatMulNBits rewritten); returns (bytes, nodes rewritten)."""
+    onnx = require("onnx", "TensorRT export")
+    from edgeinf.exporters.tensorrt.graph import nbits_to_dequantize
+
+    model = onnx.load_from_string(data)
+    count = nbits_to_dequantize(model)
+    return (model.SerializeToString() if count else data), count
+
+
+def plan_for(onnx_path: str, onnx_sha256: str, meta: dict[str, Any], input_shape: tuple[int, ...], batch: BatchRange) -> EnginePlan:
+    """The engine plan of one artifact from its manifest fields."""
+    return EnginePlan(onnx_path=onnx_path, onnx_sha256=onnx_sha256, input_name=meta["inputs"][0],
+                      input_shape=tuple(int(s) for s in input_shape), form=meta["form"], batch=batch,
+                      block_forms=tuple(meta.get("block_forms", ())))
+
+
+def _input_shape(data: bytes) -> tuple[int, ...]:
+    onnx = require("onnx", "TensorRT export")
+    dims = onnx.load_from_string(data).graph.input[0].type.tensor_type.shape.dim
+    return tuple(int(d.dim_value) for d in dims[1:])
+
+
+def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None = None,
+                cache_dir: str | Path | None = None) -> dict[str, str]:
+    """Build a TensorRT engine for every ONNX artifact and add engines + trtexec lines to ``pkg``.
+
+    An artifact TensorRT cannot build (e.g. an op it lacks) is recorded under
+    ``manifest["tensorrt"]["skipped"]`` with the reason; the device then runs its ONNX form.
+
+    Returns:
+        ``{artifact key: reason}`` for the skipped ones.
+    """
+    require("tensorrt", "edgeinf export --format trt")
+    from edgeinf.exporters.tensorrt.engine import build_engine, device_info
+
+    batch = batch or BatchRange()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    device, skipped = device_info(), {}
+    for key, art in artifacts.items():
+        data, rewritten = trt_onnx_bytes(art.data)
+        onnx_rel = "onnx/" + key.replace("/", ".") + ".onnx"
+        if rewritten:
+            onnx_rel = "trt/" + key.replace("/", ".") + ".onnx"
+            pkg.add_bytes(f"{key}@trt-onnx", "trt-onnx", onnx_rel, data, backend="onnx", form=art.meta["form"])
+        plan = plan_for(str(pkg.root / onnx_rel), _sha(data), art.meta, _input_shape(data), batch)
+        engine_rel = "trt/" + key.replace("/", ".") + ".engine"
+        line = trtexec_command(EnginePlan(**{**plan.__dict__, "onnx_path": onnx_rel}), engine_rel, "timing.cache")
+        pkg.add_bytes(f"{key}@trtexec", "trtexec", engine_rel[:-7] + ".trtexec.sh", (line + "\n").encode(), backend="text")
+        try:
+            engine = build_engine(plan, cache_dir)
+        except EdgeinfError as exc:
+            skipped[key] = str(exc)
+            log.warning("TensorRT: %s skipped: %s", key, exc)
+            continue
+        pkg.add_file(f"{key}@trt", "engine", engine_rel, engine, backend="tensorrt", form=art.meta["form"],
+                     device=device.__dict__, cache_key=cache_key(device, plan), batch=batch.__dict__)
+    pkg.manifest["tensorrt"] = {"device": device.__dict__, "batch": batch.__dict__, "skipped": skipped}
+    return skipped
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,182 @@
+"""ONNX export of split models: every artifact runs in onnxruntime and matches torch; chains equal fused graphs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from edgeinf.branch import Branch  # noqa: E402
+from edgeinf.errors import EdgeinfError  # noqa: E402
+from edgeinf.exporters.export import export_package  # noqa: E402
+from edgeinf.exporters.onnx.check import TOLERANCES  # noqa: E402
+from edgeinf.package import load_package  # noqa: E402
+from edgeinf.quant import BlockVariants, QuantConfig  # noqa: E402
+from edgeinf.zoo.nets import ResNetConfig, ViTConfig, digits_resnet, digits_vit  # noqa: E402
+
+
+def _resnet():
+    torch.manual_seed(0)
+    m = digits_resnet(ResNetConfig(size=16, widths=(8, 16), depths=(2, 2), exits=(1,)))
+    m.add_exit(1)
+    return m.eval()
+
+
+def _vit():
+    torch.manual_seed(0)
+    m = digits_vit(ViTConfig(size=16, patch=4, dim=32, depth=3, heads=2, exits=(0,)))
+    m.add_exit(0)
+    return m.eval()
+
+
+def _run(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _torch_io(variants, entry, x):
+    """(input, output) in torch that the artifact must reproduce, computed independently of the exporter."""
+    model = variants.model
+    with torch.no_grad():
+        if entry["role"] == "branch":
+            branch = Branch(tuple(entry["branch_blocks"]), entry["branch_exit"], tuple(entry["branch_bits"]))
+            return x, variants.forward_branch(x, branch)
+        h = model.stem(x)
+        if entry["role"] == "stem":
+            return x, h
+        blocks = list(model.blocks)
+        if entry["role"] == "block":
+            for b in blocks[: entry["index"]]:
+                h = b(h)
+            return h, variants.block(entry["index"], entry["bits"])(h)
+        last = int(entry["key"][4:]) if entry["role"] == "exit" else len(blocks) - 1
+        for b in blocks[: last + 1]:
+            h = b(h)
+        return h, (model.head if entry["role"] == "head" else model.exits[entry["key"][4:]])(h)
+
+
+FUSED = {
+    "resnet": [Branch((0, 1, 2, 3), None, (4, 4, 2, 2)), Branch((0, 1), 1, (32, 16)), Branch((0, 2, 3), None, (2, 4, 32))],
+    "vit": [Branch((0, 1, 2), None, (16, 4, 2)), Branch((0,), 0, (4,))],
+}
+
+
+@pytest.fixture(scope="module", params=["resnet", "vit"])
+def exported(request, tmp_path_factory):
+    model = _resnet() if request.param == "resnet" else _vit()
+    variants = BlockVariants(model, QuantConfig(group_size=32))
+    x = torch.randn(4, *model.input_shape)
+    out = tmp_path_factory.mktemp(request.param) / "pkg"
+    pkg = export_package(variants, out, check_x=x, bit_levels=(32, 16, 4, 2), branches=FUSED[request.param])
+    return request.param, variants, pkg
+
+
+def test_every_artifact_checks_runs_and_matches_torch(exported):
+    kind, variants, pkg = exported
+    x = torch.randn(5, *variants.model.input_shape)  # fresh inputs, another batch size
+    for entry in pkg.artifacts:
+        if entry["backend"] != "onnx":
+            continue
+        onnx.checker.check_model(onnx.load(str(pkg.root / entry["path"])), full_check=True)
+        if entry["role"] == "branch":
+            b = pkg.branch(entry["branch"])
+            entry = {**entry, "branch_blocks": b["blocks"], "branch_exit": b["exit"], "branch_bits": b["bits"]}
+        inp, ref = _torch_io(variants, entry, x)
+        ref = ref.numpy()
+        got = _run(pkg.root / entry["path"], inp.numpy())
+        rule = TOLERANCES[entry["tolerance_rule"]]
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 2 * rule.limit(ref), (entry["key"], np.abs(got - ref).max())
+
+
+def test_chain_of_block_artifacts_equals_fused_branch(exported):
+    _, variants, pkg = exported
+    x = np.random.default_rng(0).standard_normal((3, *variants.model.input_shape)).astype(np.float32)
+    for b in pkg.branches:
+        if not b["fused"]:
+            continue
+        h = x
+        for key in pkg.chain(b["id"]):
+            h = _run(pkg.path(key), h)
+        fused = _run(pkg.path(pkg.fused(b["id"])), x)
+        np.testing.assert_allclose(h, fused, rtol=1e-5, atol=1e-5)
+
+
+def test_io_names_and_dynamic_batch(exported):
+    _, _, pkg = exported
+    names = pkg.manifest["io"]["names"]
+    for entry in pkg.artifacts:
+        model = onnx.load(str(pkg.root / entry["path"]))
+        want = names[entry["role"]]
+        assert [i.name for i in model.graph.input] == [want["input"]]
+        assert [o.name for o in model.graph.output] == [want["output"]]
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_real_lowbit_kernels_are_reported_truthfully(exported):
+    kind, _, pkg = exported
+    w4 = pkg.entry("block1/w4")
+    if kind == "vit":  # every Linear of a ViT block becomes MatMulNBits
+        assert w4["real_lowbit"] and not w4["simulated"]
+        assert set(w4["weights"].values()) == {"MatMulNBits"}
+        assert set(w4["max_abs_error_by_accuracy_level"]) == {"0", "4"}
+    else:  # convolutions only dequantize
+        assert w4["simulated"] and not w4["real_lowbit"]
+    assert not pkg.entry("block1/fp32")["real_lowbit"]
+
+
+def test_int8_activation_form_uses_integer_matmul(tmp_path):
+    model = _vit()
+    x = torch.randn(4, *model.input_shape)
+    variants = BlockVariants(model, QuantConfig(bits=8, act_bits=8), calib_x=torch.randn(16, *model.input_shape))
+    pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(8,), branches=[Branch((0, 1, 2), None, (8, 8, 8))])
+    entry = pkg.entry("block0/w8")
+    assert entry["form"] == "w8a8" and entry["act_qdq"] > 0 and entry["real_lowbit"]
+    assert entry["max_abs_error"] <= entry["tolerance"]
+
+
+class _Fft(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.fft.fft2(x).abs()
+
+
+def test_unexportable_block_names_the_block(tmp_path):
+    model = _resnet()
+    model.blocks[2] = torch.nn.Sequential(model.blocks[2], _Fft())
+    variants = BlockVariants(model, QuantConfig())
+    with pytest.raises(EdgeinfError, match=r"block 2 .*cannot be exported to ONNX.*fft"):
+        export_package(variants, tmp_path / "pkg", check_x=torch.randn(2, *model.input_shape), bit_levels=(32,), branches=[])
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_merged_chain_is_one_graph_equal_to_fused(exported):
+    from edgeinf.exporters.onnx.check import run
+    from edgeinf.exporters.onnx.compose import compose_chain
+
+    _, variants, pkg = exported
+    x = np.random.default_rng(1).standard_normal((2, *variants.model.input_shape)).astype(np.float32)
+    for b in [b for b in pkg.branches if b["fused"]]:
+        merged = compose_chain([pkg.path(k).read_bytes() for k in pkg.chain(b["id"])])
+        model = onnx.load_from_string(merged)
+        onnx.checker.check_model(model)
+        assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
+        np.testing.assert_allclose(run(merged, x), _run(pkg.path(pkg.fused(b["id"])), x), rtol=1e-5, atol=1e-6)
+
+
+def test_recommended_session_config_folds_dequantize_without_changing_outputs(exported, tmp_path):
+    from edgeinf.exporters.onnx.check import session
+
+    kind, variants, pkg = exported
+    entry = pkg.entry("block1/w4")
+    if kind == "vit":  # MatMulNBits is a real kernel: nothing to fold
+        assert "ort_session_config" not in entry
+        return
+    config = entry["ort_session_config"]
+    x = np.random.default_rng(2).standard_normal((2, *variants.model.trace_shapes()[1])).astype(np.float32)
+    plain = session(str(pkg.path("block1/w4"))).run(None, {"features": x})[0]
+    opt = str(tmp_path / "opt.onnx")
+    folded = session(str(pkg.path("block1/w4")), optimized_path=opt, config=config).run(None, {"features": x})[0]
+    np.testing.assert_allclose(folded, plain, rtol=1e-5, atol=1e-5)
+    assert "DequantizeLinear" not in {n.op_type for n in onnx.load(opt).graph.node}

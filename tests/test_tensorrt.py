@@ -1,0 +1,127 @@
+"""TensorRT export: everything that does not need TensorRT is tested here; engine builds are marked trt."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from edgeinf.errors import EdgeinfError, MissingDependencyError
+from edgeinf.exporters.tensorrt import BatchRange, DeviceInfo, EnginePlan, cache_key, precision_flags, timing_cache_path, trtexec_command
+
+ORIN = DeviceInfo("Orin (nvgpu)", "8.7", "10.3.0")
+
+
+def _plan(**kw):
+    base = dict(onnx_path="onnx/block1.w4.onnx", onnx_sha256="a" * 64, input_name="features", input_shape=(16, 8, 8), form="w4")
+    return EnginePlan(**{**base, **kw})
+
+
+def test_cache_key_covers_device_cc_version_sha_and_settings():
+    key = cache_key(ORIN, _plan())
+    assert key == cache_key(DeviceInfo("Orin (nvgpu)", "8.7", "10.3.0"), _plan())  # deterministic
+    others = [
+        cache_key(DeviceInfo("NVIDIA H100 80GB HBM3", "8.7", "10.3.0"), _plan()),
+        cache_key(DeviceInfo("Orin (nvgpu)", "9.0", "10.3.0"), _plan()),
+        cache_key(DeviceInfo("Orin (nvgpu)", "8.7", "8.6.2"), _plan()),
+        cache_key(ORIN, _plan(onnx_sha256="b" * 64)),
+        cache_key(ORIN, _plan(batch=BatchRange(1, 1, 16))),
+        cache_key(ORIN, _plan(form="fp16")),
+    ]
+    assert len({key, *others}) == 7
+
+
+def test_profile_shapes_follow_the_batch_range():
+    plan = _plan(batch=BatchRange(1, 4, 32))
+    assert plan.shapes() == {"min": (1, 16, 8, 8), "opt": (4, 16, 8, 8), "max": (32, 16, 8, 8)}
+    with pytest.raises(EdgeinfError, match="min <= opt <= max"):
+        BatchRange(2, 1, 8)
+
+
+@pytest.mark.parametrize("form, expect, absent", [
+    ("fp32", [], ["--fp16", "--int8", "--stronglyTyped"]),
+    ("fp16", ["--fp16"], ["--int8", "--stronglyTyped"]),
+    ("w8a8", ["--int8"], ["--fp16", "--stronglyTyped"]),
+    ("w4", ["--stronglyTyped"], ["--fp16", "--int8"]),
+])
+def test_trtexec_command_flags(form, expect, absent):
+    line = trtexec_command(_plan(form=form, batch=BatchRange(1, 2, 8)), "trt/block1.w4.engine", "timing.cache")
+    words = line.split()
+    assert words[:3] == ["trtexec", "--onnx=onnx/block1.w4.onnx", "--saveEngine=trt/block1.w4.engine"]
+    assert "--minShapes=features:1x16x8x8" in words and "--optShapes=features:2x16x8x8" in words
+    assert "--maxShapes=features:8x16x8x8" in words and "--timingCacheFile=timing.cache" in words
+    assert all(f in words for f in expect) and not any(f in words for f in absent)
+
+
+def test_trtexec_command_quotes_paths_with_spaces():
+    line = trtexec_command(_plan(onnx_path="my pkg/x.onnx"), "out dir/x.engine")
+    assert "'--onnx=my pkg/x.onnx'" in line
+
+
+def test_branch_flags_combine_block_forms():
+    assert precision_flags("branch", ("fp16", "fp32")) == {"fp16": True, "int8": False, "strongly_typed": False}
+    assert precision_flags("branch", ("w8a8", "w8a8")) == {"fp16": False, "int8": True, "strongly_typed": False}
+    assert precision_flags("branch", ("fp16", "w4"))["strongly_typed"]
+
+
+def test_timing_cache_is_per_device_and_version(tmp_path):
+    a = timing_cache_path(tmp_path, ORIN)
+    assert a.parent == tmp_path and "sm87" in a.name and "trt10.3.0" in a.name
+    assert a != timing_cache_path(tmp_path, DeviceInfo("Orin (nvgpu)", "8.7", "10.4.0"))
+
+
+def test_missing_tensorrt_names_the_fix(monkeypatch):
+    from edgeinf.exporters.tensorrt import add_engines
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    with pytest.raises(MissingDependencyError) as info:
+        add_engines(None, {})
+    msg = str(info.value)
+    assert "pip install 'edgeinf[trt]'" in msg and "python3-libnvinfer" in msg and "\n" not in msg
+
+
+def _vit_block_w4():
+    torch = pytest.importorskip("torch")
+    from edgeinf.exporters.onnx.trace import export_graph
+    from edgeinf.quant import QuantConfig, quantize_module
+    from edgeinf.zoo.nets import ViTBlock
+
+    torch.manual_seed(0)
+    block = ViTBlock(32, 2, 2.0).eval()
+    q, packed = quantize_module(block, QuantConfig(bits=4, group_size=32))
+    x = torch.randn(2, 5, 32)
+    model, _ = export_graph(q, x, "features", "block_out", packed=packed, accuracy_level=0)
+    return model.SerializeToString(), x.numpy()
+
+
+def test_matmul_nbits_rewrite_for_tensorrt_keeps_outputs():
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from edgeinf.exporters.onnx.check import run
+    from edgeinf.exporters.tensorrt import trt_onnx_bytes
+
+    data, x = _vit_block_w4()
+    converted, count = trt_onnx_bytes(data)
+    model = onnx.load_from_string(converted)
+    assert count == 4 and not any(n.op_type == "MatMulNBits" for n in model.graph.node)
+    assert all(o.domain != "com.microsoft" for o in model.opset_import)
+    np.testing.assert_allclose(run(converted, x), run(data, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.trt
+def test_engine_builds_and_cache_is_reused(tmp_path):
+    from edgeinf.exporters.tensorrt import plan_for, trt_onnx_bytes
+    from edgeinf.exporters.tensorrt.engine import build_engine
+
+    data, _ = _vit_block_w4()
+    converted, _ = trt_onnx_bytes(data)
+    path = tmp_path / "block.onnx"
+    path.write_bytes(converted)
+    import hashlib
+
+    plan = plan_for(str(path), hashlib.sha256(converted).hexdigest(), {"inputs": ["features"], "form": "w4"}, (5, 32), BatchRange())
+    first = build_engine(plan, tmp_path / "cache")
+    mtime = first.stat().st_mtime_ns
+    assert build_engine(plan, tmp_path / "cache") == first and first.stat().st_mtime_ns == mtime
+    assert any(p.name.startswith("timing-") for p in (tmp_path / "cache").iterdir())
