@@ -18,6 +18,10 @@ from edgeinf.errors import EdgeinfError
 TOOLS: dict[str, str] = {
     "oracle": "edgeinf.cli.oracle:OracleTool",
     "demo": "edgeinf.cli.demo:DemoTool",
+    "contention": "edgeinf.cli.contention:ContentionTool",
+    "run": "edgeinf.cli.run:RunTool",
+    "profile": "edgeinf.cli.run:ProfileTool",
+    "simulate": "edgeinf.cli.simulate:SimulateTool",
     "export": "edgeinf.cli.export:ExportTool",
     "inspect": "edgeinf.cli.inspect:InspectTool",
 }

@@ -1,0 +1,56 @@
+"""``edgeinf contention``: CPU spinners following a load trace (and a memory hog), bounded in time."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from edgeinf.cli.base import Tool
+from edgeinf.errors import EdgeinfError
+
+log = logging.getLogger("edgeinf")
+
+
+def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by tools that generate contention."""
+    parser.add_argument("--trace", metavar="FILE", default=None,
+                        help="load trace: JSON {points: [[t_s, load], ...], duration_s} or CSV t,load; load = spinners per core")
+    parser.add_argument("--load", type=float, default=None, help="constant load in spinners per core (instead of --trace)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="seconds (required with --load; caps a --trace)")
+    parser.add_argument("--mem-mb", type=int, default=0, help="also run a memory-bandwidth hog copying MB-sized buffers")
+    parser.add_argument("--cores", type=int, default=None, help="cores the load is spread over (default: all)")
+
+
+def trace_from_args(args: argparse.Namespace):
+    from edgeinf.contention import LoadTrace
+
+    if (args.trace is None) == (args.load is None):
+        raise EdgeinfError("give exactly one of --trace FILE or --load L (with --duration S)")
+    if args.trace is not None:
+        trace = LoadTrace.from_file(args.trace)
+        if args.duration is not None:
+            trace = LoadTrace(trace.times_s, trace.loads, min(trace.duration_s, args.duration))
+        return trace
+    if args.duration is None:
+        raise EdgeinfError("--load needs --duration S: contention is always bounded in time")
+    return LoadTrace.constant(args.load, args.duration)
+
+
+class ContentionTool(Tool):
+    """Generate CPU (and memory-bandwidth) contention following a trace."""
+
+    name = "contention"
+    help = "generate CPU / memory-bandwidth contention following a load trace (bounded; Ctrl-C cleans up)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_trace_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from edgeinf.contention import ContentionGenerator
+
+        trace = trace_from_args(args)
+        with ContentionGenerator(trace, cores=args.cores, mem_hog_mb=args.mem_mb) as gen:
+            print(f"edgeinf contention: {len(gen.pids)} processes (pids {' '.join(map(str, gen.pids))}) "
+                  f"for {trace.duration_s:g} s, peak {trace.peak:g} spinners per core", file=sys.stderr, flush=True)
+            gen.wait(trace.duration_s + gen.startup_s + 5.0)
+        return 0

@@ -1,0 +1,123 @@
+"""``edgeinf run PKG`` (budgeted inference on inputs) and ``edgeinf profile PKG`` (measure branches here)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeinf.cli.base import JsonOutput, OptionGroup, Tool
+from edgeinf.errors import EdgeinfError
+
+
+class RuntimeOptions(OptionGroup):
+    """Options for loading a package into the runtime."""
+
+    title = "Runtime"
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group(self.title)
+        g.add_argument("package", metavar="PKG", help="package directory (from edgeinf export / edgeinf demo)")
+        g.add_argument("--backend", default=None,
+                       help="onnxruntime (CPU, default) | onnxruntime-cuda | onnxruntime-tensorrt | tensorrt")
+        g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
+        g.add_argument("--board", default=None, help="board profile name (GPU sysfs paths, backend preference)")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    return {} if args.threads is None else {"intra_op_threads": args.threads}
+
+
+def load_inputs(path: str, spec) -> "np.ndarray":  # noqa: F821
+    """Inputs from a .npy file, one sample per row; a single sample without batch dim gets one."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeinfError(f"input file not found: {p}")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        raise EdgeinfError(f"{p} is not a .npy array ({exc}); save inputs with numpy.save") from None
+    if spec is not None and x.ndim == len(spec.shape) - 1:
+        x = x[None]
+    if spec is not None and str(x.dtype) != spec.dtype and np.issubdtype(x.dtype, np.floating):
+        raise EdgeinfError(f"{p} holds {x.dtype}; the package wants {spec.dtype}: save x.astype(np.{spec.dtype})")
+    return x
+
+
+class RunTool(Tool):
+    """Run inputs through a package under a latency budget and print the records."""
+
+    name = "run"
+    help = "run inputs (.npy) through a package under a latency budget, picking the branch per call"
+    option_groups = (RuntimeOptions, JsonOutput)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--input", required=True, metavar="NPY", help="inputs, one sample per row (.npy)")
+        parser.add_argument("--labels", default=None, metavar="NPY", help="labels (.npy) to report accuracy")
+        parser.add_argument("--budget-ms", type=float, required=True, help="latency budget per call in ms")
+        parser.add_argument("--scheduler", default="lut", choices=("lut", "static", "threshold"))
+        parser.add_argument("--repeat", type=int, default=1, help="passes over the inputs")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import numpy as np
+
+        from edgeinf.runtime.runtime import Runtime
+
+        with Runtime.load(args.package, backend=args.backend, scheduler=args.scheduler, board=args.board,
+                          **backend_options(args)) as rt:
+            xs = load_inputs(args.input, rt.input_spec)
+            ys = np.load(args.labels) if args.labels else None
+            rows = []
+            for _ in range(max(1, args.repeat)):
+                for i in range(len(xs)):
+                    y, rec = rt.infer(xs[i: i + 1], args.budget_ms, None if ys is None else ys[i: i + 1])
+                    rows.append({**rec.to_dict(), "prediction": int(np.argmax(y.reshape(len(y), -1)[0]))})
+            summary = rt.stats()
+        if args.json:
+            self.print_json({"summary": summary, "records": rows})
+            return 0
+        for r in rows[:20]:
+            print(f"#{r['call']:<5} {r['branch']:<28} pred {r['predicted_ms']:8.3f} ms  took {r['measured_ms']:8.3f} ms  "
+                  f"{'met ' if r['met'] else 'MISS'}  class {r['prediction']}")
+        if len(rows) > 20:
+            print(f"... {len(rows) - 20} more calls")
+        print(format_summary(summary))
+        return 0
+
+
+def format_summary(s: dict) -> str:
+    lat, dec = s["latency_ms"], s["decision_us"]
+    acc = "" if s["accuracy"] is None else f"  accuracy {s['accuracy']:.4f}"
+    return (f"{s['calls']} calls  miss rate {s['miss_rate']:.4f} ({s['misses']} misses, {s['bursts']} bursts, "
+            f"longest {s['max_burst']})  p50/p95/p99 {lat['p50']:.3f}/{lat['p95']:.3f}/{lat['p99']:.3f} ms  "
+            f"decision p50/p99 {dec['p50']:.1f}/{dec['p99']:.1f} us{acc}")
+
+
+class ProfileTool(Tool):
+    """Measure each branch's latency on this device and write the table into the package."""
+
+    name = "profile"
+    help = "measure every branch's latency on this device and write it into the package (atomically)"
+    option_groups = (RuntimeOptions, JsonOutput)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--repeat", type=int, default=50, help="timed calls per branch")
+        parser.add_argument("--warmup", type=int, default=5, help="untimed calls per branch first")
+        parser.add_argument("--period-ms", type=float, default=None,
+                            help="frame-paced: one call per period, as your application calls it (default: back to back)")
+        parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the package")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from edgeinf.runtime.measure import profile_package
+
+        result = profile_package(args.package, args.backend, args.repeat, args.warmup, write=not args.dry_run,
+                                 period_ms=args.period_ms, **backend_options(args))
+        if args.json:
+            self.print_json(result)
+            return 0
+        print(f"{'BRANCH':<32} {'P50 MS':>9} {'P95 MS':>9}")
+        for bid, st in sorted(result["branches"].items(), key=lambda kv: kv[1]["p50"]):
+            print(f"{bid:<32} {st['p50']:9.4f} {st['p95']:9.4f}")
+        where = "not written (--dry-run)" if args.dry_run else f"written to the package as {result['key']}"
+        print(f"{len(result['branches'])} branches, backend {result['backend']}: {where}")
+        return 0

@@ -1,0 +1,174 @@
+"""Adapter from an ``edgeinf.package`` directory to what the runtime needs: table, executor, input spec."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.executors import PackageExecutor
+from edgeinf.runtime.monitor import Monitor, MonitorConfig
+from edgeinf.runtime.runners.base import Runner, TensorSpec, specs_from
+from edgeinf.runtime.runners.chain import ChainRunner
+from edgeinf.runtime.table import BranchInfo, BranchTable
+
+DEVICE_LATENCY = "device_latency"  # manifest key written by `edgeinf profile`
+BACKENDS = {
+    "onnxruntime": ("cpu",), "onnxruntime-cpu": ("cpu",), "ort": ("cpu",), "onnx": ("cpu",),
+    "onnxruntime-cuda": ("cuda", "cpu"), "onnxruntime-tensorrt": ("tensorrt", "cuda", "cpu"), "tensorrt": None,
+}
+_BLOCK = re.compile(r"^block(\d+)/(fp32|fp16|w(\d+))$")
+_BITS = {"fp32": 32, "fp16": 16}
+
+
+@dataclass
+class PackageView:
+    table: BranchTable
+    executor: PackageExecutor
+    input_spec: TensorSpec | None
+    package: Any
+    backend: str
+
+
+def open_package(pkg, backend: str | None = None, board=None, require_latency: bool = True, **options) -> PackageView:
+    """Load (and verify) ``pkg`` and build its branch table and executor for ``backend``.
+
+    ``require_latency=False`` (for profiling) gives unprofiled branches a placeholder 1 ms.
+    """
+    from edgeinf.package import Package, load_package
+
+    package = pkg if isinstance(pkg, Package) else load_package(pkg)
+    backend = backend or _board_backend(board)
+    if backend not in BACKENDS:
+        raise EdgeinfError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    executor = build_executor(package, backend, **options)
+    table = branch_table(package.manifest, backend, require_latency)
+    return PackageView(table, executor, input_spec(package.manifest), package, backend)
+
+
+def _board_backend(board) -> str:
+    """The board profile's first preferred backend that is usable here, else ORT CPU."""
+    if board is None:
+        return "onnxruntime"
+    prefs = getattr(_load_board(board), "backends", ()) or ()
+    for p in prefs:
+        if p in BACKENDS and usable(p):
+            return p
+    return "onnxruntime"
+
+
+def usable(backend: str) -> bool:
+    """Whether ``backend`` can run on this machine (library and GPU provider present)."""
+    from edgeinf import _lazy
+
+    if backend == "tensorrt":
+        return _lazy.is_available("tensorrt") and _lazy.is_available("pycuda")
+    if not _lazy.is_available("onnxruntime"):
+        return False
+    want = {"onnxruntime-tensorrt": "TensorrtExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider"}.get(backend)
+    if want is None:
+        return True
+    import onnxruntime as ort
+
+    return want in ort.get_available_providers()
+
+
+def _load_board(board):
+    if isinstance(board, str):
+        from edgeinf.boards.profile import load_profile
+
+        return load_profile(board)
+    return board
+
+
+def default_monitor(board=None, **config) -> Monitor:
+    """A monitor with the board profile's GPU sysfs paths (not started)."""
+    from edgeinf.runtime._readers import gpu_paths_from_board
+
+    board = _load_board(board) if board is not None else None
+    return Monitor(MonitorConfig(gpu_paths=gpu_paths_from_board(board) or None, **config))
+
+
+# -- runners -------------------------------------------------------------------------------
+def _runner(package, key: str, backend: str, options: dict) -> Runner:
+    path = package.path(key)
+    if backend == "tensorrt":
+        from edgeinf.runtime.runners.trt import TensorRTRunner
+
+        return TensorRTRunner(path, name=key)
+    from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
+
+    return OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], **options), name=key)
+
+
+def build_executor(package, backend: str, **options) -> PackageExecutor:
+    """Runners for every part and fused branch of ``package`` in ``backend`` (activated by the runtime)."""
+    suffix = "@trt" if backend == "tensorrt" else ""
+    keys = [a["key"] for a in package.artifacts if a["key"].endswith(suffix) and (suffix or "@" not in a["key"])]
+    parts: dict[str, Runner] = {}
+    blocks: dict[tuple[int, int], Runner] = {}
+    exits: dict[int, Runner] = {}
+    fused: dict[str, Runner] = {}
+    for key in keys:
+        base = key[: len(key) - len(suffix)] if suffix else key
+        m = _BLOCK.match(base)
+        if base in ("stem", "head"):
+            parts[base] = _runner(package, key, backend, options)
+        elif m:
+            blocks[(int(m.group(1)), int(m.group(3) or _BITS[m.group(2)]))] = _runner(package, key, backend, options)
+        elif re.fullmatch(r"exit\d+", base):
+            exits[int(base[4:])] = _runner(package, key, backend, options)
+        elif base.startswith("branch/"):
+            fused[base[len("branch/"):]] = _runner(package, key, backend, options)
+    chain = ChainRunner(parts["stem"], blocks, exits, parts.get("head")) if "stem" in parts and blocks else None
+    if chain is None and not fused:
+        raise EdgeinfError(f"package {package.root} has no {backend} artifacts to run; export it with that format")
+    return PackageExecutor(chain, fused)
+
+
+# -- table and input spec -----------------------------------------------------------------
+def latency_value(value: Any) -> float | None:
+    """A latency in ms from a number or a stats dict (p50 / median / mean, with or without _ms);
+    None when absent, not positive, or from zero samples (``n == 0``: never measured)."""
+    if isinstance(value, dict):
+        if value.get("n") == 0:
+            return None
+        value = next((value[k] for k in ("p50", "p50_ms", "median", "median_ms", "mean", "mean_ms")
+                      if isinstance(value.get(k), (int, float))), None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def device_table(manifest: dict, backend: str) -> dict[str, float]:
+    """Branch id -> ms measured on a device by ``edgeinf profile`` for ``backend`` (newest first)."""
+    entries = [e for e in manifest.get(DEVICE_LATENCY, {}).values() if e.get("backend") == backend]
+    entries.sort(key=lambda e: e.get("measured_utc", ""))
+    return {k: latency_value(v) for k, v in entries[-1]["branches"].items()} if entries else {}
+
+
+def branch_table(manifest: dict, backend: str, require_latency: bool = True) -> BranchTable:
+    """The runtime's table: accuracy from the manifest, latency measured here if profiled, else exported."""
+    measured = device_table(manifest, backend)
+    rows = []
+    for b in manifest["branches"]:
+        base = measured.get(b["id"]) or latency_value(b.get("latency_ms", b.get("base_ms")))
+        if base is None and not require_latency:
+            base = 1.0
+        if base is None:
+            raise EdgeinfError(f"branch {b['id']} has no latency in the package; measure it here with: edgeinf profile PKG")
+        acc = b.get("accuracy")
+        if acc is None:
+            raise EdgeinfError(f"branch {b['id']} has no accuracy in the package; re-export it with a profile")
+        rows.append(BranchInfo(b["id"], float(acc), base, tuple(b["blocks"]), b["exit"], tuple(b["bits"]),
+                               f"branch/{b['id']}"))
+    return BranchTable(tuple(rows))
+
+
+def input_spec(manifest: dict) -> TensorSpec | None:
+    """The model input from ``manifest["io"]`` (``input`` or ``inputs[0]``: name, shape, dtype), if given."""
+    io = manifest.get("io") or {}
+    spec = io.get("input") or (io.get("inputs") or [None])[0]
+    if not isinstance(spec, dict) or "shape" not in spec:
+        return None
+    return specs_from([(spec.get("name", "x"), spec["shape"], spec.get("dtype", "float32"))])[0]

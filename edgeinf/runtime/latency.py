@@ -1,0 +1,199 @@
+"""Latency model: profiled base latency x a slowdown learned online from measurements and contention.
+
+The log of the slowdown (measured / base) is modelled as ``k + w . f``: ``k`` is a global
+slowdown that drifts (ALERT's Kalman-filtered factor) and ``w`` weighs the contention
+features ``f`` of the monitor's snapshot (an online regression). Both are the state of one
+Kalman filter with observation vector ``[1, f]``, so a jump in contention moves the
+prediction *before* any slow call was measured. The safety margin is the empirical
+``1 - target_miss_rate`` quantile of recent out-of-sample residuals (log measured minus log
+predicted): bursty latency is not Gaussian, and a mean + 3 sigma margin misses its target.
+In "aware" mode the residuals are kept per contention level (bins of runnable threads per
+core), because preemption makes the tail under load far heavier than when idle: one pooled
+margin would be too small under load and needlessly large when idle.
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.monitor import FEATURE_NAMES, IDLE, Snapshot
+
+MODES = ("aware", "feedback", "blind")
+
+
+@dataclass(frozen=True)
+class LatencyModelConfig:
+    """Args:
+        mode: "aware" (slowdown from feedback and contention features), "feedback" (global
+            Kalman slowdown only, contention-blind features) or "blind" (profiled latency as is,
+            no learning, no margin).
+        target_miss_rate: the residual quantile the margin aims at (0.01 = 99th percentile).
+        residual_window: how many recent residuals the quantile is taken over.
+        min_residuals: below this many, ``initial_margin`` is used.
+        initial_margin: log-margin before enough residuals (0.2 = +22%), in either space.
+        q_slowdown / q_weights: process noise per call of ``k`` / of each feature weight.
+        r_measure: measurement noise variance of log(measured / base).
+        prior_weight_var: initial variance of the feature weights (how fast they learn at first).
+        margin_every: recompute the quantile every this many observations.
+        clip_sigma: innovations beyond this many predicted standard deviations are clipped
+            before the Kalman update (a preempted call must not drag the slowdown estimate;
+            the tail is the margin's job).
+        margin_space: "ms" (residuals in ms: the margin adds; right for preemption delays,
+            the main tail under CPU contention, which do not scale with the branch) or "log"
+            (residuals as ratios: the margin multiplies the prediction).
+        margin_bins: edges (runnable threads per core) of the contention levels that keep
+            their own residuals ("aware" mode only); () = one pooled margin.
+    """
+
+    mode: str = "aware"
+    target_miss_rate: float = 0.01
+    residual_window: int = 400
+    min_residuals: int = 30
+    initial_margin: float = 0.2
+    q_slowdown: float = 2e-3
+    q_weights: float = 1e-4
+    r_measure: float = 0.01
+    prior_weight_var: float = 1.0
+    margin_every: int = 8
+    clip_sigma: float = 2.5
+    margin_space: str = "ms"
+    margin_bins: tuple[float, ...] = (0.25, 0.75, 1.5)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise EdgeinfError(f"latency model mode must be one of {MODES}, got {self.mode!r}")
+        if not (0.0 < self.target_miss_rate < 0.5):
+            raise EdgeinfError(f"target_miss_rate must be in (0, 0.5), got {self.target_miss_rate}")
+        if self.residual_window < self.min_residuals or self.min_residuals < 1:
+            raise EdgeinfError("need 1 <= min_residuals <= residual_window")
+        if min(self.q_slowdown, self.q_weights, self.prior_weight_var) < 0 or self.r_measure <= 0:
+            raise EdgeinfError("noise variances must be >= 0 (r_measure > 0)")
+        if self.margin_space not in ("log", "ms"):
+            raise EdgeinfError(f"margin_space must be 'log' or 'ms', got {self.margin_space!r}")
+        if self.clip_sigma <= 0:
+            raise EdgeinfError(f"clip_sigma must be > 0, got {self.clip_sigma}")
+        if list(self.margin_bins) != sorted(self.margin_bins):
+            raise EdgeinfError(f"margin_bins must be increasing, got {self.margin_bins}")
+
+
+class LatencyModel:
+    """Predicts a branch's latency under the current contention and learns from each call.
+
+    Example:
+        >>> m = LatencyModel()
+        >>> round(m.predict_ms(2.0, IDLE), 4)   # no measurement yet: base x exp(initial margin)
+        2.4428
+        >>> m.observe(2.0, IDLE, measured_ms=3.0)
+    """
+
+    def __init__(self, config: LatencyModelConfig | None = None, n_features: int = len(FEATURE_NAMES)):
+        self.config = cfg = config or LatencyModelConfig()
+        self.n_features = n_features if cfg.mode == "aware" else 0
+        d = 1 + self.n_features
+        self.x = np.zeros(d)  # [k, w...]
+        self.P = np.diag([1.0] + [cfg.prior_weight_var] * self.n_features)
+        self.Q = np.diag([cfg.q_slowdown] + [cfg.q_weights] * self.n_features)
+        self._coef = [0.0] * d  # python copy of x: predictions avoid numpy call overhead
+        self.bins = tuple(cfg.margin_bins) if cfg.mode == "aware" else ()
+        self.additive = cfg.margin_space == "ms"
+        n_bins = len(self.bins) + 1
+        self.residuals: collections.deque[float] = collections.deque(maxlen=cfg.residual_window)  # pooled
+        self.bin_residuals = [collections.deque(maxlen=cfg.residual_window) for _ in range(n_bins)]
+        # None = not enough residuals yet: use initial_margin (multiplicative); blind: no margin
+        start = None if cfg.mode != "blind" else 0.0
+        self.bin_margins: list[float | None] = [start] * n_bins
+        self.log_margin: float | None = start  # pooled (used by bins without enough residuals)
+        self.observations = 0
+
+    # -- prediction ------------------------------------------------------------------------
+    def log_slowdown(self, snapshot: Snapshot) -> float:
+        """Predicted log(measured / base) under ``snapshot``, without margin."""
+        c = self._coef
+        if not self.n_features:
+            return c[0]
+        return c[0] + sum(w * f for w, f in zip(c[1:], snapshot.features()))
+
+    def level(self, snapshot: Snapshot) -> int:
+        """The contention level (margin bin) of ``snapshot``."""
+        return bisect.bisect_right(self.bins, snapshot.runnable_per_core) if self.bins else 0
+
+    def margin(self, snapshot: Snapshot) -> float | None:
+        """The safety margin under ``snapshot`` (log ratio, or ms); None before enough calls."""
+        return self.bin_margins[self.level(snapshot)]
+
+    def bounds(self, snapshot: Snapshot, margin: bool = True) -> tuple[float, float]:
+        """(scale, add_ms): a branch's prediction is ``base_ms * scale + add_ms``.
+
+        With ``margin_space="log"`` the margin multiplies (add_ms = 0); with ``"ms"`` it adds.
+        """
+        ls = self.log_slowdown(snapshot)
+        if not margin:
+            return math.exp(ls), 0.0
+        m = self.bin_margins[self.level(snapshot)]
+        if m is None:
+            return math.exp(ls + self.config.initial_margin), 0.0
+        return (math.exp(ls), m) if self.additive else (math.exp(ls + m), 0.0)
+
+    def scale(self, snapshot: Snapshot, margin: bool = True) -> float:
+        """The multiplicative part of :meth:`bounds` (all of it in log margin space)."""
+        return self.bounds(snapshot, margin)[0]
+
+    def predict_ms(self, base_ms: float, snapshot: Snapshot = IDLE, margin: bool = True) -> float:
+        scale, add_ms = self.bounds(snapshot, margin)
+        return base_ms * scale + add_ms
+
+    # -- learning --------------------------------------------------------------------------
+    def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float) -> None:
+        """Learn from one call: ``measured_ms`` of a branch with profiled ``base_ms`` under ``snapshot``."""
+        if self.config.mode == "blind" or not (measured_ms > 0 and base_ms > 0):
+            return
+        y = math.log(measured_ms / base_ms)
+        ls = self.log_slowdown(snapshot)  # out of sample: before the update
+        residual = measured_ms - base_ms * math.exp(ls) if self.additive else y - ls
+        self.residuals.append(residual)
+        level = self.level(snapshot)
+        self.bin_residuals[level].append(residual)
+        h = np.array((1.0, *snapshot.features()[: self.n_features]))
+        self._kalman(h, y)
+        self.observations += 1
+        if self.observations % self.config.margin_every == 0:
+            self._update_margins(level)
+
+    def _kalman(self, h: np.ndarray, y: float) -> None:
+        P = self.P + self.Q  # random-walk prediction step
+        Ph = P @ h
+        s = float(h @ Ph) + self.config.r_measure
+        gain = Ph / s
+        bound = self.config.clip_sigma * math.sqrt(s)
+        innovation = min(bound, max(-bound, y - float(h @ self.x)))
+        self.x = self.x + gain * innovation
+        self.P = P - np.outer(gain, Ph)
+        self._coef = self.x.tolist()
+
+    def _update_margins(self, level: int) -> None:
+        cfg = self.config
+        self.log_margin = quantile_margin(self.residuals, cfg.target_miss_rate) \
+            if len(self.residuals) >= cfg.min_residuals else None
+        for i, res in enumerate(self.bin_residuals):
+            enough = len(res) >= cfg.min_residuals
+            if i == level or not enough:  # bins without their own data follow the pooled margin
+                self.bin_margins[i] = quantile_margin(res, cfg.target_miss_rate) if enough else self.log_margin
+
+    def state(self) -> dict:
+        """The learned state, for records and debugging."""
+        names = ("slowdown_log",) + tuple(f"w_{n}" for n in FEATURE_NAMES[: self.n_features])
+        unit = "ms" if self.additive else "log"
+        return {"mode": self.config.mode, **dict(zip(names, self._coef)), "margin_unit": unit,
+                "margin_pooled": self.log_margin, "bin_margins": list(self.bin_margins),
+                "observations": self.observations}
+
+
+def quantile_margin(residuals: Sequence[float], target_miss_rate: float) -> float:
+    """The empirical log-margin for ``target_miss_rate`` (exposed for tests and reports)."""
+    return max(0.0, float(np.quantile(np.asarray(residuals, float), 1.0 - target_miss_rate)))

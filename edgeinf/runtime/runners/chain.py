@@ -1,0 +1,84 @@
+"""Chain runner: one branch as stem -> kept blocks -> exit head over per-block artifacts.
+
+Between blocks a hook may end the pass early (max-probability early exit, a budget check):
+that is what per-block artifacts make possible and a fused branch graph does not.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.runners.base import Runner
+
+# hook(position in the kept blocks, block index just run, hidden) -> logits to stop with, or None
+Hook = Callable[[int, int, np.ndarray], "np.ndarray | None"]
+
+
+class ChainRunner(Runner):
+    """Runs branches from parts: ``stem``, ``blocks[(index, bits)]``, ``exits[index]``, ``head``.
+
+    Every part is a single-input, single-output runner (its first output is used), activated
+    once with the chain. ``infer`` runs the full model (all blocks at their first bit level,
+    final head); ``run_branch`` runs any branch.
+    """
+
+    def __init__(self, stem: Runner, blocks: Mapping[tuple[int, int], Runner], exits: Mapping[int, Runner],
+                 head: Runner | None, name: str = "chain"):
+        super().__init__(name)
+        self.stem, self.blocks, self.exits, self.head = stem, dict(blocks), dict(exits), head
+        self.num_blocks = 1 + max((i for i, _ in self.blocks), default=-1)
+
+    def parts(self) -> list[Runner]:
+        return [self.stem, *self.blocks.values(), *self.exits.values(), *([self.head] if self.head else [])]
+
+    def activate_impl(self) -> None:
+        for part in self.parts():
+            part.activate()
+        self.input_specs = self.stem.input_specs
+        self.output_names = ("logits",)
+
+    def deactivate_impl(self) -> None:
+        for part in self.parts():
+            part.deactivate()
+
+    def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feed[self.input_specs[0].name]
+        return {"logits": self.run_branch(x, range(self.num_blocks), None, check=False)}
+
+    def run_branch(self, x: np.ndarray, blocks: Sequence[int], exit: int | None,
+                   bits: Sequence[int] | None = None, hook: Hook | None = None, check: bool = True) -> np.ndarray:
+        """Logits of the branch (``exit=None`` = final head); ``hook`` may stop the pass early."""
+        bits = list(bits) if bits is not None else [self._default_bits(i) for i in blocks]
+        h = _first(self.stem.infer(x, check=check))
+        for pos, (i, b) in enumerate(zip(blocks, bits)):
+            h = _first(self._block(i, b).infer(h, check=False))
+            if hook is not None:
+                stop = hook(pos, i, h)
+                if stop is not None:
+                    return stop
+        return self.run_exit(exit, h)
+
+    def run_exit(self, exit: int | None, hidden: np.ndarray) -> np.ndarray:
+        """Logits of exit head ``exit`` (``None`` = final head) on ``hidden``."""
+        runner = self.head if exit is None else self.exits.get(exit)
+        if runner is None:
+            raise EdgeinfError(f"this package has no {'final head' if exit is None else f'exit after block {exit}'}")
+        return _first(runner.infer(hidden, check=False))
+
+    def _block(self, index: int, bits: int) -> Runner:
+        try:
+            return self.blocks[(index, bits)]
+        except KeyError:
+            raise EdgeinfError(f"this package has no artifact for block {index} at {bits} bits") from None
+
+    def _default_bits(self, index: int) -> int:
+        levels = [b for j, b in self.blocks if j == index]
+        if not levels:
+            raise EdgeinfError(f"this package has no artifact for block {index}")
+        return max(levels)
+
+
+def _first(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    return next(iter(outputs.values()))

@@ -1,0 +1,118 @@
+"""ONNX Runtime runner: CPU by default; CUDA and TensorRT execution providers where present."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from edgeinf import _lazy
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.runners.base import Runner, specs_from
+
+# ORT's type strings -> numpy dtype names
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """How ORT sessions are created.
+
+    Args:
+        providers: execution providers in priority order, by short name ("tensorrt", "cuda",
+            "cpu"); ``None`` = CPU only. Unavailable ones raise unless ``allow_fallback``.
+        intra_op_threads: threads inside one operator; ``None`` = ORT's default (all cores).
+        inter_op_threads: threads across operators; ``None`` = ORT's default.
+        trt_cache_dir: where the TensorRT EP caches engines and timing (``None`` = no cache).
+        trt_fp16: let the TensorRT EP build fp16 engines.
+        allow_fallback: drop unavailable providers (with CPU always last) instead of raising.
+    """
+
+    providers: tuple[str, ...] | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    trt_cache_dir: str | None = None
+    trt_fp16: bool = True
+    allow_fallback: bool = False
+
+    def __post_init__(self):
+        for p in self.providers or ():
+            if p not in _PROVIDERS:
+                raise EdgeinfError(f"unknown ORT provider '{p}'; choose from {sorted(_PROVIDERS)}")
+        for n in (self.intra_op_threads, self.inter_op_threads):
+            if n is not None and n < 1:
+                raise EdgeinfError(f"thread counts must be >= 1, got {n}")
+
+
+def resolve_providers(options: OrtOptions, available: list[str]) -> list:
+    """The provider list for ``InferenceSession`` (with options for TensorRT), CPU last."""
+    wanted = list(options.providers or ("cpu",))
+    if "cpu" not in wanted:
+        wanted.append("cpu")
+    out: list = []
+    for short in wanted:
+        full = _PROVIDERS[short]
+        if full not in available:
+            if options.allow_fallback:
+                continue
+            raise EdgeinfError(
+                f"ONNX Runtime here has no {full} (available: {', '.join(available)}); "
+                "install onnxruntime-gpu / a TensorRT-enabled build, or use providers=('cpu',)")
+        out.append((full, _provider_options(short, options)))
+    return out
+
+
+def _provider_options(short: str, options: OrtOptions) -> dict:
+    if short != "tensorrt":
+        return {}
+    opts: dict = {"trt_fp16_enable": options.trt_fp16}
+    if options.trt_cache_dir:
+        Path(options.trt_cache_dir).mkdir(parents=True, exist_ok=True)
+        opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(options.trt_cache_dir),
+                    trt_timing_cache_enable=True, trt_timing_cache_path=str(options.trt_cache_dir))
+    return opts
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs one ONNX file with one ``InferenceSession``, created in ``activate`` and reused."""
+
+    def __init__(self, path: str | os.PathLike, options: OrtOptions | None = None, name: str | None = None):
+        super().__init__(name or Path(path).name)
+        self.path = Path(path)
+        self.options = options or OrtOptions()
+        self.session = None
+
+    def activate_impl(self) -> None:
+        ort = _lazy.require("onnxruntime", "the ONNX Runtime runner")
+        if not self.path.is_file():
+            raise EdgeinfError(f"ONNX file not found: {self.path}")
+        so = ort.SessionOptions()
+        if self.options.intra_op_threads is not None:
+            so.intra_op_num_threads = self.options.intra_op_threads
+        if self.options.inter_op_threads is not None:
+            so.inter_op_num_threads = self.options.inter_op_threads
+        so.log_severity_level = 3
+        providers = resolve_providers(self.options, ort.get_available_providers())
+        self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+        self.input_specs = specs_from(
+            [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(None, dict(feed))
+        return dict(zip(self.output_names, outs))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the active session really uses."""
+        return list(self.session.get_providers()) if self.session is not None else []

@@ -1,0 +1,185 @@
+"""Runtime: ``infer(x, budget_ms)`` picks, per call, the branch that fits a live latency budget.
+
+Per call: read the monitor's cached snapshot, let the scheduler choose (the latency model
+predicts every branch under that contention), run the branch, learn from the measured
+latency, record everything. A budget that cannot be met never raises: the fastest branch
+runs and the record says the miss was predicted.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime._stats import RunStats
+from edgeinf.runtime.executors import Executor
+from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig
+from edgeinf.runtime.monitor import IDLE, Monitor, Snapshot
+from edgeinf.runtime.runners.base import TensorSpec
+from edgeinf.runtime.schedulers import Scheduler, make_scheduler
+from edgeinf.runtime.table import BranchTable
+
+
+@dataclass(frozen=True)
+class Record:
+    """One call: the branch that ran, predicted vs measured latency, the budget and the contention."""
+
+    call: int
+    branch: str
+    budget_ms: float
+    predicted_ms: float
+    measured_ms: float
+    met: bool
+    predicted_miss: bool
+    decision_us: float
+    snapshot: Snapshot
+    exited_at: int | None = None
+    correct: bool | None = None
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "snapshot"}
+        d["snapshot"] = self.snapshot.to_dict()
+        return d
+
+
+class Runtime:
+    """Runs a package's branches under a per-call latency budget.
+
+    Build it with :meth:`load` (a package directory) or directly from a branch table and an
+    executor. ``infer`` is thread-safe (one call runs at a time, so measured latencies stay
+    meaningful). Close it (or use ``with``) to stop the monitor thread and release sessions.
+
+    Example:
+        >>> with Runtime.load("out/package") as rt:                     # doctest: +SKIP
+        ...     y, rec = rt.infer(x, budget_ms=5.0)
+        ...     print(rec.branch, rec.measured_ms, rec.met)
+    """
+
+    def __init__(self, table: BranchTable, executor: Executor, scheduler: Scheduler | str | None = None,
+                 latency: LatencyModel | LatencyModelConfig | None = None, monitor: Monitor | None = None,
+                 input_spec: TensorSpec | None = None, clock: Callable[[], float] = time.perf_counter,
+                 history: int = 10_000):
+        self.table = table
+        self.executor = executor
+        self.latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
+        self.scheduler = make_scheduler(scheduler).bind(table, self.latency)
+        self.monitor = monitor
+        self.clock = clock
+        self.stats_ = RunStats(history)
+        self._lock = threading.Lock()
+        self._by_path = {(b.blocks, b.exit): b for b in table}
+        self.executor.activate()
+        self.input_spec = input_spec or executor.input_spec
+        if monitor is not None and not monitor.running:
+            monitor.start()
+
+    @classmethod
+    def load(cls, pkg, backend: str | None = None, scheduler: Scheduler | str | None = None, board=None,
+             monitor: Monitor | bool | None = True, latency: LatencyModel | LatencyModelConfig | None = None,
+             **options) -> "Runtime":
+        """A runtime for package ``pkg`` (a directory or a loaded ``edgeinf.package.Package``).
+
+        Args:
+            backend: "onnxruntime" (CPU, default), "onnxruntime-cuda", "onnxruntime-tensorrt",
+                "tensorrt"; ``None`` = the board's first available preference, else ORT CPU.
+            scheduler: "lut" (default), "static", "threshold" or a Scheduler instance.
+            board: a board profile name or ``BoardProfile`` (GPU sysfs paths, backend preference).
+            monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
+            latency: the latency model or its config (default: contention-aware).
+            **options: backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``).
+        """
+        from edgeinf.runtime import _package
+
+        view = _package.open_package(pkg, backend, board, **options)
+        if monitor is True:
+            monitor = _package.default_monitor(board)
+        return cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec)
+
+    # -- inference ---------------------------------------------------------------------
+    def infer(self, x: np.ndarray, budget_ms: float, label: int | None = None) -> tuple[np.ndarray, Record]:
+        """Run one input under ``budget_ms``; returns (logits, record).
+
+        ``record.measured_ms`` runs from the start of this call's turn (after the input check
+        and, with several threads, after waiting for the lock) to the output.
+
+        Raises:
+            EdgeinfError: ``x`` does not match the package's input (shape or dtype), or the
+                budget is not a positive number. Never raised for a budget that cannot be met.
+        """
+        if not budget_ms > 0:
+            raise EdgeinfError(f"budget_ms must be a positive number of milliseconds, got {budget_ms!r}")
+        if self.input_spec is not None:
+            self.input_spec.check(x, "Runtime.infer")
+        with self._lock:
+            return self._infer_locked(x, float(budget_ms), label)
+
+    def _infer_locked(self, x: np.ndarray, budget_ms: float, label: int | None) -> tuple[np.ndarray, Record]:
+        t0 = self.clock()
+        snap = self.monitor.snapshot if self.monitor is not None else IDLE
+        decision = self.scheduler.choose(budget_ms, snap)
+        decision_us = (self.clock() - t0) * 1e6
+        hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits) \
+            if self.executor.exits else None
+        out = self.executor.run(decision.branch, x, hook)
+        measured_ms = (self.clock() - t0) * 1e3
+        exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit
+        ran = self._ran(decision.branch, exited)
+        self.latency.observe(ran.base_ms, snap, measured_ms)
+        record = Record(
+            self.stats_.calls, ran.id, budget_ms, decision.predicted_ms, measured_ms, measured_ms <= budget_ms,
+            not decision.fits, decision_us, snap, exited[1] if exited else None,
+            None if label is None else _correct(out, label))
+        self.stats_.add(record)
+        return out, record
+
+    def _ran(self, planned, exited):
+        """The branch that really ran (an early exit shortens the planned one)."""
+        if not exited:
+            return planned
+        pos, block = exited
+        return self._by_path.get((planned.blocks[: pos + 1], block), planned)
+
+    def stream(self, inputs: Iterable[np.ndarray], budget_ms: float | Callable[[int], float]) -> Iterator[tuple[np.ndarray, Record]]:
+        """Run a stream (e.g. video frames); ``budget_ms`` may be a function of the frame index."""
+        for i, x in enumerate(inputs):
+            yield self.infer(x, budget_ms(i) if callable(budget_ms) else budget_ms)
+
+    # -- results -------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Summary of every call so far: miss rate, miss bursts, p50/p95/p99, decision overhead, accuracy."""
+        with self._lock:
+            out = self.stats_.summary()
+        out["latency_model"] = self.latency.state()
+        out["scheduler"] = repr(self.scheduler)
+        return out
+
+    def reset_stats(self) -> None:
+        """Forget the calls so far (e.g. after a warm-up); the latency model keeps what it learned."""
+        with self._lock:
+            self.stats_ = RunStats(self.stats_.recent.maxlen or 10_000)
+
+    def records(self) -> list[Record]:
+        """The most recent records (bounded by ``history``)."""
+        with self._lock:
+            return list(self.stats_.recent)
+
+    def close(self) -> None:
+        """Stop the monitor thread and release the backend sessions."""
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.executor.deactivate()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _correct(logits: np.ndarray, label) -> bool:
+    pred = np.asarray(logits).reshape(np.shape(logits)[0], -1).argmax(axis=1)
+    return bool(np.all(pred == np.asarray(label).reshape(-1)))

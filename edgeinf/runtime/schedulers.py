@@ -1,0 +1,151 @@
+"""Schedulers: pick the branch for one call from the budget and the contention snapshot.
+
+One interface: ``bind(table, latency)`` once, then ``choose(budget_ms, snapshot)`` per call.
+No scheduler ever raises for a budget: if nothing fits, the fastest branch runs and the
+decision records a predicted miss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.latency import LatencyModel
+from edgeinf.runtime.monitor import Snapshot
+from edgeinf.runtime.table import BranchInfo, BranchTable
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The branch to run, its predicted latency (margin included) and whether that fits."""
+
+    branch: BranchInfo
+    predicted_ms: float
+    fits: bool
+
+
+class Scheduler:
+    """Base class. Subclasses write ``choose``; ``exit_hook`` may stop a chain pass early."""
+
+    name = "scheduler"
+
+    def __init__(self):
+        self.table: BranchTable | None = None
+        self.latency: LatencyModel | None = None
+
+    def bind(self, table: BranchTable, latency: LatencyModel) -> "Scheduler":
+        self.table, self.latency = table, latency
+        return self
+
+    def choose(self, budget_ms: float, snapshot: Snapshot) -> Decision:
+        raise NotImplementedError
+
+    def exit_hook(self, decision: Decision, run_exit: Callable[[int, np.ndarray], np.ndarray],
+                  exits: set[int]) -> "ExitHook | None":
+        """A hook for ``ChainRunner.run_branch`` (``None``: run the branch to its end)."""
+        return None
+
+    def _decide(self, branch: BranchInfo, bounds: tuple[float, float], budget_ms: float) -> Decision:
+        predicted = branch.base_ms * bounds[0] + bounds[1]
+        return Decision(branch, predicted, predicted <= budget_ms)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Static(Scheduler):
+    """Always the same branch (``None`` = the most accurate one): the baseline of every comparison."""
+
+    name = "static"
+
+    def __init__(self, branch_id: str | None = None):
+        super().__init__()
+        self.branch_id = branch_id
+        self.branch: BranchInfo | None = None
+
+    def bind(self, table: BranchTable, latency: LatencyModel) -> "Static":
+        super().bind(table, latency)
+        self.branch = table.get(self.branch_id) if self.branch_id else table.most_accurate
+        return self
+
+    def choose(self, budget_ms: float, snapshot: Snapshot) -> Decision:
+        return self._decide(self.branch, self.latency.bounds(snapshot), budget_ms)
+
+
+class LookupTable(Scheduler):
+    """AdaInf's content-agnostic scheduler: the most accurate branch whose predicted latency fits.
+
+    One prediction ``base * scale + add_ms`` per call (the slowdown under the snapshot, margin
+    included) and a binary search over the branches sorted by base latency: O(log n).
+    """
+
+    name = "lut"
+
+    def choose(self, budget_ms: float, snapshot: Snapshot) -> Decision:
+        scale, add_ms = bounds = self.latency.bounds(snapshot)
+        best = self.table.best_within((budget_ms - add_ms) / scale)
+        if best is None:
+            return self._decide(self.table.fastest, bounds, budget_ms)
+        return Decision(best, best.base_ms * scale + add_ms, True)
+
+
+class Threshold(LookupTable):
+    """Max-probability early exit: along the chosen branch, stop at the first exit head whose
+    softmax max-probability reaches ``threshold``. The branch itself is the lookup table's
+    choice, so the budget still bounds the worst case.
+    """
+
+    name = "threshold"
+
+    def __init__(self, threshold: float = 0.9):
+        super().__init__()
+        if not (0.0 < threshold <= 1.0):
+            raise EdgeinfError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+
+    def exit_hook(self, decision, run_exit, exits):
+        # the branch's own end is its exit (or the head) anyway: check the exits before it
+        return ExitHook(self.threshold, run_exit, exits & set(decision.branch.blocks[:-1]))
+
+    def __repr__(self) -> str:
+        return f"Threshold({self.threshold})"
+
+
+class ExitHook:
+    """Runs the exit heads met along a pass; stops when one is confident enough."""
+
+    def __init__(self, threshold: float, run_exit: Callable[[int, np.ndarray], np.ndarray], exits: set[int]):
+        self.threshold, self.run_exit, self.exits = threshold, run_exit, exits
+        self.exited_at: tuple[int, int] | None = None  # (position, block index)
+
+    def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
+        if block not in self.exits:
+            return None
+        logits = self.run_exit(block, hidden)
+        if max_probability(logits) >= self.threshold:
+            self.exited_at = (pos, block)
+            return logits
+        return None
+
+
+def max_probability(logits: np.ndarray) -> float:
+    """The smallest (over the batch) softmax max-probability of ``logits`` [batch, classes]."""
+    z = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return float((p.max(axis=1) / p.sum(axis=1)).min())
+
+
+SCHEDULERS = {"static": Static, "lut": LookupTable, "threshold": Threshold}
+
+
+def make_scheduler(name: str | Scheduler | None, **kwargs) -> Scheduler:
+    """A scheduler from its name ("lut", "static", "threshold"); ``None`` = "lut"."""
+    if isinstance(name, Scheduler):
+        return name
+    try:
+        return SCHEDULERS[name or "lut"](**kwargs)
+    except KeyError:
+        raise EdgeinfError(f"unknown scheduler '{name}'; choose from {', '.join(SCHEDULERS)}") from None

@@ -1,0 +1,112 @@
+"""The branch table the runtime schedules over: id, accuracy and base latency of each branch."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from edgeinf.errors import EdgeinfError
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """One runnable branch.
+
+    Args:
+        id: the branch's stable id (``edgeinf.branch.Branch.id``).
+        accuracy: profiled accuracy in [0, 1].
+        base_ms: latency of one call on an unloaded device (profiled), in ms.
+        blocks: kept block indices, in order.
+        exit: exit index (the block after which the exit head sits); ``None`` = final head.
+        bits: bit-width per kept block (32 = fp32, 16 = fp16); empty = the package's default.
+        artifact: key of a fused whole-branch artifact, if the package has one.
+    """
+
+    id: str
+    accuracy: float
+    base_ms: float
+    blocks: tuple[int, ...] = ()
+    exit: int | None = None
+    bits: tuple[int, ...] = ()
+    artifact: str | None = None
+
+    def __post_init__(self):
+        if not (0.0 <= self.accuracy <= 1.0):
+            raise EdgeinfError(f"branch {self.id}: accuracy {self.accuracy} is not in [0, 1]")
+        if not (self.base_ms > 0.0):
+            raise EdgeinfError(f"branch {self.id}: base latency {self.base_ms} ms must be > 0; profile the package")
+        if self.bits and len(self.bits) != len(self.blocks):
+            raise EdgeinfError(f"branch {self.id}: {len(self.bits)} bit-widths for {len(self.blocks)} blocks")
+
+
+@dataclass
+class BranchTable:
+    """Branches plus the indexes the schedulers need (sorted by base latency, running best accuracy)."""
+
+    branches: tuple[BranchInfo, ...]
+    _by_id: dict = field(init=False, repr=False)
+    _sorted: list = field(init=False, repr=False)
+    _keys: list = field(init=False, repr=False)
+    _best: list = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.branches = tuple(self.branches)
+        if not self.branches:
+            raise EdgeinfError("the branch table is empty: the package lists no branches")
+        self._by_id = {b.id: b for b in self.branches}
+        if len(self._by_id) != len(self.branches):
+            raise EdgeinfError("the branch table has duplicate branch ids")
+        self._sorted = sorted(self.branches, key=lambda b: (b.base_ms, -b.accuracy))
+        self._keys = [b.base_ms for b in self._sorted]
+        self._best, best = [], None
+        for b in self._sorted:  # best[i] = most accurate among the i+1 fastest (ties: the faster)
+            best = b if best is None or b.accuracy > best.accuracy else best
+            self._best.append(best)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict]) -> "BranchTable":
+        """From dicts with keys id, accuracy, base_ms (or latency_ms) and optional blocks/exit/bits."""
+        out = []
+        for r in rows:
+            base = r.get("base_ms", r.get("latency_ms"))
+            if isinstance(base, dict):
+                base = base.get("p50", base.get("median", base.get("mean")))
+            out.append(BranchInfo(str(r["id"]), float(r["accuracy"]), float(base) if base is not None else 0.0,
+                                  tuple(r.get("blocks", ())), r.get("exit"), tuple(r.get("bits", ())),
+                                  r.get("artifact")))
+        return cls(tuple(out))
+
+    def __len__(self) -> int:
+        return len(self.branches)
+
+    def __iter__(self):
+        return iter(self.branches)
+
+    def get(self, branch_id: str) -> BranchInfo:
+        try:
+            return self._by_id[branch_id]
+        except KeyError:
+            raise EdgeinfError(f"no branch '{branch_id}' in this package; known: {', '.join(list(self._by_id)[:8])}...") from None
+
+    @property
+    def fastest(self) -> BranchInfo:
+        return self._sorted[0]
+
+    @property
+    def most_accurate(self) -> BranchInfo:
+        return self._best[-1]
+
+    def best_within(self, base_ms_limit: float) -> BranchInfo | None:
+        """The most accurate branch whose base latency is <= ``base_ms_limit`` (O(log n)); None if none."""
+        i = bisect.bisect_right(self._keys, base_ms_limit)
+        return self._best[i - 1] if i else None
+
+    def with_base_ms(self, base_ms: dict[str, float]) -> "BranchTable":
+        """A copy with new base latencies (e.g. measured on this device)."""
+        from dataclasses import replace
+
+        return BranchTable(tuple(replace(b, base_ms=float(base_ms.get(b.id, b.base_ms))) for b in self.branches))
+
+    def pareto(self) -> Sequence[BranchInfo]:
+        """Branches no other branch beats in both latency and accuracy, fastest first."""
+        return sorted(set(self._best), key=lambda b: b.base_ms)

@@ -1,0 +1,114 @@
+"""Runners and Runtime.load on a real (tiny) ONNX package: outputs vs a numpy reference, errors, backends."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")  # building the test package needs onnx; the runtime itself does not
+
+from edgeinf.errors import EdgeinfError, MissingDependencyError
+from edgeinf.runtime.runners import OnnxRuntimeRunner, OrtOptions, TensorRTRunner
+from edgeinf.runtime.runners.onnxrt import resolve_providers
+from edgeinf.runtime.runtime import Runtime
+
+from _runtime_pkg import IN, branches, reference, write_package
+
+
+@pytest.fixture(scope="module")
+def pkg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pkg") / "tiny"
+    weights = write_package(root, n_blocks=3)
+    return root, weights
+
+
+def x_batch(n=2):
+    return np.random.default_rng(3).normal(size=(n, IN)).astype(np.float32)
+
+
+def test_ort_runner_runs_and_times(pkg):
+    root, w = pkg
+    with OnnxRuntimeRunner(root / "onnx/stem.onnx", OrtOptions(intra_op_threads=1)) as r:
+        out = r.infer(x_batch())
+        assert np.allclose(out["y"], np.maximum(x_batch() @ w["stem"], 0), atol=1e-5)
+        assert r.calls == 1 and r.last_infer_ms > 0 and r.providers == ["CPUExecutionProvider"]
+        with pytest.raises(EdgeinfError, match="dtype"):
+            r.infer(x_batch().astype(np.float64))
+        with pytest.raises(EdgeinfError, match="shape"):
+            r.infer(np.zeros((2, 5), np.float32))
+    with pytest.raises(EdgeinfError, match="not active"):
+        r.infer(x_batch())
+
+
+def test_missing_provider_is_a_clear_error():
+    with pytest.raises(EdgeinfError, match="TensorrtExecutionProvider"):
+        resolve_providers(OrtOptions(providers=("tensorrt",)), ["CPUExecutionProvider"])
+    got = resolve_providers(OrtOptions(providers=("tensorrt",), trt_cache_dir=None, allow_fallback=True),
+                            ["CPUExecutionProvider"])
+    assert got == [("CPUExecutionProvider", {})]
+
+
+def test_tensorrt_provider_options_carry_the_engine_cache(tmp_path):
+    got = resolve_providers(OrtOptions(providers=("tensorrt",), trt_cache_dir=str(tmp_path / "c")),
+                            ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    name, opts = got[0]
+    assert name == "TensorrtExecutionProvider" and opts["trt_engine_cache_enable"] is True
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "c") and got[1][0] == "CPUExecutionProvider"
+
+
+@pytest.mark.skipif("tensorrt" in sys.modules or __import__("edgeinf")._lazy.is_available("tensorrt"),
+                    reason="TensorRT is installed here: the missing-backend error cannot be shown")
+def test_tensorrt_runner_without_tensorrt_names_the_extra(tmp_path):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgeinf\[trt\]'"):
+        TensorRTRunner(tmp_path / "x.engine").activate()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_runtime_load_runs_every_branch_like_the_reference(tmp_path, fused):
+    w = write_package(tmp_path / "p", n_blocks=3, fused=fused)
+    x = x_batch(3)
+    with Runtime.load(tmp_path / "p", scheduler="static", monitor=False, intra_op_threads=1) as rt:
+        for blocks, exit in branches(3):
+            b = next(b for b in rt.table if b.blocks == blocks and b.exit == exit)
+            y = rt.executor.run(b, x)
+            assert np.allclose(y, reference(x, w, blocks, exit), atol=1e-4)
+        y, rec = rt.infer(x, budget_ms=1000.0)
+        assert rec.branch == rt.table.most_accurate.id and rec.met
+        with pytest.raises(EdgeinfError, match="shape"):
+            rt.infer(np.zeros((1, IN + 1), np.float32), budget_ms=5.0)
+
+
+def test_threshold_exits_early_through_the_chain(pkg):
+    root, w = pkg
+    x = x_batch(1)
+    with Runtime.load(root, scheduler="threshold", monitor=False) as rt:
+        rt.scheduler.threshold = 1e-9  # any exit is confident enough: stop at the first one
+        y, rec = rt.infer(x, budget_ms=1000.0)
+        assert rec.exited_at == 0 and np.allclose(y, reference(x, w, (0,), 0), atol=1e-4)
+        assert rec.branch == "k0-e0"  # the branch that really ran
+        rt.scheduler.threshold = 1.0  # never confident: run the planned branch to its end
+        y, rec = rt.infer(x, budget_ms=1000.0)
+        assert rec.exited_at is None and np.allclose(y, reference(x, w, (0, 1, 2), None), atol=1e-4)
+
+
+def test_unprofiled_package_says_how_to_profile(tmp_path):
+    write_package(tmp_path / "p", latency=False)
+    with pytest.raises(EdgeinfError, match="edgeinf profile"):
+        Runtime.load(tmp_path / "p", monitor=False)
+
+
+def test_unknown_backend(pkg):
+    with pytest.raises(EdgeinfError, match="unknown backend"):
+        Runtime.load(pkg[0], backend="magic", monitor=False)
+
+
+def test_torch_runner_matches_numpy(pkg):
+    torch = pytest.importorskip("torch")
+    from edgeinf.runtime.runners import TensorSpec, TorchRunner
+
+    w = pkg[1]["stem"]
+    lin = lambda x: torch.relu(x @ torch.from_numpy(w))  # noqa: E731
+    with TorchRunner(lin, [TensorSpec("x", (None, IN), "float32")]) as r:
+        out = r.infer(x_batch())["y"]
+    assert np.allclose(out, np.maximum(x_batch() @ w, 0), atol=1e-5)
