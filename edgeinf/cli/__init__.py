@@ -18,6 +18,8 @@ from edgeinf.errors import EdgeinfError
 TOOLS: dict[str, str] = {
     "oracle": "edgeinf.cli.oracle:OracleTool",
     "demo": "edgeinf.cli.demo:DemoTool",
+    "boards": "edgeinf.cli.boards:BoardsTool",
+    "bench": "edgeinf.cli.bench:BenchTool",
     "contention": "edgeinf.cli.contention:ContentionTool",
     "run": "edgeinf.cli.run:RunTool",
     "profile": "edgeinf.cli.run:ProfileTool",
