@@ -1,0 +1,156 @@
+"""QuantLinear: a torch ``nn.Linear`` replacement that runs the low-bit CUDA kernels on torch tensors.
+
+The weight is stored in the kernel layout (buffers, so ``.to(device)`` and ``state_dict`` work).
+On a CUDA tensor the kernel is launched on torch's current stream through the driver API (so
+it is captured by CUDA graphs); on the CPU the layer computes ``x @ dequantize(W).T`` in torch,
+which gives the same function for testing and export. This module imports torch (import it only
+where torch is wanted; ``import edgeinf.kernels`` does not).
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.kernels import _cuda, build, ops
+from edgeinf.kernels.layout import KernelWeight, repack, row_scales, unpack_kernel_codes
+from edgeinf.kernels.packing import PackedWeight, quantize
+
+_MODULES: dict[tuple[int, int], _cuda.Module] = {}
+
+
+def _module_for(device: torch.device) -> _cuda.Module:
+    """The kernel image loaded into ``device``'s primary context (torch's), once per device."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (index, _cuda.current_context())
+    if key not in _MODULES:
+        _MODULES[key] = _cuda.Module(build.image_for(torch.cuda.get_device_capability(index)))
+    return _MODULES[key]
+
+
+class QuantLinear(nn.Module):
+    """``y = x @ W.T + b`` with ``W`` quantized to 2-8 bits (weight-only; fp16 activations on GPU).
+
+    Args:
+        weight: the packed weight ``[out_features, in_features]``.
+        bias: optional float bias ``[out_features]``.
+    """
+
+    def __init__(self, weight: PackedWeight, bias: torch.Tensor | np.ndarray | None = None):
+        super().__init__()
+        kw = repack(weight)
+        self.in_features, self.out_features, self.bits = kw.k, kw.n, kw.bits
+        self.block_size = None if weight.per_channel else weight.block_size
+        self.group_blocks, self.out_mul = kw.group_blocks, kw.out_mul
+        self.register_buffer("plane_a", torch.from_numpy(kw.plane_a.copy()))
+        self.register_buffer("plane_b", torch.from_numpy(kw.plane_b.copy()))
+        self.register_buffer("scales", torch.from_numpy(kw.scales.copy()))
+        b = None if bias is None else torch.as_tensor(np.asarray(bias.detach().cpu() if isinstance(bias, torch.Tensor) else bias,
+                                                                dtype=np.float32)).reshape(-1)
+        if b is not None and b.numel() != kw.n:
+            raise EdgeinfError(f"bias has {b.numel()} values, expected {kw.n}")
+        self.register_buffer("bias", None if b is None else b.half())
+        self._sm_count: int | None = None
+        self._w_cpu: torch.Tensor | None = None  # dequantized weight for the CPU path, made on first use
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None = None, method: str = "mse") -> "QuantLinear":
+        """Quantize an ``nn.Linear``'s weight (see :func:`edgeinf.kernels.packing.quantize`)."""
+        w = linear.weight.detach().float().cpu().numpy()
+        q = cls(quantize(w, bits, group_size, method=method), linear.bias)
+        return q.to(linear.weight.device)
+
+    def kernel_weight(self) -> KernelWeight:
+        return KernelWeight(self.plane_a.cpu().numpy(), self.plane_b.cpu().numpy(), self.scales.cpu().numpy(),
+                            self.out_mul, self.bits, self.out_features, self.in_features, self.group_blocks)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, block_size={self.block_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise EdgeinfError(f"QuantLinear expects inputs [..., {self.in_features}], got {tuple(x.shape)}")
+        if not x.is_cuda:
+            if self._w_cpu is None:
+                self._w_cpu = torch.from_numpy(self.dequantized())
+            y = x.float() @ self._w_cpu.T
+            return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()
+        y = torch.empty((x2.shape[0], self.out_features), dtype=torch.float16, device=x.device)
+        if x2.shape[0]:
+            self._launch(x2, y)
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 weight ``[N, K]`` the kernel computes with (codes x fp16 kernel scales)."""
+        kw = self.kernel_weight()
+        q = unpack_kernel_codes(kw).astype(np.float32)
+        s = row_scales(kw).T  # [N, groups]
+        per = 32 * kw.group_blocks if kw.group_blocks else kw.k
+        return q * np.repeat(s, per, axis=1)[:, : kw.k]
+
+    def _launch(self, x2: torch.Tensor, y: torch.Tensor) -> None:
+        dev = x2.device
+        if self.plane_a.device != dev:
+            raise EdgeinfError(f"QuantLinear weights are on {self.plane_a.device} but the input is on {dev}; call .to({dev})")
+        if self._sm_count is None:
+            self._sm_count = torch.cuda.get_device_properties(dev).multi_processor_count
+        func = _module_for(dev).function(ops.kernel_name(self.bits, self.group_blocks))
+        lc = ops.launch_for(self.out_features, self.in_features, x2.shape[0], self._sm_count)
+        ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None and t.numel() else 0)  # noqa: E731
+        m, n, k, nch, npad, gsb, out_mul = ops.kernel_scalars(self.kernel_shape(), x2.shape[0])
+        args = [ptr(self.plane_a), ptr(self.plane_b), ptr(self.scales), ptr(x2), ptr(self.bias), ptr(y),
+                *(ctypes.c_int(v) for v in (m, n, k, nch, npad, gsb)), ctypes.c_float(out_mul)]
+        _cuda.launch(func, lc.grid, lc.block, args, stream=torch.cuda.current_stream(dev).cuda_stream)
+
+    def kernel_shape(self) -> KernelWeight:
+        """A KernelWeight carrying only the shape fields (no host copies) for the launch arguments."""
+        empty = np.zeros(0, np.uint8)
+        return KernelWeight(empty, empty, np.zeros((0, 0), np.float16), self.out_mul, self.bits, self.out_features,
+                            self.in_features, self.group_blocks)
+
+
+def kernels_usable() -> str | None:
+    """None when QuantLinear can run its CUDA kernel here, else the reason it cannot."""
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    try:
+        _cuda.libcuda()
+    except EdgeinfError as exc:
+        return str(exc)
+    if build.find_nvcc() is None and not build.PREBUILT.is_dir():
+        return "no kernel image for this GPU and no nvcc to build one"
+    return None
+
+
+def quantize_linear_modules(module: nn.Module, bits: int, group_size: int | None = None, method: str = "mse",
+                            include: Callable[[str, nn.Linear], bool] | None = None,
+                            force: bool = False) -> list[str]:
+    """Replace the ``nn.Linear`` layers of ``module`` (in place) by :class:`QuantLinear`.
+
+    Args:
+        module: the model (or block) to convert.
+        bits: weight bits (2, 3, 4, 5, 6, 8).
+        group_size: K elements per scale (32, 64, 128, 256); None = per output channel.
+        method: scale search (``"mse"``, ``"rtn"``, ``"percentile"``).
+        include: ``include(name, linear)`` -> bool selects layers (None = all).
+        force: convert even where the CUDA kernel cannot run (the layers then compute on the
+            CPU path); by default nothing is converted without a usable GPU.
+
+    Returns:
+        The qualified names of the replaced layers (empty when nothing was converted).
+    """
+    if not force and kernels_usable() is not None:
+        return []
+    targets = [(name, mod) for name, mod in module.named_modules()
+               if isinstance(mod, nn.Linear) and (include is None or include(name, mod))]
+    for name, lin in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, QuantLinear.from_linear(lin, bits, group_size, method))
+    return [name for name, _ in targets]

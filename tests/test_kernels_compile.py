@@ -1,0 +1,67 @@
+"""CI for the CUDA kernels without a GPU: nvcc builds every kernel for every listed architecture, warnings as errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.kernels import build
+
+NVCC = build.find_nvcc()
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) is not installed")
+
+
+@needs_nvcc
+def test_every_arch_compiles_without_warnings(tmp_path):
+    """One nvcc call per architecture, in parallel; any warning (ptxas spills included) fails."""
+    def one(arch):
+        return build.compile_image(arch, tmp_path / f"{arch}.cubin", nvcc=NVCC)
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        paths = list(pool.map(one, build.ARCHS))
+    for arch, path in zip(build.ARCHS, paths):
+        data = path.read_bytes()
+        assert data[:4] == b"\x7fELF", arch
+        for bits in (2, 3, 4, 5, 6, 8):
+            for suffix in ("_pc", "_g128", "_g"):
+                assert f"edgeinf_qgemm_w{bits}{suffix}".encode() in data, (arch, bits, suffix)
+
+
+@needs_nvcc
+def test_ptx_for_newer_gpus_and_no_mma_path_compile(tmp_path):
+    ptx = build.compile_image(build.ARCHS[-1], tmp_path / "q.ptx", ptx=True, nvcc=NVCC)
+    assert b".entry edgeinf_qgemm_w4_g128" in ptx.read_bytes()
+    # the shuffle path that pre-Turing GPUs build on the device
+    build.compile_image("sm_75", tmp_path / "nomma.cubin", nvcc=NVCC, defines=("EDGEINF_NO_MMA",))
+
+
+@needs_nvcc
+def test_a_warning_fails_the_build(tmp_path):
+    src = tmp_path / "warn.cu"
+    src.write_text('extern "C" __global__ void k(float* p) { int unused = 3; p[0] = 1.f; }\n')
+    with pytest.raises(EdgeinfError, match="nvcc failed"):
+        build.compile_image("sm_80", tmp_path / "warn.cubin", nvcc=NVCC, source=src)
+
+
+def test_import_does_not_touch_cuda_torch_or_pycuda():
+    code = ("import sys, edgeinf, edgeinf.kernels, edgeinf.kernels.packing, edgeinf.kernels.layout, "
+            "edgeinf.kernels.build, edgeinf.kernels.ops, edgeinf.kernels._cuda\n"
+            "bad = [m for m in ('torch', 'pycuda', 'pycuda.driver') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_nvcc_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "find_nvcc", lambda: None)
+    with pytest.raises(EdgeinfError, match="nvcc"):
+        build.build_all(("sm_80",), tmp_path)
+
+
+def test_cache_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEINF_CACHE", str(tmp_path))
+    assert build.cache_dir() == tmp_path / "kernels"
+    assert build.arch_of((8, 7)) == "sm_87"
