@@ -108,8 +108,8 @@ STAGES: list[tuple[str, Stage | str]] = [
     ("models", "edgeinf.demo:stage_models"),
     ("profile", "edgeinf.demo:stage_profile"),
     ("package", "edgeinf.demo:stage_package"),
-    ("runtime", "edgeinf.demo:stage_runtime"),
     ("bench", "edgeinf.bench_report:demo_stage"),
+    ("runtime", "edgeinf.demo:stage_runtime"),
     ("report", "edgeinf.demo:stage_report"),
 ]
 
@@ -201,7 +201,29 @@ def stage_runtime(ctx: DemoContext) -> None:
     xs, ys = ctx.data.x_test, ctx.data.y_test
     summary = demo_run(ctx.package_dir, ctx.out_dir, xs, ys, duration_s=ctx.config.runtime_s)
     ctx.summary["runtime"] = summary
+    ctx.sections += branch_latency_section(ctx.package_dir)
     ctx.sections += report_section(summary, "run.json", "timeline.png" if (ctx.out_dir / "timeline.png").is_file() else None)
+
+
+def branch_latency_section(package_dir: Path) -> list[str]:
+    """Markdown table: every branch of the package with its accuracy and the latency measured here."""
+    from edgeinf.package import load_package
+
+    manifest = load_package(package_dir).manifest
+    if not manifest.get("device_latency"):
+        return []
+    key, record = sorted(manifest["device_latency"].items(), key=lambda kv: kv[1]["measured_utc"])[-1]
+    measured = record["branches"]
+    lines = ["## Per-branch latency on this board", "",
+             f"Every branch of the package, measured here with {record['backend']} "
+             f"(`manifest.json` → `device_latency[\"{key}\"]`, {record['measured_utc']}; calls paced every "
+             f"{record.get('period_ms') or 0:.2f} ms); accuracy and MACs from the profile.", "",
+             "| branch | MACs | accuracy | p50 ms | p95 ms |", "|---|---|---|---|---|"]
+    for b in sorted(manifest["branches"], key=lambda b: measured.get(b["id"], {}).get("p50", float("inf"))):
+        m = measured.get(b["id"])
+        if m:
+            lines.append(f"| `{b['id']}` | {b['macs']:,} | {b['accuracy']:.4f} | {m['p50']:.3f} | {m['p95']:.3f} |")
+    return lines + [""]
 
 
 def stage_report(ctx: DemoContext) -> None:

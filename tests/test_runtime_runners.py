@@ -112,3 +112,22 @@ def test_torch_runner_matches_numpy(pkg):
     with TorchRunner(lin, [TensorSpec("x", (None, IN), "float32")]) as r:
         out = r.infer(x_batch())["y"]
     assert np.allclose(out, np.maximum(x_batch() @ w, 0), atol=1e-5)
+
+
+def test_session_config_reaches_the_session(pkg):
+    root, _ = pkg
+    opts = OrtOptions(intra_op_threads=1, session_config=(("session.disable_quant_qdq", "1"),))
+    with OnnxRuntimeRunner(root / "onnx/stem.onnx", opts) as r:
+        so = r.session.get_session_options()
+        assert so.get_session_config_entry("session.disable_quant_qdq") == "1"
+
+
+def test_package_runner_applies_the_artifact_session_config(pkg):
+    from edgeinf.package import load_package
+    from edgeinf.runtime._package import _runner
+
+    root, _ = pkg
+    package = load_package(root)
+    package.entry("stem")["ort_session_config"] = {"session.disable_quant_qdq": "1"}  # as the exporter writes it
+    runner = _runner(package, "stem", "onnxruntime", {"intra_op_threads": 1})
+    assert runner.options.session_config == (("session.disable_quant_qdq", "1"),)

@@ -98,7 +98,9 @@ def _runner(package, key: str, backend: str, options: dict) -> Runner:
         return TensorRTRunner(path, name=key)
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
 
-    return OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], **options), name=key)
+    # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
+    config = tuple(sorted((str(k), str(v)) for k, v in package.entry(key).get("ort_session_config", {}).items()))
+    return OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key)
 
 
 def build_executor(package, backend: str, **options) -> PackageExecutor:

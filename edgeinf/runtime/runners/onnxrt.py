@@ -33,6 +33,8 @@ class OrtOptions:
         trt_cache_dir: where the TensorRT EP caches engines and timing (``None`` = no cache).
         trt_fp16: let the TensorRT EP build fp16 engines.
         allow_fallback: drop unavailable providers (with CPU always last) instead of raising.
+        session_config: extra session config entries (``SessionOptions.add_session_config_entry``),
+            e.g. a package artifact's ``ort_session_config``.
     """
 
     providers: tuple[str, ...] | None = None
@@ -41,6 +43,7 @@ class OrtOptions:
     trt_cache_dir: str | None = None
     trt_fp16: bool = True
     allow_fallback: bool = False
+    session_config: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         for p in self.providers or ():
@@ -99,6 +102,8 @@ class OnnxRuntimeRunner(Runner):
         if self.options.inter_op_threads is not None:
             so.inter_op_num_threads = self.options.inter_op_threads
         so.log_severity_level = 3
+        for key, value in self.options.session_config:
+            so.add_session_config_entry(key, value)
         providers = resolve_providers(self.options, ort.get_available_providers())
         self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
         self.input_specs = specs_from(
