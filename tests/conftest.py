@@ -41,6 +41,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module: tiny tensors run fastest on one thread, and on a busy
+    2-core host two threads waiting on each other are far slower."""
+    torch = pytest.importorskip("torch")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the edgeinf CLI in-process: returns (exit code, stdout, stderr)."""

@@ -13,14 +13,9 @@ from edgeinf.model import PoolHead, SplitModel, TokenHead
 
 torchvision = pytest.importorskip("torchvision")
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core host, two threads waiting on each other are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def check_same(model: nn.Module, sm: SplitModel, batch: int = 2) -> None:

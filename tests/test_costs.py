@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from test_space_tiny_model import tiny_cnn, tiny_vit, one_thread  # noqa: F401
+from test_space_tiny_model import tiny_cnn, tiny_vit
 
 from edgeinf.branch import Branch
 from edgeinf.costs import LatencyConfig, SplitCosts, branch_latency, latency_stats, module_macs, time_call
 from edgeinf.errors import EdgeinfError
 from edgeinf.quant import BlockVariants
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_conv_and_linear_macs_by_hand():

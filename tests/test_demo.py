@@ -4,13 +4,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from test_space_tiny_model import tiny_cnn, tiny_data, tiny_vit, one_thread  # noqa: F401
+from test_space_tiny_model import tiny_cnn, tiny_data, tiny_vit
 
 from edgeinf import demo
 from edgeinf.costs import LatencyConfig
 from edgeinf.demo import DemoConfig, run_demo
 from edgeinf.errors import EdgeinfError
 from edgeinf.profile import load_profile, oracle_inputs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclass

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_space_tiny_model import tiny_cnn, tiny_data, one_thread  # noqa: F401
+from test_space_tiny_model import tiny_cnn, tiny_data
 
 from edgeinf.branch import Branch
 from edgeinf.costs import LatencyConfig
@@ -13,6 +13,8 @@ from edgeinf.profile import ProfileError, load_profile, oracle_inputs, save_prof
 from edgeinf.profiling import ProfileConfig, evaluate_branches, profile_space
 from edgeinf.quant import BlockVariants, QuantConfig
 from edgeinf.space import BranchSpace
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ProfileConfig(max_branches=30, latency=LatencyConfig(warmup=1, repeats=3), data_name="random")
 

@@ -4,12 +4,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import torch
-from test_space_tiny_model import Residual, tiny_cnn, tiny_data, tiny_vit, one_thread  # noqa: F401
+from test_space_tiny_model import Residual, tiny_cnn, tiny_data, tiny_vit
 
 from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 from edgeinf.kernels import packing
 from edgeinf.quant import BlockVariants, QuantConfig, quantizable_weights, quantize_module
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

@@ -7,6 +7,8 @@ from torch import nn
 
 from edgeinf.model import PoolHead, SplitModel, TokenHead
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Residual(nn.Module):
     """x + conv(relu(conv(x))): shape-preserving, skippable."""
@@ -91,10 +93,3 @@ def test_tiny_models_run():
     assert cnn.forward_branch(x, [0, 1, 3], exit=3).shape == (4, 3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest (and least disturbed by a busy machine) on one torch thread."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)

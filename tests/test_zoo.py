@@ -14,14 +14,9 @@ from edgeinf.exits import ExitTrainConfig
 from edgeinf.model import PoolHead, TokenHead
 from edgeinf.zoo import _registry
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core host, two threads waiting on each other are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 TINY = zoo.ZooEntry("tiny-resnet", "test only", zoo.digits_resnet,
                     zoo.ResNetConfig(size=16, widths=(4, 8), depths=(2, 1), exits=(0, 1)),
