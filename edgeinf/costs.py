@@ -217,16 +217,33 @@ def measure_interleaved(fns: Sequence[Callable[[], Any]], config: LatencyConfig 
     return [latency_stats(t) for t in times]
 
 
+def synced(fn: Callable[[], Any], device: Any) -> Callable[[], Any]:
+    """``fn`` followed by a CUDA synchronize when ``device`` is a CUDA device (so wall times are real)."""
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        return fn
+    torch = require("torch", "latency measurement")
+
+    def call() -> Any:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def _device_of(variants: Any) -> Any:
+    return getattr(variants, "device", "cpu")
+
+
 def block_latency(variants: Any, index: int, bits: int, config: LatencyConfig | None = None) -> dict[str, float]:
     """Latency of block ``index`` at ``bits`` on its input along the full path (a BlockVariants)."""
     torch = require("torch", "latency measurement")
     config = LatencyConfig() if config is None else config
     model = variants.model
-    x = torch.zeros((config.batch_size, *model.input_shape))
+    x = torch.zeros((config.batch_size, *model.input_shape), device=_device_of(variants))
     with torch.inference_mode():
         h = model.features(x, list(range(index))) if index else model.stem(x)
     block = variants.block(index, bits)
-    return measure(lambda: block(h), config)
+    return measure(synced(lambda: block(h), _device_of(variants)), config)
 
 
 def branch_latency(variants: Any, branch: Branch, config: LatencyConfig | None = None,
@@ -235,5 +252,5 @@ def branch_latency(variants: Any, branch: Branch, config: LatencyConfig | None =
     torch = require("torch", "latency measurement")
     config = LatencyConfig() if config is None else config
     if x is None:
-        x = torch.zeros((config.batch_size, *variants.model.input_shape))
-    return measure(lambda: variants.forward_branch(x, branch), config)
+        x = torch.zeros((config.batch_size, *variants.model.input_shape), device=_device_of(variants))
+    return measure(synced(lambda: variants.forward_branch(x, branch), _device_of(variants)), config)

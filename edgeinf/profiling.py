@@ -18,7 +18,7 @@ import numpy as np
 from edgeinf import __version__
 from edgeinf._lazy import require
 from edgeinf.branch import Branch
-from edgeinf.costs import LatencyConfig, SplitCosts, TorchThreads, block_latency, measure_interleaved
+from edgeinf.costs import LatencyConfig, SplitCosts, TorchThreads, block_latency, measure_interleaved, synced
 from edgeinf.errors import EdgeinfError
 from edgeinf.profile import SCHEMA, SCHEMA_VERSION
 from edgeinf.progress import Progress
@@ -73,12 +73,12 @@ def evaluate_branches(variants: "BlockVariants", branches: Sequence[Branch], x: 
     correct = np.zeros((len(x), len(branches)), dtype=bool)
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start:start + batch_size].to(variants.device), y[start:start + batch_size]
             stack: list[tuple[tuple, Any]] = [((), variants.model.stem(xb))]
             for j in order:
                 h = _prefix(variants, stack, paths[j])
                 pred = variants.head(branches[j].exit)(h).argmax(dim=-1)
-                correct[start:start + len(xb), j] = (pred == yb).cpu().numpy()
+                correct[start:start + len(xb), j] = (pred.cpu() == yb.cpu()).numpy()
     return correct
 
 
@@ -127,7 +127,8 @@ def profile_space(space: BranchSpace, variants: "BlockVariants", x: "torch.Tenso
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created_utc": _now(), "edgeinf_version": __version__,
         "model": _model_info(model), "space": _space_info(space, branches, config), "quant": variants.config.to_dict(),
         "data": {"name": config.data_name, "num_samples": int(len(x))}, "costs": costs.to_dict(),
-        "latency": _latency_info(config.latency), "blocks": _block_rows(space, variants, costs, config, branches),
+        "latency": _latency_info(config.latency, variants),
+        "blocks": _block_rows(space, variants, costs, config, branches),
         "branches": rows, "pareto": _pareto(rows),
         "correct": {"file": "", "shape": list(correct.shape), "dtype": "bool", "sha256": ""},
     }
@@ -139,8 +140,8 @@ def _branch_latencies(variants: "BlockVariants", branches: Sequence[Branch], lat
     if latency is None:
         return [{"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0, "min": 0.0, "n": 0} for _ in branches]
     torch = require("torch", "profiling")
-    x = torch.zeros((latency.batch_size, *variants.model.input_shape))
-    fns = [functools.partial(variants.forward_branch, x, b) for b in branches]
+    x = torch.zeros((latency.batch_size, *variants.model.input_shape), device=variants.device)
+    fns = [synced(functools.partial(variants.forward_branch, x, b), variants.device) for b in branches]
     with Progress(f"{name}: latency rounds", total=latency.warmup + latency.repeats) as bar:
         return measure_interleaved(fns, latency, progress=lambda _: bar.update(1))
 
@@ -163,7 +164,8 @@ def _block_rows(space: BranchSpace, variants: "BlockVariants", costs: SplitCosts
     for i in range(space.num_blocks):
         levels = sorted(used.get(i, ()), reverse=True)
         row: dict[str, Any] = {"index": i, "skippable": space.skippable[i], "macs": costs.block_macs[i],
-                               "param_bytes": {str(b): variants.block_param_bytes(i, b) for b in levels}}
+                               "param_bytes": {str(b): variants.block_param_bytes(i, b) for b in levels},
+                               "kernels": {str(b): variants.kernel_report(i, b) for b in levels if b not in (32, 16)}}
         if config.latency is not None and config.measure_blocks:
             row["latency_ms"] = {str(b): block_latency(variants, i, b, config.latency) for b in levels}
         rows.append(row)
@@ -189,10 +191,14 @@ def _space_info(space: BranchSpace, branches: Sequence[Branch], config: ProfileC
             "seed": config.seed, "description": space.describe()}
 
 
-def _latency_info(latency: LatencyConfig | None) -> dict[str, Any]:
+def _latency_info(latency: LatencyConfig | None, variants: "BlockVariants") -> dict[str, Any]:
     torch = require("torch", "profiling")
-    info: dict[str, Any] = {"measured": latency is not None, "backend": "torch-cpu",
-                            "quantization": "simulated: dequantized weights run as fp32 (no low-bit kernels)",
+    kernels = variants.kernel_info()
+    quantization = ("real: quantized Linear layers run QuantLinear's low-bit CUDA kernels, other weights simulated "
+                    "(see blocks[].kernels)" if kernels["lowbit_kernel"] else
+                    f"simulated: dequantized weights run as fp32 (no low-bit kernels: {kernels['reason']})")
+    info: dict[str, Any] = {"measured": latency is not None, "backend": f"torch-{variants.device.type}",
+                            "quantization": quantization, "kernels": kernels,
                             "board": {"name": "host", "machine": platform.machine(), "processor": platform.processor(),
                                       "cpu_count": os.cpu_count()},
                             "torch_version": torch.__version__}

@@ -111,7 +111,8 @@ def quick_profile(source: Source, out_dir: Path, bit_levels: Sequence[int], quan
     from edgeinf.space import BranchSpace
 
     space = BranchSpace(source.model, bit_levels=tuple(bit_levels))
-    variants = BlockVariants(source.model, quant, calib_x=calib_inputs(source) if quant.act_bits else None)
+    variants = BlockVariants(source.model, quant, calib_x=calib_inputs(source) if quant.act_bits else None,
+                             kernels="simulate")  # exported graphs carry the packed weights themselves
     config = ProfileConfig(max_branches=max_branches, seed=seed, latency=None, data_name="digits-val")
     profile, correct = profile_space(space, variants, torch.as_tensor(source.x), torch.as_tensor(source.y), config)
     return save_profile(Path(out_dir) / "profile.json", profile, correct)
@@ -149,7 +150,7 @@ def export_demo_package(ctx: Any, name: str = "digits-resnet") -> "Package":
     profile_path = Path(ctx.results[name]["profile_path"])
     profile, _ = load_profile(profile_path)
     model = ctx.models[name]
-    variants = BlockVariants(model, QuantConfig.from_dict(profile["quant"]))
+    variants = BlockVariants(model, QuantConfig.from_dict(profile["quant"]), kernels="simulate")  # ONNX reads plain Linear
     x = torch.as_tensor(ctx.data.x_val[:CHECK_SAMPLES]).float()
     pkg = export_package(variants, Path(ctx.out_dir) / "package", check_x=x, bit_levels=profile["space"]["bit_levels"],
                          profile_path=profile_path, branches="pareto", resource="bitops", command="edgeinf demo")

@@ -9,7 +9,7 @@ where torch is wanted; ``import edgeinf.kernels`` does not).
 from __future__ import annotations
 
 import ctypes
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -63,6 +63,20 @@ class QuantLinear(nn.Module):
         w = linear.weight.detach().float().cpu().numpy()
         q = cls(quantize(w, bits, group_size, method=method), linear.bias)
         return q.to(linear.weight.device)
+
+    @classmethod
+    def from_packed(cls, weight: PackedWeight, bias: torch.Tensor | np.ndarray | None = None,
+                    device: torch.device | str | None = None) -> "QuantLinear":
+        """A layer computing with exactly ``weight``'s codes and scales (nothing is re-quantized).
+
+        Args:
+            weight: a packed ``[out_features, in_features]`` weight, e.g. one of the packed weights
+                :func:`edgeinf.quant.quantize_module` returns.
+            bias: optional float bias ``[out_features]``.
+            device: where to put the layer (None = CPU).
+        """
+        q = cls(weight, bias)
+        return q if device is None else q.to(device)
 
     def kernel_weight(self) -> KernelWeight:
         return KernelWeight(self.plane_a.cpu().numpy(), self.plane_b.cpu().numpy(), self.scales.cpu().numpy(),
@@ -154,3 +168,42 @@ def quantize_linear_modules(module: nn.Module, bits: int, group_size: int | None
         parent = module.get_submodule(parent_name) if parent_name else module
         setattr(parent, child, QuantLinear.from_linear(lin, bits, group_size, method))
     return [name for name, _ in targets]
+
+
+def swap_packed_linears(module: nn.Module, packed: Mapping[str, PackedWeight]) -> list[str]:
+    """Replace (in place) the ``nn.Linear`` layers whose weight is in ``packed`` by QuantLinear.
+
+    Each layer is rebuilt with :meth:`QuantLinear.from_packed` from the packed weight the
+    quantizer produced (so its codes and scales are the ones the simulated copy was made from),
+    keeps its bias and its forward pre-hooks (e.g. the int8 activation fake-quantization of
+    :func:`edgeinf.quant.calibrate_activations`, with its ``act_scale`` buffer) and lands on the
+    layer's device. Linear layers inside ``nn.MultiheadAttention`` are left alone: that module
+    reads their weight directly instead of calling them.
+
+    Args:
+        module: a quantized block (see :func:`edgeinf.quant.quantize_module`).
+        packed: ``{parameter name: PackedWeight}`` as returned beside it.
+
+    Returns:
+        The parameter names (``"mlp.0.weight"``...) now computed by QuantLinear.
+    """
+    inside_mha = {id(m) for mha in module.modules() if isinstance(mha, nn.MultiheadAttention)
+                  for m in mha.modules() if m is not mha}
+    swapped = []
+    for name, lin in list(module.named_modules()):
+        key = f"{name}.weight"
+        if not name or not isinstance(lin, nn.Linear) or id(lin) in inside_mha or key not in packed:
+            continue  # (a bare Linear as ``module`` cannot replace itself: wrap it in a container)
+        pw = packed[key]
+        if (pw.n, pw.k) != (lin.out_features, lin.in_features):
+            raise EdgeinfError(f"packed weight {key!r} is [{pw.n}, {pw.k}] but the layer is "
+                               f"[{lin.out_features}, {lin.in_features}]; pass the packed weights of this module")
+        q = QuantLinear.from_packed(pw, lin.bias, lin.weight.device)
+        if hasattr(lin, "act_scale"):
+            q.register_buffer("act_scale", lin.act_scale.detach().clone())
+        for hook in lin._forward_pre_hooks.values():
+            q.register_forward_pre_hook(hook)
+        parent_name, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent_name) if parent_name else module, child, q)
+        swapped.append(key)
+    return swapped

@@ -103,7 +103,7 @@ class ExportTool(Tool):
                 profile_path = models.quick_profile(source, Path(tmp), sorted({32, *levels}, reverse=True), quant, args.max_branches, args.seed)
             levels = sorted({32, *levels}, reverse=True)
             calib = models.calib_inputs(source) if quant.act_bits else None
-            variants = BlockVariants(source.model, quant, calib_x=calib)
+            variants = BlockVariants(source.model, quant, calib_x=calib, kernels="simulate")  # ONNX reads plain Linear
             branches = args.branches if profile_path is not None else models.full_branches(source.model, levels)
             level = None if args.accuracy_level == "auto" else int(args.accuracy_level)
             return export_package(variants, args.out, check_x=models.check_inputs(source), bit_levels=levels,
