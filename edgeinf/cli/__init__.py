@@ -26,6 +26,8 @@ TOOLS: dict[str, str] = {
     "simulate": "edgeinf.cli.simulate:SimulateTool",
     "export": "edgeinf.cli.export:ExportTool",
     "inspect": "edgeinf.cli.inspect:InspectTool",
+    "train-scheduler": "edgeinf.cli.learned:TrainSchedulerTool",
+    "evaluate": "edgeinf.cli.learned:EvaluateTool",
 }
 
 

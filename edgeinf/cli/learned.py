@@ -1,0 +1,108 @@
+"""``edgeinf train-scheduler PKG`` (learned schedulers into the package) and ``edgeinf evaluate PKG``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeinf.cli.base import JsonOutput, PlotOutput, Tool
+from edgeinf.errors import EdgeinfError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("package", metavar="PKG", help="package directory (from edgeinf export / edgeinf demo)")
+    parser.add_argument("--model", default=None, help="zoo model the package was exported from (default: the manifest's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+
+
+class TrainSchedulerTool(Tool):
+    """Train a learned scheduler on the build host and store it in the package (checksummed)."""
+
+    name = "train-scheduler"
+    help = "train the QuEE gates or AdaInf's content-aware scheduler and store it in the package"
+    requires = ("torch", "sklearn")
+    option_groups = (JsonOutput,)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _common(parser)
+        parser.add_argument("--kind", choices=("gates", "content"), required=True, help="which scheduler to train")
+        parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the kind's default)")
+        parser.add_argument("--max-paths", type=int, default=50, help="gates: paths to choose among (default 50)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from edgeinf.learned.pipeline import open_workbench, train_content_for, train_gates_for
+        from edgeinf.learned.store import attach_scheduler
+        from edgeinf.progress import Progress
+
+        if args.epochs is not None and args.epochs < 1:
+            raise EdgeinfError(f"--epochs must be >= 1, got {args.epochs}")
+        with Progress("train-scheduler", total=3) as bar:
+            wb = open_workbench(args.package, args.model)
+            bar.update(1)
+            if args.kind == "gates":
+                trained = train_gates_for(wb, args.seed, args.max_paths, args.epochs)
+            else:
+                trained = train_content_for(wb, args.seed, args.epochs)
+            bar.update(1)
+            entry = attach_scheduler(args.package, args.kind, trained)
+            bar.update(1)
+        out = {"kind": args.kind, "file": entry["path"], "sha256": entry["sha256"],
+               "train_s": wb.timings_s.get(f"train_{args.kind}"), "seed": args.seed}
+        if args.json:
+            self.print_json(out)
+        else:
+            print(f"{args.kind}: trained in {out['train_s']:.1f} s, stored as {Path(args.package) / entry['path']}")
+        return 0
+
+
+class EvaluateTool(Tool):
+    """Accuracy and latency per budget of each scheduler on the test split, plus the oracle."""
+
+    name = "evaluate"
+    help = "accuracy and mean/p95 latency per budget of static, lut, threshold, gates, content and the oracle"
+    requires = ("torch", "onnxruntime")
+    option_groups = (JsonOutput, PlotOutput)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _common(parser)
+        parser.add_argument("--schedulers", default="static,lut,threshold,gates,content,oracle",
+                            help="comma-separated list (gates / content must be trained into the package)")
+        parser.add_argument("--budgets", type=int, default=8, help="number of budgets from fastest to full (default 8)")
+        parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+        parser.add_argument("--no-runtime", action="store_true", help="offline replay with profiled latencies only")
+        parser.add_argument("--out", default=None, help="write the results JSON here")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from edgeinf._atomic import write_json
+        from edgeinf.learned.pipeline import evaluate, open_workbench, plot_frontier
+        from edgeinf.learned.store import load_trained
+
+        names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
+        if args.budgets < 1:
+            raise EdgeinfError(f"--budgets must be >= 1, got {args.budgets}")
+        wb = open_workbench(args.package, args.model)
+        trained = {k: load_trained(wb.package, k) for k in ("gates", "content") if k in names}
+        result = evaluate(wb, names, trained.get("gates"), trained.get("content"), args.budgets, not args.no_runtime,
+                          args.threads)
+        if args.out:
+            write_json(args.out, result)
+        if args.plot:
+            plot_frontier(result, args.plot)
+        if args.json:
+            self.print_json(result)
+        else:
+            _print_table(result)
+        return 0
+
+
+def _print_table(result: dict) -> None:
+    for key, unit in (("offline", "profiled"), ("runtime", "measured")):
+        if key not in result:
+            continue
+        scheds = result[key]["schedulers"]
+        print(f"{key} ({unit} ms): accuracy / mean ms per budget")
+        print("budget_ms " + " ".join(f"{n:>16}" for n in scheds))
+        for i, b in enumerate(result[key].get("budgets_ms") or [r["budget_ms"] for r in next(iter(scheds.values()))]):
+            print(f"{b:9.3f} " + " ".join(f"{rows[i]['accuracy']:7.3f}/{rows[i]['mean_ms']:8.3f}" for rows in scheds.values()))
+    if "oracle" in result.get("offline", {}):
+        o = result["offline"]["oracle"]
+        print(f"oracle (profiled): accuracy {o['accuracy']:.3f} at {o['mean_ms']:.3f} ms")

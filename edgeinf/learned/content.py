@@ -1,0 +1,283 @@
+"""AdaInf's content-aware scheduler: features after the first block + the budget -> which blocks to keep.
+
+``g(x, M)``: the pooled hidden state after block 0 and an MLP embedding of the budget M
+(normalised to the full model's latency) are concatenated; an MLP gives a keep-probability per
+block after the first and a distribution over the exits. Training (torch, frozen backbone,
+:func:`train_content`) samples the keep decisions with per-block Gumbel-sigmoid (AdaInf app. B)
+and the exit with Gumbel-softmax, and minimises cross-entropy + lambda * hinge(cost - M), with
+M uniform and the cost in ms from the profile's per-block latencies.
+
+At inference (numpy, :class:`ContentAware`) the prediction is mapped to the package's branch
+table: among the branches that fit the budget, the one whose skip mask and exit are most
+likely under the predicted probabilities.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path as FsPath
+from typing import Sequence
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.schedulers import Decision, LookupTable
+
+FORMAT = "edgeinf-content-aware/1"
+
+
+def pool(hidden: np.ndarray) -> np.ndarray:
+    """[n, C, H, W] -> mean over H, W; [n, T, D] -> mean over tokens; else flattened."""
+    h = np.asarray(hidden, dtype=np.float32)
+    if h.ndim == 4:
+        return h.mean(axis=(2, 3))
+    if h.ndim == 3:
+        return h.mean(axis=1)
+    return h.reshape(len(h), -1)
+
+
+@dataclass
+class ContentAware:
+    """The trained scheduler: numpy MLPs, the block costs and the exit list.
+
+    Args:
+        layers: ``budget`` (W, b pairs of the budget MLP) and ``head`` (W, b pairs of the main MLP).
+        num_blocks / exits: the model's blocks and exit points (the final head is exit ``None``).
+        block_ms: per-block latency (ms) used for the cost; ``full_ms`` normalises budgets.
+        meta: training facts.
+    """
+
+    layers: dict[str, list[tuple[np.ndarray, np.ndarray]]]
+    num_blocks: int
+    exits: tuple[int, ...]
+    block_ms: np.ndarray
+    full_ms: float
+    meta: dict = field(default_factory=dict)
+
+    def predict(self, features: np.ndarray, budget_ms: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(keep-probability [n, num_blocks - 1] of blocks 1.., exit probabilities [n, exits + 1])."""
+        f = np.atleast_2d(features).astype(np.float32)
+        m = np.broadcast_to(np.asarray(budget_ms, np.float32) / self.full_ms, (len(f),)).reshape(-1, 1)
+        z = np.concatenate([f, _mlp(self.layers["budget"], m, final_relu=True)], axis=1)
+        out = _mlp(self.layers["head"], z)
+        keep = 1.0 / (1.0 + np.exp(-out[:, : self.num_blocks - 1]))
+        e = out[:, self.num_blocks - 1:]
+        e = np.exp(e - e.max(axis=1, keepdims=True))
+        return keep, e / e.sum(axis=1, keepdims=True)
+
+    def pick(self, keep: np.ndarray, exit_p: np.ndarray, branches: Sequence, allowed: np.ndarray) -> int:
+        """Index of the allowed branch with the most likely skip mask and exit (batch summed)."""
+        lk, lnk = np.log(np.clip(keep, 1e-6, 1)).sum(0), np.log(np.clip(1 - keep, 1e-6, 1)).sum(0)
+        le = np.log(np.clip(exit_p, 1e-6, 1)).sum(0)
+        slots = {e: k for k, e in enumerate(self.exits)}
+        best, best_score = None, -np.inf
+        for j, b in enumerate(branches):
+            if not allowed[j] or not b.blocks or b.blocks[0] != 0:
+                continue
+            end = self.num_blocks - 1 if b.exit is None else b.exit
+            kept = set(b.blocks)
+            score = le[slots.get(b.exit, len(self.exits))] + sum(
+                lk[i - 1] if i in kept else lnk[i - 1] for i in range(1, end + 1))
+            if score > best_score:
+                best, best_score = j, score
+        if best is None:
+            raise EdgeinfError("no allowed branch keeps block 0; the content-aware scheduler needs it")
+        return best
+
+    def save(self, path: str | FsPath) -> FsPath:
+        """One ``.npz`` of plain arrays (atomically)."""
+        from edgeinf._atomic import atomic_path
+
+        arrays = {"format": np.array(FORMAT), "block_ms": self.block_ms,
+                  "info": np.array(json.dumps({"num_blocks": self.num_blocks, "exits": list(self.exits),
+                                               "full_ms": self.full_ms, "meta": self.meta,
+                                               "depth": {k: len(v) for k, v in self.layers.items()}}))}
+        for name, layers in self.layers.items():
+            for k, (w, b) in enumerate(layers):
+                arrays[f"{name}{k}_w"], arrays[f"{name}{k}_b"] = w, b
+        path = FsPath(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | FsPath) -> "ContentAware":
+        data = np.load(path, allow_pickle=False)
+        if str(data.get("format", "")) != FORMAT:
+            raise EdgeinfError(f"{path} is not an edgeinf content-aware scheduler file ({FORMAT}); retrain it")
+        info = json.loads(str(data["info"]))
+        layers = {name: [(data[f"{name}{k}_w"], data[f"{name}{k}_b"]) for k in range(n)]
+                  for name, n in info["depth"].items()}
+        return cls(layers, info["num_blocks"], tuple(info["exits"]), data["block_ms"], info["full_ms"], info["meta"])
+
+
+def _mlp(layers, x, final_relu=False):
+    for k, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if k < len(layers) - 1 or final_relu:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+@dataclass(frozen=True)
+class ContentTrainConfig:
+    """Settings of :func:`train_content` (AdaInf: Adam lr 1e-3, cosine decay, lambda 1)."""
+
+    hidden: int = 64
+    budget_dim: int = 16
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    lam: float = 1.0
+    tau: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.hidden, self.budget_dim, self.epochs, self.batch_size) < 1 or self.tau <= 0:
+            raise EdgeinfError("hidden, budget_dim, epochs, batch_size must be >= 1 and tau > 0")
+
+
+def train_content(model, x: np.ndarray, y: np.ndarray, block_ms: Sequence[float], config: ContentTrainConfig | None = None,
+                  skippable: Sequence[bool] | None = None, full_ms: float | None = None) -> ContentAware:
+    """Train the scheduler on ``(x, y)`` with the (frozen) fp32 ``model``.
+
+    Args:
+        block_ms: latency of each block (ms, from the profile); costs are relative to their sum.
+        full_ms: the full model's latency in the units budgets will come in at run time (e.g. the
+            package table's); budgets are divided by it. ``None`` = the sum of ``block_ms``.
+    """
+    import torch
+
+    config = config or ContentTrainConfig()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = model.eval()
+    n_blocks, exits = len(model.blocks), tuple(model.exit_points())
+    skip = torch.tensor([bool(s) for s in (skippable if skippable is not None else model.skippable())][1:])
+    cost = torch.tensor(np.asarray(block_ms, np.float32))
+    full = float(cost.sum())
+    xt, yt = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(y)).long()
+    with torch.no_grad():
+        h0 = model.blocks[0](model.stem(xt))
+    feats = torch.as_tensor(pool(h0.numpy()))
+    budget_net = torch.nn.Sequential(torch.nn.Linear(1, config.budget_dim), torch.nn.ReLU())
+    head = torch.nn.Sequential(torch.nn.Linear(feats.shape[1] + config.budget_dim, config.hidden), torch.nn.ReLU(),
+                               torch.nn.Linear(config.hidden, n_blocks - 1 + len(exits) + 1))
+    params = [*budget_net.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    steps = config.epochs * ((len(xt) + config.batch_size - 1) // config.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    lo = float(cost[0]) / full
+    for _ in range(config.epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(config.batch_size):
+            m = lo + (1 - lo) * torch.rand(len(idx), 1, generator=gen)
+            out = head(torch.cat([feats[idx], budget_net(m)], dim=1))
+            keep = _gumbel_sigmoid(out[:, : n_blocks - 1], config.tau, gen)
+            keep = torch.where(skip, keep, torch.ones_like(keep))
+            w_exit = torch.nn.functional.gumbel_softmax(out[:, n_blocks - 1:], tau=config.tau, hard=True)
+            logits, used = _soft_forward(model, h0[idx], keep, w_exit, exits, skip)
+            ms = cost[0] + (keep * used * cost[1:]).sum(1)
+            loss = torch.nn.functional.cross_entropy(logits, yt[idx]) + config.lam * torch.relu(ms / full - m[:, 0]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    to_np = lambda lin: (lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy())  # noqa: E731
+    layers = {"budget": [to_np(budget_net[0])], "head": [to_np(head[0]), to_np(head[2])]}
+    return ContentAware(layers, n_blocks, exits, cost.numpy(), float(full_ms or full),
+                        {"config": asdict(config), "samples": len(xt)})
+
+
+def _gumbel_sigmoid(logits, tau, gen):
+    """AdaInf app. B: per-entry Bernoulli via two Gumbel draws, straight-through hard in the forward pass."""
+    import torch
+
+    u1, u2 = (torch.rand(logits.shape, generator=gen).clamp(1e-6, 1 - 1e-6) for _ in range(2))
+    g1, g2 = -torch.log(-torch.log(u1)), -torch.log(-torch.log(u2))
+    soft = torch.sigmoid((logits + g1 - g2) / tau)
+    return (soft > 0.5).float() + soft - soft.detach()
+
+
+def _soft_forward(model, h, keep, w_exit, exits, skip):
+    """Blocks 1.. with masks (skipped = identity), exit heads mixed by ``w_exit``; also P(block i is run)."""
+    import torch
+
+    outs, n = [], len(model.blocks)
+    reach = []  # P(exit at or after block i) for i = 1..n-1
+    tail = torch.flip(torch.cumsum(torch.flip(w_exit, [1]), 1), [1])  # P(exit slot >= k)
+    slot = 0
+    if 0 in exits:
+        outs.append(model.exits["0"](h))
+        slot = 1
+    for i in range(1, n):
+        if bool(skip[i - 1]):
+            k = keep[:, i - 1].view(-1, *([1] * (h.dim() - 1)))
+            h = k * model.blocks[i](h) + (1 - k) * h
+        else:
+            h = model.blocks[i](h)
+        reach.append(tail[:, min(slot, tail.shape[1] - 1)])
+        if i in exits:
+            outs.append(model.exits[str(i)](h))
+            slot += 1
+    outs.append(model.head(h))
+    logits = sum(w_exit[:, j:j + 1] * o for j, o in enumerate(outs))
+    return logits, torch.stack(reach, 1)
+
+
+class ContentScheduler(LookupTable):
+    """The runtime scheduler of :class:`ContentAware` (the runtime's Scheduler interface).
+
+    ``choose`` starts on the lookup table's branch for the budget (so block 0 runs at that
+    branch's bits); after block 0 the hook pools the hidden state, predicts the keep
+    probabilities and exit, picks the most likely allowed branch with the same block 0, and runs
+    that branch's remaining blocks (through the chain runner when it differs from the plan).
+    """
+
+    name = "content"
+
+    def __init__(self, scheduler: "ContentAware | str | FsPath"):
+        super().__init__()
+        self.content = scheduler if isinstance(scheduler, ContentAware) else ContentAware.load(scheduler)
+        self._budget = (0.0, 1.0, 0.0)
+
+    def choose(self, budget_ms: float, snapshot) -> Decision:
+        scale, add_ms = self.latency.bounds(snapshot)
+        self._budget = (budget_ms, scale, add_ms)
+        return super().choose(budget_ms, snapshot)
+
+    def exit_hook(self, decision, run_exit, exits):
+        chain = getattr(getattr(run_exit, "__self__", None), "chain", None)
+        return _ContentHook(self, decision.branch, chain)
+
+    def __repr__(self) -> str:
+        return "ContentScheduler()"
+
+
+class _ContentHook:
+    """Decides once, after block 0; runs the chosen branch's remaining blocks itself if it changed."""
+
+    def __init__(self, sched: ContentScheduler, planned, chain):
+        self.sched, self.planned, self.chain = sched, planned, chain
+        self.branch = planned
+        self.exited_at = None
+
+    def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
+        if pos != 0 or self.chain is None:
+            return None
+        budget_ms, scale, add_ms = self.sched._budget
+        table = list(self.sched.table)
+        bits0 = self.planned.bits[:1]
+        allowed = np.array([b.base_ms * scale + add_ms <= budget_ms and b.blocks[:1] == (0,) and b.bits[:1] == bits0
+                            for b in table])
+        if not allowed.any():
+            return None
+        keep, exit_p = self.sched.content.predict(pool(hidden), (budget_ms - add_ms) / scale)
+        self.branch = table[self.sched.content.pick(keep, exit_p, table, allowed)]
+        if self.branch.id == self.planned.id:
+            return None
+        h = hidden
+        bits = self.branch.bits or tuple(self.chain._default_bits(i) for i in self.branch.blocks)
+        for i, b in zip(self.branch.blocks[1:], bits[1:]):
+            h = next(iter(self.chain.blocks[(i, b)].infer(h, check=False).values()))
+        return self.chain.run_exit(self.branch.exit, h)

@@ -1,0 +1,195 @@
+"""Scheduler evaluation: accuracy and latency of static, lut, threshold and gates per budget, plus the oracle.
+
+Two measurements:
+
+- :func:`evaluate_offline` replays every scheduler's decisions on precomputed per-branch
+  probabilities; latency is the *profiled* ms of the branch each input ends on (labelled
+  ``latency_source: "profile"``; the exit heads a gate or threshold evaluates on the way are
+  not counted there);
+- :func:`evaluate_runtime` runs the package in the real runtime (ONNX Runtime, per-block
+  artifacts, hooks between blocks) and reports the *measured* ms of every call, decision and
+  exit heads included.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from edgeinf.learned.gates import ErrorGates
+from edgeinf.runtime.table import BranchTable
+
+
+def branch_probs(model, variants, branches: Sequence, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Softmax probabilities of every branch on ``x``: [branches, n, classes] (torch, build host)."""
+    import torch
+
+    from edgeinf.branch import Branch
+
+    out = []
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    with torch.no_grad():
+        for b in branches:
+            br = Branch(tuple(b.blocks), b.exit, tuple(b.bits) or None)
+            parts = [torch.softmax(variants.forward_branch(xt[i:i + batch], br), dim=1) for i in range(0, len(xt), batch)]
+            out.append(torch.cat(parts).numpy())
+    return np.stack(out).astype(np.float32)
+
+
+def budgets_between(table: BranchTable, count: int = 8) -> np.ndarray:
+    """``count`` budgets from the fastest branch's latency to the most accurate one's (ms)."""
+    lo, hi = table.fastest.base_ms, table.most_accurate.base_ms
+    return np.linspace(lo, hi * 1.02, count)
+
+
+def _prefix_index(table: BranchTable) -> dict[tuple, int]:
+    return {(b.blocks, b.exit, b.bits): i for i, b in enumerate(table.branches)}
+
+
+def threshold_route(table: BranchTable, probs: np.ndarray, start: int, threshold: float, exit_points: Sequence[int]) -> np.ndarray:
+    """Per sample, the branch index a max-probability early exit ends on along branch ``start``.
+
+    Only exits whose prefix branch is in the table are checked (their probabilities are known).
+    """
+    index, b = _prefix_index(table), table.branches[start]
+    final = np.full(probs.shape[1], start)
+    done = np.zeros(probs.shape[1], dtype=bool)
+    for k, g in enumerate(b.blocks):
+        if g not in exit_points or (b.exit is not None and g >= b.exit):
+            continue
+        j = index.get((b.blocks[: k + 1], g, b.bits[: k + 1]))
+        if j is None:
+            continue
+        stop = ~done & (probs[j].max(axis=1) >= threshold)
+        final[stop], done = j, done | stop
+    return final
+
+
+def summarize(final: np.ndarray, probs: np.ndarray, labels: np.ndarray, costs_ms: np.ndarray, **extra) -> dict:
+    """Accuracy, mean and p95 latency of the branches ``final`` (per sample) ended on."""
+    n = len(labels)
+    pred = probs[final, np.arange(n)].argmax(axis=1)
+    ms = costs_ms[final]
+    return {"accuracy": float((pred == labels).mean()), "mean_ms": float(ms.mean()),
+            "p95_ms": float(np.percentile(ms, 95)), **extra}
+
+
+def oracle_point(table: BranchTable, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """The exact oracle (cheapest correct branch per sample) over the whole table, in profiled ms."""
+    from edgeinf.oracle import exact_oracle, prepare
+
+    correct = (probs.argmax(axis=2) == labels[None]).T
+    costs = np.array([b.base_ms for b in table.branches])
+    ex = exact_oracle(prepare(costs, correct=correct, dominated="keep"))
+    return {"accuracy": float(ex.bound.a_oracle), "mean_ms": float(ex.bound.r_oracle), "latency_source": "profile"}
+
+
+def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, gates: ErrorGates | None,
+                     budgets_ms: Sequence[float], exit_points: Sequence[int], threshold: float = 0.9,
+                     content=None, features: np.ndarray | None = None) -> dict:
+    """Every scheduler at every budget on precomputed probabilities ``probs`` [table branches, n, C].
+
+    ``content`` (a :class:`~edgeinf.learned.content.ContentAware`) needs ``features``: the pooled
+    hidden state after block 0 of every sample.
+
+    Returns ``{"budgets_ms", "schedulers": {name: [row per budget]}, "oracle", "full"}``.
+    """
+    labels = np.asarray(labels)
+    costs = np.array([b.base_ms for b in table.branches])
+    pos = {b.id: i for i, b in enumerate(table.branches)}
+    n = len(labels)
+    rows: dict[str, list] = {"static": [], "lut": [], "threshold": [], "gates": []}
+    static = pos[table.most_accurate.id]
+    gate_idx = np.array([pos[p.id] for p in gates.pathset.paths]) if gates is not None else None
+    for budget in budgets_ms:
+        lut_b = table.best_within(budget) or table.fastest
+        rows["static"].append(summarize(np.full(n, static), probs, labels, costs, budget_ms=float(budget)))
+        rows["lut"].append(summarize(np.full(n, pos[lut_b.id]), probs, labels, costs, budget_ms=float(budget)))
+        thr = threshold_route(table, probs, pos[lut_b.id], threshold, exit_points)
+        rows["threshold"].append(summarize(thr, probs, labels, costs, budget_ms=float(budget)))
+        if gates is not None:
+            ps = gates.pathset
+            allowed = ps.costs_ms <= budget
+            if not allowed.any():
+                allowed = ps.costs_ms == ps.costs_ms.min()
+            lam = gates.lam_for_budget(float(budget))
+            final, count = gates.route(probs[gate_idx], lam, allowed)
+            rows["gates"].append(summarize(gate_idx[final], probs, labels, costs, budget_ms=float(budget),
+                                           lam=lam, gates_per_call=float(count.mean())))
+        if content is not None:
+            rows.setdefault("content", []).append(
+                summarize(content_route(content, table, features, float(budget)), probs, labels, costs,
+                          budget_ms=float(budget)))
+    if gates is None:
+        del rows["gates"]
+    full = summarize(np.full(n, static), probs, labels, costs)
+    return {"budgets_ms": [float(b) for b in budgets_ms], "latency_source": "profile", "schedulers": rows,
+            "oracle": oracle_point(table, probs, labels), "full": full}
+
+
+def content_route(content, table: BranchTable, features: np.ndarray, budget_ms: float) -> np.ndarray:
+    """Per sample, the table index the content-aware scheduler picks under ``budget_ms`` (profiled ms)."""
+    costs = np.array([b.base_ms for b in table.branches])
+    allowed = costs <= budget_ms
+    if not allowed.any():
+        allowed = costs == costs.min()
+    keep, exit_p = content.predict(features, budget_ms)
+    return np.array([content.pick(keep[i:i + 1], exit_p[i:i + 1], table.branches, allowed) for i in range(len(features))])
+
+
+def lambda_sweep(gates: ErrorGates, table: BranchTable, probs: np.ndarray, labels: np.ndarray,
+                 lambdas: Sequence[float]) -> list[dict]:
+    """The gates' operating points for fixed lambdas (no budget filter): the QuEE frontier."""
+    costs = np.array([b.base_ms for b in table.branches])
+    pos = {b.id: i for i, b in enumerate(table.branches)}
+    idx = np.array([pos[p.id] for p in gates.pathset.paths])
+    out = []
+    for lam in lambdas:
+        final, count = gates.route(probs[idx], float(lam))
+        out.append(summarize(idx[final], probs, labels, costs, lam=float(lam), gates_per_call=float(count.mean())))
+    return out
+
+
+def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, budgets_ms: Sequence[float],
+                     threads: int = 1, warmup: int = 20, latency_mode: str = "blind") -> dict:
+    """Measured accuracy and latency of each scheduler in the runtime, one input per call.
+
+    Args:
+        package: a package directory or loaded package (per-block artifacts needed for hooks).
+        schedulers: name -> a Scheduler instance or a name ``make_scheduler`` knows.
+        x / y: test inputs [n, ...] and labels.
+        budgets_ms: per-call budgets.
+        threads: ONNX Runtime intra-op threads.
+        warmup: calls before measuring (per scheduler).
+        latency_mode: the runtime's latency model; "blind" (default) predicts the packaged
+            latencies, so every scheduler reads a budget as the offline replay does.
+
+    Returns ``{name: [row per budget]}`` with accuracy, mean/p95 measured ms, ``decision_us``
+    (mean time of ``choose``; a gate's own work runs inside the measured call) and ``met``
+    (share of calls within the budget).
+    """
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    out: dict[str, list] = {}
+    x = np.asarray(x, dtype=np.float32)
+    for name, sched in schedulers.items():
+        rows = []
+        with Runtime.load(package, scheduler=sched, monitor=False,
+                          latency=LatencyModelConfig(mode=latency_mode), intra_op_threads=threads) as rt:
+            for i in range(warmup):
+                rt.infer(x[i % len(x)][None], float(budgets_ms[-1]))
+            for budget in budgets_ms:
+                rt.reset_stats()
+                ms, correct, dec = [], [], []
+                for i in range(len(x)):
+                    _, rec = rt.infer(x[i][None], float(budget), label=int(y[i]))
+                    ms.append(rec.measured_ms)
+                    correct.append(rec.correct)
+                    dec.append(rec.decision_us)
+                ms = np.asarray(ms)
+                rows.append({"budget_ms": float(budget), "accuracy": float(np.mean(correct)), "mean_ms": float(ms.mean()),
+                             "p95_ms": float(np.percentile(ms, 95)), "met": float((ms <= budget).mean()),
+                             "decision_us": float(np.mean(dec))})
+        out[name] = rows
+    return out

@@ -1,0 +1,267 @@
+"""QuEE error gates at inference (numpy only): predict each future path's error, route step-wise.
+
+At every exit a small 2-layer MLP ``h_g(u, enc(pi)) = sigmoid(W2 relu(W1 [u || enc] + b1) + b2)``
+predicts the probability that path ``pi`` misclassifies the input (``u``: eq. 13, ``enc``: eq. 14).
+The gate then takes one step toward ``argmin_pi lambda * c_pi + pe(pi)`` over the paths still
+reachable (QuEE eq. 18); ``lambda`` comes from the live budget (:meth:`ErrorGates.lam_for_budget`).
+Weights are plain numpy arrays in one ``.npz`` (no pickle), so a package can checksum them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Callable
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.learned.paths import Path, PathSet, State, gate_features, softmax
+from edgeinf.runtime.schedulers import Decision, Scheduler
+
+FORMAT = "edgeinf-error-gates/1"
+TIE = 1e-6  # added to lambda: among equal predicted errors, the cheaper path wins
+
+
+@dataclass
+class ErrorGates:
+    """Trained gates over a path set.
+
+    Args:
+        pathset: the paths the gates choose among.
+        weights: gate block -> (W1 [in, hidden], b1 [hidden], W2 [hidden], b2 []) float32.
+        prior_pe: per path, its validation error rate (the decision before any exit is seen).
+        lambdas / mean_ms: calibration of lambda -> mean routed latency on validation data
+            (mean_ms non-increasing as lambda grows), used by :meth:`lam_for_budget`.
+        meta: free-form training facts (seed, K, epochs...), saved along.
+        accuracy: calibration accuracy per lambda (None: not calibrated for accuracy).
+        tolerance: accuracy a budget's lambda may give up for speed (0.005 = half a point).
+    """
+
+    pathset: PathSet
+    weights: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    prior_pe: np.ndarray
+    lambdas: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    mean_ms: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    meta: dict = field(default_factory=dict)
+    accuracy: np.ndarray | None = None
+    tolerance: float = 0.005
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict(self, gate: int, u: np.ndarray, paths: np.ndarray) -> np.ndarray:
+        """Predicted error probability of each path in ``paths`` (indices) for features ``u`` [n, D]: [n, len(paths)]."""
+        w1, b1, w2, b2 = self.weights[gate]
+        u = np.atleast_2d(u).astype(np.float32)
+        du = u.shape[1]
+        # first layer split in its u part (shared over paths) and its path part: one matmul each
+        hu = u @ w1[:du] + b1                                   # [n, H]
+        hp = self.pathset.encodings[paths] @ w1[du:]            # [P, H]
+        h = np.maximum(hu[:, None, :] + hp[None, :, :], 0.0)   # [n, P, H]
+        z = h @ w2 + b2
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def decide(self, state: State, u: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> int:
+        """The path index to head for at ``state``: argmin lam * c + pe (mean over the batch rows)."""
+        futures = self.pathset.futures[state]
+        if allowed is not None:
+            ok = futures[allowed[futures]]
+            futures = ok if len(ok) else np.array([self.pathset.stop[state]])
+        pe = self.predict(state[0], u, futures).mean(axis=0)
+        return int(futures[np.argmin((lam + TIE) * self.pathset.cost_norm[futures] + pe)])
+
+    def start(self, lam: float, allowed: np.ndarray | None = None) -> int:
+        """The path to start on, before any exit is seen (QuEE's first gate: the highest level).
+
+        The allowed path with the lowest validation error (ties: the cheaper); the gates on the
+        way then cut it short. ``lam`` only breaks exact ties among equally accurate paths.
+        """
+        score = self.prior_pe + (lam + 1e-6) * 1e-6 * self.pathset.cost_norm
+        if allowed is not None and allowed.any():
+            score = np.where(allowed, score, np.inf)
+        return int(np.argmin(score))
+
+    def lam_for_budget(self, budget_ms: float) -> float:
+        """Lambda for a budget, from the calibration: among the lambdas whose mean routed latency
+        fits ``budget_ms``, the largest one whose calibration accuracy is within ``tolerance`` of
+        the best of them (without accuracies: the smallest that fits). None fits: the largest."""
+        ok = np.nonzero(self.mean_ms <= budget_ms)[0]
+        if not len(ok):
+            return float(self.lambdas[-1])
+        if self.accuracy is None:
+            return float(self.lambdas[ok[0]])
+        acc = self.accuracy[ok]
+        return float(self.lambdas[ok[acc >= acc.max() - self.tolerance][-1]])
+
+    # -- offline routing (evaluation, calibration) -----------------------------------------
+    def route(self, probs: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Route each sample given every path's probabilities ``probs`` [paths, n, classes].
+
+        Returns the final path index per sample and the number of gates evaluated per sample.
+        The gate at a state sees the probabilities of the path that exits there, as at run time.
+        """
+        n = probs.shape[1]
+        final, gates = np.empty(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        first = self.start(lam, allowed)
+        for i in range(n):
+            final[i], gates[i] = self._route_one(lambda k: probs[k, i], first, lam, allowed)
+        return final, gates
+
+    def _route_one(self, probs_of: Callable[[int], np.ndarray], current: int, lam: float,
+                   allowed: np.ndarray | None) -> tuple[int, int]:
+        ps, prev, count, g_done = self.pathset, None, 0, -1
+        while True:  # as GateHook: a gate at every state on the current path, its own end included
+            path = ps.paths[current]
+            state = next((s for s in (ps.state_at(path, g) for g in path.blocks if g > g_done) if s), None)
+            if state is None:
+                return current, count
+            p_cur = probs_of(ps.stop[state])[None]
+            nxt = self.decide(state, gate_features(p_cur, prev), lam, allowed)
+            count, prev, g_done = count + 1, p_cur, state[0]
+            if nxt == ps.stop[state]:
+                return nxt, count
+            current = nxt
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | FsPath) -> FsPath:
+        """Write one ``.npz`` of plain arrays (atomically); returns its path."""
+        from edgeinf._atomic import atomic_path
+
+        arrays = {"format": np.array(FORMAT), "paths": np.array(json.dumps(_paths_json(self.pathset))),
+                  "meta": np.array(json.dumps(self.meta, sort_keys=True)), "prior_pe": self.prior_pe,
+                  "lambdas": self.lambdas, "mean_ms": self.mean_ms, "tolerance": np.array(self.tolerance)}
+        if self.accuracy is not None:
+            arrays["accuracy"] = self.accuracy
+        for g, (w1, b1, w2, b2) in self.weights.items():
+            arrays.update({f"gate{g}_w1": w1, f"gate{g}_b1": b1, f"gate{g}_w2": w2, f"gate{g}_b2": np.asarray(b2)})
+        path = FsPath(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | FsPath) -> "ErrorGates":
+        """Read gates written by :meth:`save` (no pickle)."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise EdgeinfError(f"cannot read gates file {path}: {exc}; train it with edgeinf.learned.train_gates") from None
+        if str(data.get("format", "")) != FORMAT:
+            raise EdgeinfError(f"{path} is not an edgeinf gates file ({FORMAT}); retrain the gates")
+        info = json.loads(str(data["paths"]))
+        paths = [Path(p["id"], tuple(p["blocks"]), p["exit"], tuple(p["bits"]), p["cost_ms"]) for p in info["paths"]]
+        pathset = PathSet(paths, info["num_blocks"], info["exit_points"], max_paths=len(paths))
+        weights = {}
+        for g in info["gates"]:
+            weights[g] = tuple(np.asarray(data[f"gate{g}_{k}"], dtype=np.float32) for k in ("w1", "b1", "w2", "b2"))
+        acc = data["accuracy"] if "accuracy" in data.files else None
+        return cls(pathset, weights, data["prior_pe"], data["lambdas"], data["mean_ms"], json.loads(str(data["meta"])),
+                   acc, float(data["tolerance"]) if "tolerance" in data.files else 0.005)
+
+
+def _paths_json(ps: PathSet) -> dict:
+    return {"num_blocks": ps.num_blocks, "exit_points": list(ps.exit_points), "gates": sorted({s[0] for s in ps.stop}),
+            "paths": [{"id": p.id, "blocks": list(p.blocks), "exit": p.exit, "bits": list(p.bits), "cost_ms": p.cost_ms}
+                      for p in ps.paths]}
+
+
+class GatesScheduler(Scheduler):
+    """The runtime scheduler of :class:`ErrorGates`: a start path per call, then gates between blocks.
+
+    ``choose`` keeps the paths whose predicted latency (latency model, snapshot) fits the budget,
+    sets lambda from the budget (or uses ``lam``) and starts on the best path by prior error.
+    The hook it returns decides at every exit on the way: stop (the exit's logits are returned,
+    so the remaining blocks never run), go on, or switch to another path with the same prefix
+    (it then runs that path's remaining blocks itself through the chain runner).
+
+    Args:
+        gates: trained gates (or the path of their ``.npz``).
+        lam: a fixed lambda; ``None`` = from the budget.
+    """
+
+    name = "gates"
+
+    def __init__(self, gates: ErrorGates | str | FsPath, lam: float | None = None):
+        super().__init__()
+        self.gates = gates if isinstance(gates, ErrorGates) else ErrorGates.load(gates)
+        if lam is not None and not lam >= 0:
+            raise EdgeinfError(f"lambda must be >= 0, got {lam}")
+        self.lam = lam
+        self._call: tuple[float, np.ndarray] | None = None
+
+    def bind(self, table, latency) -> "GatesScheduler":
+        super().bind(table, latency)
+        missing = [p.id for p in self.gates.pathset.paths if p.id not in {b.id for b in table}]
+        if missing:
+            raise EdgeinfError(f"the gates know {len(missing)} paths this package lacks (e.g. {missing[0]}); "
+                               "train the gates on this package's profile")
+        return self
+
+    def choose(self, budget_ms: float, snapshot) -> Decision:
+        scale, add_ms = bounds = self.latency.bounds(snapshot)
+        ps = self.gates.pathset
+        allowed = ps.costs_ms * scale + add_ms <= budget_ms
+        if not allowed.any():
+            allowed = ps.costs_ms == ps.costs_ms.min()
+        lam = self.lam if self.lam is not None else self.gates.lam_for_budget((budget_ms - add_ms) / scale)
+        self._call = (lam, allowed)
+        start = ps.paths[self.gates.start(lam, allowed)]
+        return self._decide(self.table.get(start.id), bounds, budget_ms)
+
+    def exit_hook(self, decision, run_exit, exits):
+        lam, allowed = self._call
+        chain = getattr(getattr(run_exit, "__self__", None), "chain", None)
+        return GateHook(self.gates, self.gates.pathset.index[decision.branch.id], lam, allowed, run_exit, chain)
+
+    def __repr__(self) -> str:
+        return f"GatesScheduler(paths={len(self.gates.pathset)}, lam={self.lam})"
+
+
+class GateHook:
+    """The per-call hook (``ChainRunner`` calls it after every kept block)."""
+
+    def __init__(self, gates: ErrorGates, current: int, lam: float, allowed: np.ndarray,
+                 run_exit: Callable[[int, np.ndarray], np.ndarray], chain=None):
+        self.gates, self.current, self.lam, self.allowed = gates, current, lam, allowed
+        self.run_exit, self.chain = run_exit, chain
+        self.prev: np.ndarray | None = None
+        self.exited_at: tuple[int, int] | None = None  # set only for a stop on the planned path
+        self.rerouted = False
+        self.gates_run = 0
+
+    @property
+    def path(self) -> Path:
+        """The path the call is on now (after the gates so far)."""
+        return self.gates.pathset.paths[self.current]
+
+    def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
+        ps = self.gates.pathset
+        state = ps.state_at(self.path, block)
+        if state is None:
+            return None
+        logits = self.run_exit(block, hidden)
+        p_cur = softmax(logits)
+        nxt = self.gates.decide(state, gate_features(p_cur, self.prev), self.lam, self.allowed)
+        self.prev, self.gates_run = p_cur, self.gates_run + 1
+        if nxt == ps.stop[state]:
+            self.current = nxt
+            if not self.rerouted:
+                self.exited_at = (pos, block)
+            return logits
+        if nxt == self.current:
+            return None
+        return self._reroute(nxt, pos, hidden)
+
+    def _reroute(self, nxt: int, pos: int, hidden: np.ndarray) -> np.ndarray:
+        """Run the rest of path ``nxt`` (same prefix) here, with the gates on the way."""
+        if self.chain is None:
+            raise EdgeinfError("switching paths mid-pass needs per-block artifacts (a chain runner)")
+        self.current, self.rerouted = nxt, True
+        path, h = self.path, hidden
+        for k in range(pos + 1, len(path.blocks)):
+            i, b = path.blocks[k], path.bits[k]
+            h = next(iter(self.chain.blocks[(i, b)].infer(h, check=False).values()))
+            out = self(k, i, h)
+            if out is not None:
+                return out
+        return self.chain.run_exit(path.exit, h)

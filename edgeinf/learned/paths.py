@@ -1,0 +1,182 @@
+"""The paths QuEE's gates choose among: states at exits, consistent futures, path encodings (numpy only).
+
+A *path* is a branch (kept blocks, exit, bits). A *state* is what a pass has run when it reaches
+a kept block ``g`` that has an exit head: the blocks and bits up to ``g``. At a state the gate
+may stop (the path that exits at ``g`` with that prefix, when it is in the set) or go on along
+any path of the set whose blocks and bits up to ``g`` are that prefix (its *consistent futures*).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+
+State = tuple[int, tuple[int, ...], tuple[int, ...]]  # (gate block, kept blocks <= gate, their bits)
+
+
+@dataclass(frozen=True)
+class Path:
+    """One candidate path: a branch id, its structure and its cost in ms."""
+
+    id: str
+    blocks: tuple[int, ...]
+    exit: int | None
+    bits: tuple[int, ...]
+    cost_ms: float
+
+    @property
+    def end(self) -> int:
+        """The block after which this path's head runs (``num_blocks`` for the final head)."""
+        return self.exit if self.exit is not None else 10**9
+
+
+def monotone(bits: Sequence[int]) -> bool:
+    """QuEE's rule: no low -> high bit step along the path."""
+    return all(b2 <= b1 for b1, b2 in zip(bits, bits[1:]))
+
+
+class PathSet:
+    """At most ``max_paths`` monotone-bit paths plus the index structures the gates need.
+
+    Args:
+        paths: candidates (anything with id, blocks, exit, bits and ``base_ms`` or ``cost_ms``).
+        num_blocks: blocks of the model.
+        exit_points: blocks with an exit head.
+        max_paths: cap (QuEE samples 50); sampling prefers paths whose early-exit prefixes are
+            also candidates, so the gates can stop early.
+        seed: sampling seed.
+        keep: ids always in the set when they qualify (e.g. the Pareto front: the most accurate
+            and the fastest branch stay reachable); at most ``max_paths`` of them.
+    """
+
+    def __init__(self, paths: Iterable, num_blocks: int, exit_points: Sequence[int], max_paths: int = 50,
+                 seed: int = 0, keep: Sequence[str] = ()):
+        if max_paths < 1:
+            raise EdgeinfError(f"max_paths must be >= 1, got {max_paths}")
+        cands = [_as_path(p) for p in paths]
+        cands = [p for p in cands if monotone(p.bits)]
+        if not cands:
+            raise EdgeinfError("no path with non-increasing bits to schedule over; profile more branches")
+        self.num_blocks, self.exit_points = int(num_blocks), tuple(sorted(int(e) for e in exit_points))
+        self.paths: tuple[Path, ...] = tuple(_sample(cands, max_paths, set(self.exit_points), seed, set(keep)))
+        self.index = {p.id: i for i, p in enumerate(self.paths)}
+        self._by_structure = {(p.blocks, p.exit, p.bits): i for i, p in enumerate(self.paths)}
+        self.costs_ms = np.array([p.cost_ms for p in self.paths], dtype=np.float64)
+        self.cost_norm = self.costs_ms / self.costs_ms.max()
+        self.encodings = np.stack([self.encode(p) for p in self.paths]).astype(np.float32)
+        self.futures: dict[State, np.ndarray] = {}
+        self.stop: dict[State, int] = {}
+        for p in self.paths:
+            for state in self.states_of(p):
+                self.stop[state] = self._by_structure[(state[1], state[0], state[2])]
+        for state in self.stop:
+            self.futures[state] = np.array([i for i, p in enumerate(self.paths) if _consistent(p, state)])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def encode(self, path: Path) -> np.ndarray:
+        """Eq. 14: bits of each block / 32 (0 = skipped or not reached), then the end position / blocks."""
+        enc = np.zeros(self.num_blocks + 1, dtype=np.float32)
+        for i, b in zip(path.blocks, path.bits):
+            enc[i] = b / 32.0
+        enc[-1] = (min(path.end, self.num_blocks - 1) + 1) / self.num_blocks
+        return enc
+
+    def gates_on(self, path: Path) -> list[int]:
+        """Kept blocks of ``path`` with an exit head, strictly before its end."""
+        return [b for b in path.blocks if b in self.exit_points and b < path.end]
+
+    def states_of(self, path: Path) -> list[State]:
+        """The states along ``path`` where a gate decides (its early-exit prefix is in the set)."""
+        out = []
+        for g in self.gates_on(path):
+            k = path.blocks.index(g) + 1
+            state = (g, path.blocks[:k], path.bits[:k])
+            if (state[1], g, state[2]) in self._by_structure:
+                out.append(state)
+        return out
+
+    def state_at(self, path: Path, g: int) -> State | None:
+        """The decision state of ``path`` at block ``g`` (None: no gate there).
+
+        Unlike :meth:`states_of` this includes the path's own end when it is an exit with a
+        gate: QuEE re-decides at every gate, so a pass heading for exit ``g`` may still go on.
+        """
+        if g not in path.blocks:
+            return None
+        k = path.blocks.index(g) + 1
+        state = (g, path.blocks[:k], path.bits[:k])
+        return state if state in self.stop else None
+
+
+def gate_features(p_cur: np.ndarray, p_prev: np.ndarray | None) -> np.ndarray:
+    """Eq. 13: u = p_cur || p_prev || H(p_cur) || H(p_prev) || max(p_prev) || max(p_cur), per row.
+
+    ``p_prev`` None (the first gate) = the uniform distribution.
+    """
+    p_cur = np.asarray(p_cur, dtype=np.float32).reshape(-1, np.shape(p_cur)[-1])
+    if p_prev is None:
+        p_prev = np.full_like(p_cur, 1.0 / p_cur.shape[1])
+    p_prev = np.asarray(p_prev, dtype=np.float32).reshape(p_cur.shape)
+    cols = [p_cur, p_prev, _entropy(p_cur), _entropy(p_prev), p_prev.max(1, keepdims=True), p_cur.max(1, keepdims=True)]
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``logits`` [n, classes] (float32)."""
+    z = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1, keepdims=True)
+
+
+def _consistent(path: Path, state: State) -> bool:
+    g, blocks, bits = state
+    k = len(blocks)
+    return path.blocks[:k] == blocks and path.bits[:k] == bits and path.end >= g
+
+
+def _as_path(p) -> Path:
+    if isinstance(p, Path):
+        return p
+    cost = getattr(p, "base_ms", None)
+    cost = getattr(p, "cost_ms", None) if cost is None else cost
+    if cost is None or not cost > 0:
+        raise EdgeinfError(f"path {getattr(p, 'id', p)} has no positive latency; profile the package first")
+    return Path(str(p.id), tuple(p.blocks), p.exit, tuple(p.bits) or (32,) * len(p.blocks), float(cost))
+
+
+def _prefix_keys(p: Path, exits: set[int]) -> list[tuple]:
+    out = []
+    for k, g in enumerate(p.blocks):
+        if g in exits and g < p.end:
+            out.append((p.blocks[: k + 1], g, p.bits[: k + 1]))
+    return out
+
+
+def _sample(cands: list[Path], max_paths: int, exits: set[int], seed: int, keep: set[str]) -> list[Path]:
+    """All candidates when they fit; else ``keep``, then a seeded sample that keeps early-exit prefixes together."""
+    if len(cands) <= max_paths:
+        return sorted(cands, key=lambda p: p.id)
+    by_structure = {(p.blocks, p.exit, p.bits): p for p in cands}
+    order = list(cands)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda p: p.id not in keep)  # stable: kept ones first, the rest shuffled
+    chosen: dict[str, Path] = {p.id: p for p in order[:max_paths] if p.id in keep}
+    for p in order:  # first: paths that bring an early-exit prefix along
+        group = [p] + [by_structure[k] for k in _prefix_keys(p, exits) if k in by_structure]
+        if len(group) > 1 and len(chosen) + len([q for q in group if q.id not in chosen]) <= max_paths:
+            chosen.update((q.id, q) for q in group)
+    for p in order:
+        if len(chosen) >= max_paths:
+            break
+        chosen.setdefault(p.id, p)
+    return sorted(chosen.values(), key=lambda p: p.id)

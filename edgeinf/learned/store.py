@@ -1,0 +1,68 @@
+"""Learned schedulers inside a package: weights in ``schedulers/<kind>.npz``, checksummed in the manifest.
+
+The manifest gains ``"schedulers": {kind: {"path", "sha256", "size_bytes", "format"}}`` and a
+new digest, written atomically as ``edgeinf profile`` writes its latency table; the files are
+plain numpy arrays (no pickle). :func:`load_scheduler` verifies size and sha256 before use.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeinf.errors import PackageError
+from edgeinf.learned.content import ContentAware, ContentScheduler
+from edgeinf.learned.gates import ErrorGates, GatesScheduler
+
+SCHEDULERS = "schedulers"  # manifest key
+KINDS = {"gates": (ErrorGates, GatesScheduler), "content": (ContentAware, ContentScheduler)}
+
+
+def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | ContentAware) -> dict:
+    """Save ``trained`` into package ``root`` and record it in the manifest; returns the entry."""
+    from edgeinf._atomic import write_json
+    from edgeinf.package import MANIFEST_NAME, read_manifest
+    from edgeinf.package.loader import file_sha256
+    from edgeinf.package.schema import DIGEST_FIELD, manifest_digest, validate_manifest
+
+    _check_kind(kind, trained)
+    root = Path(root)
+    manifest = read_manifest(root)
+    rel = f"{SCHEDULERS}/{kind}.npz"
+    path = trained.save(root / rel)
+    entry = {"path": rel, "sha256": file_sha256(path), "size_bytes": path.stat().st_size, "format": kind}
+    manifest[SCHEDULERS] = {**manifest.get(SCHEDULERS, {}), kind: entry}
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)
+    validate_manifest(manifest)
+    write_json(root / MANIFEST_NAME, manifest)
+    return entry
+
+
+def load_trained(pkg, kind: str) -> ErrorGates | ContentAware:
+    """The trained ``kind`` scheduler of package ``pkg`` (a directory or a loaded package), verified."""
+    from edgeinf.package import Package, load_package
+    from edgeinf.package.loader import file_sha256
+
+    package = pkg if isinstance(pkg, Package) else load_package(pkg)
+    entry = package.manifest.get(SCHEDULERS, {}).get(kind)
+    if kind not in KINDS:
+        raise PackageError(f"unknown scheduler kind '{kind}'; choose from {', '.join(KINDS)}")
+    if entry is None:
+        raise PackageError(f"package {package.root} has no trained '{kind}' scheduler; train one and attach it "
+                           "with edgeinf.learned.store.attach_scheduler")
+    path = Path(package.root) / entry["path"]
+    if not path.resolve().is_relative_to(Path(package.root).resolve()):
+        raise PackageError(f"the '{kind}' scheduler file points outside {package.root}; re-attach it")
+    if not path.is_file() or path.stat().st_size != entry["size_bytes"] or file_sha256(path) != entry["sha256"]:
+        raise PackageError(f"the '{kind}' scheduler file {entry['path']} is missing or fails its sha256 check; re-attach it")
+    return KINDS[kind][0].load(path)
+
+
+def load_scheduler(pkg, kind: str, **options) -> GatesScheduler | ContentScheduler:
+    """A runtime scheduler from the package's trained ``kind`` (e.g. ``Runtime.load(pkg, scheduler=...)``)."""
+    return KINDS[kind][1](load_trained(pkg, kind), **options) if kind in KINDS else load_trained(pkg, kind)
+
+
+def _check_kind(kind: str, trained) -> None:
+    if kind not in KINDS:
+        raise PackageError(f"unknown scheduler kind '{kind}'; choose from {', '.join(KINDS)}")
+    if not isinstance(trained, KINDS[kind][0]):
+        raise PackageError(f"a '{kind}' scheduler must be a {KINDS[kind][0].__name__}, got {type(trained).__name__}")

@@ -1,0 +1,68 @@
+"""Offline scheduler evaluation: hand-checkable replays of lut, threshold, gates and the oracle."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeinf.learned.evaluate import evaluate_offline, lambda_sweep, summarize, threshold_route
+from edgeinf.learned.gates import ErrorGates
+from edgeinf.learned.paths import PathSet
+from edgeinf.runtime.table import BranchInfo, BranchTable
+
+C = 3
+
+
+def _onehot(labels, conf):
+    p = np.full((len(labels), C), (1 - conf) / (C - 1), np.float32)
+    p[np.arange(len(labels)), labels] = conf
+    return p
+
+
+def _setup():
+    """e1 (1 ms): right on the first half only, confident there. full (3 ms): always right."""
+    y = np.array([0, 1, 2, 0, 1, 2])
+    wrong = (y + 1) % C
+    p_e1 = np.concatenate([_onehot(y[:3], 0.95), _onehot(wrong[3:], 0.5)])
+    p_full = _onehot(y, 0.9)
+    table = BranchTable((BranchInfo("b0_1-e1-w32_32", 0.5, 1.0, (0, 1), 1, (32, 32)),
+                         BranchInfo("b0_1_2-ef-w32_32_32", 1.0, 3.0, (0, 1, 2), None, (32, 32, 32))))
+    return table, np.stack([p_e1, p_full]), y
+
+
+def test_threshold_route_stops_only_where_confident():
+    table, probs, y = _setup()
+    final = threshold_route(table, probs, start=1, threshold=0.9, exit_points=[1])
+    np.testing.assert_array_equal(final, [0, 0, 0, 1, 1, 1])
+    row = summarize(final, probs, y, np.array([1.0, 3.0]))
+    assert row["accuracy"] == 1.0 and row["mean_ms"] == 2.0 and row["p95_ms"] == 3.0
+
+
+def test_offline_rows_and_oracle_by_hand():
+    table, probs, y = _setup()
+    ps = PathSet(table.branches, 3, [1])
+    state = (1, (0, 1), (32, 32))
+    d_u, d_p = 2 * C + 4, 4
+    # a gate that predicts pe(e1) = 1 - max-probability of the exit, pe(full) = 0.05
+    w1 = np.zeros((d_u + d_p, 2), np.float32)
+    w1[d_u - 1, 0] = -1.0          # -max(p_cur)
+    w1[d_u + d_p - 1, 0] = -10.0   # the full path (end = 1.0) is switched off in unit 0 ...
+    b1 = np.array([1.0 + 10.0 * (2 / 3), 0.0], np.float32)  # ... e1's end encoding is 2/3
+    gates = ErrorGates(ps, {1: (w1, b1, np.array([8.0, 0.0], np.float32), np.float32(-4.0))},
+                       np.array([0.5, 0.0], np.float32), np.array([0.0, 1.0]), np.array([3.0, 2.0]))
+    res = evaluate_offline(table, probs, y, gates, [1.0, 3.0], [1], threshold=0.9)
+    lut = res["schedulers"]["lut"]
+    assert [r["accuracy"] for r in lut] == [0.5, 1.0] and [r["mean_ms"] for r in lut] == [1.0, 3.0]
+    thr = res["schedulers"]["threshold"][1]
+    assert thr["accuracy"] == 1.0 and thr["mean_ms"] == 2.0
+    # budget 3 -> lambda 0 (its calibrated mean, 3 ms, fits): pe(full) = sigmoid(-4) is the lowest
+    g = res["schedulers"]["gates"][1]
+    assert g["lam"] == 0.0 and g["accuracy"] == 1.0 and g["mean_ms"] == 3.0 and g["gates_per_call"] == 1.0
+    # budget 1 -> only e1 fits
+    assert res["schedulers"]["gates"][0]["mean_ms"] == 1.0
+    # lambda 0.3 (costs 1/3 and 1): confident inputs stop at e1 (0.10 + 0.027 < 0.3 + 0.018),
+    # unsure ones go on (0.10 + 0.5 > 0.318)
+    row = lambda_sweep(gates, table, probs, y, [0.3])[0]
+    assert row["accuracy"] == 1.0 and row["mean_ms"] == 2.0
+    assert state in ps.futures
+    # oracle: cheapest correct branch per sample: e1 for the first half, full for the rest
+    assert res["oracle"]["accuracy"] == 1.0 and res["oracle"]["mean_ms"] == 2.0
+    assert res["full"]["mean_ms"] == 3.0

@@ -1,0 +1,239 @@
+"""QuEE error gates: path sets, targets, routing properties, persistence and the runtime hook."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.learned.gates import ErrorGates, GateHook, GatesScheduler
+from edgeinf.learned.paths import Path, PathSet, gate_features, monotone
+from edgeinf.learned.train_gates import GateTrainConfig, calibration_error, cluster_targets, train_gates
+
+C = 4
+
+
+def _probs(labels, conf, rng=None, shift=None):
+    """Rows with ``conf`` on class ``labels`` (shifted by ``shift`` where given), the rest uniform."""
+    lab = labels if shift is None else (labels + shift) % C
+    p = np.full((len(labels), C), (1 - conf) / (C - 1))
+    p[np.arange(len(labels)), lab] = conf
+    return p
+
+
+def _synthetic(n=400, seed=0):
+    """Exit A (cost 1) is right and confident on easy inputs, unsure and half wrong on hard ones;
+    the full path B (cost 4) is always right. The right routing: easy -> A, hard -> B."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    easy = rng.random(n) < 0.5
+    p_a = np.where(easy[:, None], _probs(y, 0.95), _probs(y, 0.3, shift=rng.integers(0, 2, n)))
+    p_b = _probs(y, 0.9)
+    paths = [Path("A", (0, 1), 1, (32, 32), 1.0), Path("B", (0, 1, 2, 3), None, (32, 32, 32, 32), 4.0)]
+    ps = PathSet(paths, 4, [1])
+    probs = np.stack([p_a if p.id == "A" else p_b for p in ps.paths]).astype(np.float32)
+    return ps, probs, y, easy
+
+
+@pytest.fixture(scope="module")
+def trained():
+    ps, probs, y, easy = _synthetic()
+    gates = train_gates(ps, probs, y, GateTrainConfig(k_choices=(1, 2, 8), cluster_on="sorted", seed=0))
+    return gates, probs, y, easy
+
+
+def test_gate_features_match_eq13_by_hand():
+    p = np.array([[0.5, 0.5, 0.0, 0.0]])
+    u = gate_features(p, None)
+    assert u.shape == (1, 2 * C + 4)
+    np.testing.assert_allclose(u[0, :C], p[0])
+    np.testing.assert_allclose(u[0, C:2 * C], 0.25)
+    np.testing.assert_allclose(u[0, 2 * C:], [np.log(2), np.log(4), 0.25, 0.5], rtol=1e-5)
+
+
+def test_pathset_states_futures_and_monotone_filter():
+    paths = [Path("e1", (0, 1), 1, (8, 8), 1.0), Path("full", (0, 1, 2), None, (8, 8, 4), 3.0),
+             Path("up", (0, 1, 2), None, (8, 8, 32), 3.0),    # low -> high: excluded
+             Path("other", (0, 1, 2), None, (32, 32, 32), 3.5)]  # its exit-1 prefix is not a path: no gate
+    ps = PathSet(paths, 3, [1])
+    assert "up" not in ps.index and not monotone((4, 8))
+    state = (1, (0, 1), (8, 8))
+    assert ps.stop == {state: ps.index["e1"]}
+    assert sorted(ps.paths[i].id for i in ps.futures[state]) == ["e1", "full"]
+    assert ps.states_of(ps.paths[ps.index["other"]]) == []
+    np.testing.assert_allclose(ps.encode(ps.paths[ps.index["full"]]), [0.25, 0.25, 0.125, 1.0])
+
+
+def test_sampling_caps_paths_keeps_requested_and_is_seeded():
+    paths = [Path(f"p{i}", (0, 1, 2), None, (8, 8, 8), 1.0 + i) for i in range(80)]
+    a = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=["p79"])
+    b = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=["p79"])
+    assert len(a) == 50 and "p79" in a.index
+    assert [p.id for p in a.paths] == [p.id for p in b.paths]
+
+
+def test_cluster_targets_are_cluster_error_rates():
+    probs = np.array([[0.9, 0.1]] * 4 + [[0.5, 0.5]] * 4, dtype=np.float32)
+    wrong = np.array([0, 0, 0, 1, 1, 1, 0, 0], dtype=np.float32)
+    t = cluster_targets(probs, wrong, probs, k=2, seed=0)
+    np.testing.assert_allclose(t, [0.25] * 4 + [0.5] * 4)
+    np.testing.assert_allclose(cluster_targets(probs, wrong, probs, k=1), wrong.mean())
+    assert calibration_error(np.full(8, wrong.mean()), wrong) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gates_route_easy_inputs_to_the_early_exit(trained):
+    gates, probs, y, easy = trained
+    final, count = gates.route(probs, lam=0.3)  # A costs 0.25, B 1: exit when pe(A) < pe(B) + 0.225
+    exit_a = gates.pathset.index["A"]
+    assert (final[easy] == exit_a).mean() > 0.9
+    assert (final[~easy] == exit_a).mean() < 0.1
+    assert np.all(count == 1)
+
+
+def test_lambda_zero_picks_most_accurate_and_huge_lambda_the_cheapest(trained):
+    gates, probs, y, easy = trained
+    final0, _ = gates.route(probs, lam=0.0)
+    assert np.all(final0 == gates.pathset.index["B"])
+    final_big, _ = gates.route(probs, lam=1e3)
+    assert np.all(final_big == gates.pathset.index["A"])
+
+
+def test_lambda_from_budget_is_monotone(trained):
+    gates, *_ = trained
+    lams = [gates.lam_for_budget(b) for b in (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)]
+    assert all(a >= b for a, b in zip(lams, lams[1:]))
+    lam = gates.lam_for_budget(100.0)  # everything fits: gives up at most the tolerance
+    assert gates.accuracy[list(gates.lambdas).index(lam)] >= gates.accuracy.max() - gates.tolerance
+
+
+def test_training_is_deterministic():
+    ps, probs, y, _ = _synthetic(n=120, seed=1)
+    cfg = GateTrainConfig(k_choices=(2,), epochs=5, seed=7)
+    a, b = train_gates(ps, probs, y, cfg), train_gates(ps, probs, y, cfg)
+    for g in a.weights:
+        for wa, wb in zip(a.weights[g], b.weights[g]):
+            np.testing.assert_array_equal(wa, wb)
+
+
+def test_saved_and_loaded_gates_decide_identically(trained, tmp_path):
+    gates, probs, y, _ = trained
+    path = gates.save(tmp_path / "gates.npz")
+    with np.load(path, allow_pickle=False) as data:  # plain arrays only
+        assert all(data[k].dtype != object for k in data.files)
+    again = ErrorGates.load(path)
+    for lam in (0.0, 0.05, 0.1, 1.0):
+        np.testing.assert_array_equal(gates.route(probs, lam)[0], again.route(probs, lam)[0])
+
+
+def test_load_rejects_other_files(tmp_path):
+    bad = tmp_path / "x.npz"
+    np.savez(bad, a=np.zeros(2))
+    with pytest.raises(EdgeinfError, match="not an edgeinf gates file"):
+        ErrorGates.load(bad)
+
+
+def _three_paths():
+    """Exit after block 1, a high-bit and a low-bit continuation, and a low->high one (never allowed)."""
+    return [Path("e1", (0, 1), 1, (8, 8), 1.0), Path("hi", (0, 1, 2), None, (8, 8, 8), 3.0),
+            Path("lo", (0, 1, 2), None, (8, 8, 4), 2.0), Path("up", (0, 1, 2), None, (8, 8, 32), 2.5)]
+
+
+def _fixed_gates(pe_by_id: dict[str, float]) -> ErrorGates:
+    """Gates whose MLP outputs a constant per path: the first layer reads only the path's end/bits."""
+    ps = PathSet(_three_paths(), 3, [1])
+    d_u, d_p = 2 * C + 4, ps.num_blocks + 1
+    # hidden unit j fires for path j: encodings are distinct, use one-hot via a lookup-free trick:
+    # make hidden = identity over a learned-free projection onto the path's block-2 bits and end
+    w1 = np.zeros((d_u + d_p, len(ps)), np.float32)
+    b1 = np.zeros(len(ps), np.float32)
+    enc = ps.encodings
+    target = np.array([pe_by_id[p.id] for p in ps.paths])
+    # solve enc @ W = logit(target) rows via least squares on the path part, single hidden unit
+    logit = np.log(target / (1 - target))
+    sol, *_ = np.linalg.lstsq(np.c_[enc, np.ones(len(ps))], logit, rcond=None)
+    w1[d_u:, 0] = sol[:-1]
+    w1[d_u:, 1] = -sol[:-1]
+    b1[0], b1[1] = sol[-1], -sol[-1]
+    w2 = np.zeros(len(ps), np.float32)
+    w2[0], w2[1] = 1.0, -1.0  # relu(z) - relu(-z) = z
+    weights = {1: (w1, b1, w2, np.float32(0.0))}
+    return ErrorGates(ps, weights, np.array([pe_by_id[p.id] for p in ps.paths], np.float32))
+
+
+def test_fixed_predictions_give_the_hand_computed_argmin():
+    gates = _fixed_gates({"e1": 0.30, "hi": 0.05, "lo": 0.10})
+    ps = gates.pathset
+    assert "up" not in ps.index
+    state = (1, (0, 1), (8, 8))
+    u = gate_features(np.full((1, C), 0.25), None)
+    np.testing.assert_allclose(gates.predict(1, u, ps.futures[state])[0],
+                               [{"e1": .3, "hi": .05, "lo": .1}[ps.paths[i].id] for i in ps.futures[state]], rtol=1e-4)
+    # costs normalised by 3: e1 1/3, lo 2/3, hi 1
+    pick = lambda lam: ps.paths[gates.decide(state, u, lam)].id  # noqa: E731
+    assert pick(0.0) == "hi"        # 0.05 < 0.10 < 0.30
+    assert pick(0.3) == "lo"        # hi .35, lo .30, e1 .40
+    assert pick(2.0) == "e1"        # hi 2.05, lo 1.43, e1 0.97
+
+
+class _FakeChain:
+    """Per-block 'runners' that record what ran; hidden = the list of blocks run."""
+
+    def __init__(self):
+        self.ran = []
+        self.blocks = {(i, b): _Block(self, i, b) for i in range(3) for b in (8, 4)}
+
+    def run_exit(self, exit, hidden):
+        return np.log(np.full((1, C), 0.25))
+
+
+class _Block:
+    def __init__(self, chain, i, b):
+        self.chain, self.i, self.b = chain, i, b
+
+    def infer(self, h, check=True):
+        self.chain.ran.append((self.i, self.b))
+        return {"y": h}
+
+
+def test_hook_stops_continues_and_reroutes_between_blocks():
+    chain = _FakeChain()
+    for pe, lam, want, ran in (({"e1": .3, "hi": .05, "lo": .1}, 2.0, "e1", []),
+                               ({"e1": .3, "hi": .05, "lo": .1}, 0.0, "hi", None),
+                               ({"e1": .3, "hi": .05, "lo": .1}, 0.3, "lo", [(2, 4)])):
+        gates = _fixed_gates(pe)
+        chain.ran.clear()
+        hook = GateHook(gates, gates.pathset.index["hi"], lam, np.ones(len(gates.pathset), bool),
+                        chain.run_exit, chain)
+        out = hook(1, 1, np.zeros((1, 2)))
+        assert hook.path.id == want and hook.gates_run == 1
+        if want == "hi":
+            assert out is None          # the planned path goes on
+        else:
+            assert out is not None and chain.ran == ran
+        assert (hook.exited_at is not None) == (want == "e1")
+
+
+def test_scheduler_binds_only_to_a_table_that_has_its_paths():
+    from edgeinf.runtime.latency import LatencyModel
+    from edgeinf.runtime.monitor import IDLE
+    from edgeinf.runtime.table import BranchInfo, BranchTable
+
+    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    rows = [BranchInfo(p.id, 0.9, p.cost_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    sched = GatesScheduler(gates, lam=0.0).bind(BranchTable(tuple(rows)), LatencyModel())
+    scale, add = sched.latency.bounds(IDLE)
+    d = sched.choose(2.5 * scale + add, IDLE)  # "hi" (3 ms) does not fit: the best allowed start is "lo"
+    assert d.branch.id == "lo" and d.fits
+    with pytest.raises(EdgeinfError, match="lacks"):
+        GatesScheduler(gates).bind(BranchTable(tuple(rows[:1])), LatencyModel())
+
+
+def test_lambda_for_budget_trades_at_most_the_tolerance():
+    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    gates.lambdas = np.array([0.0, 0.1, 0.3, 1.0])
+    gates.mean_ms = np.array([3.0, 2.5, 2.0, 1.0])
+    gates.accuracy = np.array([0.990, 0.988, 0.95, 0.7])
+    assert gates.lam_for_budget(3.0) == 0.1    # 0.988 is within 0.005 of 0.990
+    assert gates.lam_for_budget(2.2) == 0.3    # only 0.3 and 1.0 fit: the best of them
+    assert gates.lam_for_budget(0.5) == 1.0    # nothing fits: the largest lambda
+    gates.accuracy = None
+    assert gates.lam_for_budget(3.0) == 0.0

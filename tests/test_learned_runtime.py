@@ -1,0 +1,77 @@
+"""Gates in the real runtime: a tiny ONNX package, decisions between block artifacts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _runtime_pkg import IN, reference, write_package
+from edgeinf.learned.gates import ErrorGates, GatesScheduler
+from edgeinf.learned.paths import PathSet
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+def _constant_gates(table, pe_by_id: dict[str, float], classes: int) -> ErrorGates:
+    """Gates whose every MLP outputs ``pe_by_id[path]`` whatever the input (solved on the encodings)."""
+    ps = PathSet(table.branches, 3, [0, 1])
+    d_u = 2 * classes + 4
+    logit = np.log([pe_by_id[p.id] / (1 - pe_by_id[p.id]) for p in ps.paths])
+    sol, *_ = np.linalg.lstsq(np.c_[ps.encodings, np.ones(len(ps))], logit, rcond=None)
+    w1 = np.zeros((d_u + ps.encodings.shape[1], 2), np.float32)
+    w1[d_u:, 0], w1[d_u:, 1] = sol[:-1], -sol[:-1]
+    b1 = np.array([sol[-1], -sol[-1]], np.float32)
+    layer = (w1, b1, np.array([1.0, -1.0], np.float32), np.float32(0.0))  # relu(z) - relu(-z) = z
+    gates = {s[0]: layer for s in ps.stop}
+    return ErrorGates(ps, gates, np.array([pe_by_id[p.id] for p in ps.paths], np.float32))
+
+
+@pytest.mark.parametrize("lam, want", [(0.0, "k012-eNone"), (10.0, "k0-e0")])
+def test_gates_stop_or_go_on_between_blocks(tmp_path, lam, want):
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    w = write_package(tmp_path / "pkg", n_blocks=3)
+    x = np.random.default_rng(0).normal(size=(1, IN)).astype(np.float32)
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
+        table = probe.table
+    gates = _constant_gates(table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, classes=3)
+    with Runtime.load(tmp_path / "pkg", scheduler=GatesScheduler(gates, lam=lam), monitor=False,
+                      latency=LatencyModelConfig(mode="blind")) as rt:
+        out, rec = rt.infer(x, budget_ms=10.0)
+    blocks, exit_ = ((0,), 0) if want == "k0-e0" else ((0, 1, 2), None)
+    np.testing.assert_allclose(out, reference(x, w, blocks, exit_), rtol=1e-4, atol=1e-5)
+    assert rec.branch == want
+    assert rec.exited_at == (0 if want == "k0-e0" else None)
+
+
+def test_gates_attached_to_the_package_verify_and_run(tmp_path):
+    from edgeinf.errors import PackageError
+    from edgeinf.learned.store import attach_scheduler, load_scheduler, load_trained
+    from edgeinf.package import load_package
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    w = write_package(tmp_path / "pkg", n_blocks=3)
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
+        gates = _constant_gates(probe.table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, classes=3)
+    entry = attach_scheduler(tmp_path / "pkg", "gates", gates)
+    load_package(tmp_path / "pkg")  # the manifest digest still verifies
+    again = load_trained(tmp_path / "pkg", "gates")
+    for g in gates.weights:
+        for a, b in zip(gates.weights[g], again.weights[g]):
+            np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(1).normal(size=(1, IN)).astype(np.float32)
+    with Runtime.load(tmp_path / "pkg", scheduler=load_scheduler(tmp_path / "pkg", "gates", lam=10.0), monitor=False,
+                      latency=LatencyModelConfig(mode="blind")) as rt:
+        out, rec = rt.infer(x, budget_ms=10.0)
+    np.testing.assert_allclose(out, reference(x, w, (0,), 0), rtol=1e-4, atol=1e-5)
+    with open(tmp_path / "pkg" / entry["path"], "r+b") as fh:  # tamper with one byte
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(PackageError, match="sha256"):
+        load_trained(tmp_path / "pkg", "gates")
+    with pytest.raises(PackageError, match="no trained 'content'"):
+        load_trained(tmp_path / "pkg", "content")
