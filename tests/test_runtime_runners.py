@@ -131,3 +131,28 @@ def test_package_runner_applies_the_artifact_session_config(pkg):
     package.entry("stem")["ort_session_config"] = {"session.disable_quant_qdq": "1"}  # as the exporter writes it
     runner = _runner(package, "stem", "onnxruntime", {"intra_op_threads": 1})
     assert runner.options.session_config == (("session.disable_quant_qdq", "1"),)
+
+
+def test_composed_branches_match_the_chain(tmp_path):
+    pytest.importorskip("onnx")
+    from edgeinf.package import load_package
+    from edgeinf.runtime._package import build_executor
+
+    root = tmp_path / "pkg"
+    weights = write_package(root, n_blocks=3, fused=False)
+    package = load_package(root)
+    composed = build_executor(package, "onnxruntime", compose=True, intra_op_threads=1)
+    plain = build_executor(package, "onnxruntime", compose=False, intra_op_threads=1)
+    assert set(composed.fused) == {b["id"] for b in package.branches} and not plain.fused
+    composed.activate(), plain.activate()
+    try:
+        with Runtime.load(root, monitor=False) as rt:
+            table = list(rt.table)
+        x = x_batch()
+        for info in table:
+            got = composed.run(info, x)
+            want = plain.run(info, x)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got, reference(x, weights, info.blocks, info.exit), rtol=1e-4, atol=1e-5)
+    finally:
+        composed.deactivate(), plain.deactivate()

@@ -86,15 +86,17 @@ def _provider_options(short: str, options: OrtOptions) -> dict:
 class OnnxRuntimeRunner(Runner):
     """Runs one ONNX file with one ``InferenceSession``, created in ``activate`` and reused."""
 
-    def __init__(self, path: str | os.PathLike, options: OrtOptions | None = None, name: str | None = None):
+    def __init__(self, path: str | os.PathLike, options: OrtOptions | None = None, name: str | None = None,
+                 model_bytes: bytes | None = None):
         super().__init__(name or Path(path).name)
         self.path = Path(path)
         self.options = options or OrtOptions()
+        self.model_bytes = model_bytes  # an in-memory model (e.g. a composed branch); ``path`` then only names it
         self.session = None
 
     def activate_impl(self) -> None:
         ort = _lazy.require("onnxruntime", "the ONNX Runtime runner")
-        if not self.path.is_file():
+        if self.model_bytes is None and not self.path.is_file():
             raise EdgeinfError(f"ONNX file not found: {self.path}")
         so = ort.SessionOptions()
         if self.options.intra_op_threads is not None:
@@ -105,7 +107,8 @@ class OnnxRuntimeRunner(Runner):
         for key, value in self.options.session_config:
             so.add_session_config_entry(key, value)
         providers = resolve_providers(self.options, ort.get_available_providers())
-        self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+        model = self.model_bytes if self.model_bytes is not None else str(self.path)
+        self.session = ort.InferenceSession(model, sess_options=so, providers=providers)
         self.input_specs = specs_from(
             [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
         self.output_names = tuple(o.name for o in self.session.get_outputs())
