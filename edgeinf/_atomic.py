@@ -49,3 +49,16 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 def write_json(target: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON (NaN/inf refused) atomically."""
     write_text(target, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_npz(target: str | os.PathLike, **arrays: Any) -> Path:
+    """Write ``arrays`` to an .npz file atomically (no pickled objects: load with allow_pickle=False)."""
+    import numpy as np
+
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+    return target

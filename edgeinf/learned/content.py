@@ -86,7 +86,7 @@ class ContentAware:
 
     def save(self, path: str | FsPath) -> FsPath:
         """One ``.npz`` of plain arrays (atomically)."""
-        from edgeinf._atomic import atomic_path
+        from edgeinf._atomic import write_npz
 
         arrays = {"format": np.array(FORMAT), "block_ms": self.block_ms,
                   "info": np.array(json.dumps({"num_blocks": self.num_blocks, "exits": list(self.exits),
@@ -95,11 +95,7 @@ class ContentAware:
         for name, layers in self.layers.items():
             for k, (w, b) in enumerate(layers):
                 arrays[f"{name}{k}_w"], arrays[f"{name}{k}_b"] = w, b
-        path = FsPath(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-        return path
+        return write_npz(path, **arrays)
 
     @classmethod
     def load(cls, path: str | FsPath) -> "ContentAware":

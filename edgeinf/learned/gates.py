@@ -124,7 +124,7 @@ class ErrorGates:
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | FsPath) -> FsPath:
         """Write one ``.npz`` of plain arrays (atomically); returns its path."""
-        from edgeinf._atomic import atomic_path
+        from edgeinf._atomic import write_npz
 
         arrays = {"format": np.array(FORMAT), "paths": np.array(json.dumps(_paths_json(self.pathset))),
                   "meta": np.array(json.dumps(self.meta, sort_keys=True)), "prior_pe": self.prior_pe,
@@ -133,11 +133,7 @@ class ErrorGates:
             arrays["accuracy"] = self.accuracy
         for g, (w1, b1, w2, b2) in self.weights.items():
             arrays.update({f"gate{g}_w1": w1, f"gate{g}_b1": b1, f"gate{g}_w2": w2, f"gate{g}_b2": np.asarray(b2)})
-        path = FsPath(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-        return path
+        return write_npz(path, **arrays)
 
     @classmethod
     def load(cls, path: str | FsPath) -> "ErrorGates":
