@@ -185,3 +185,21 @@ def test_read_manifest_only_checks_manifest(tmp_path):
     os.remove(next(p for p in _files(root) if p.name != MANIFEST_NAME))
     assert read_manifest(root)["model"]["name"] == "toy"
     _refused(root)
+
+
+def test_update_manifest_keeps_the_package_verifiable(tmp_path):
+    from edgeinf.package import update_manifest
+
+    root = _write(tmp_path / "pkg")
+    update_manifest(root, device_latency={"host/onnxruntime": {"branches": {"b0": {"p50": 0.1}}}})
+    pkg = load_package(root)
+    assert pkg.manifest["device_latency"]["host/onnxruntime"]["branches"]["b0"]["p50"] == 0.1
+    # a tampered manifest is refused before anything is written
+    path = root / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["branches"][0]["bits"] = [4]
+    path.write_text(json.dumps(manifest))
+    before = path.read_bytes()
+    with pytest.raises(PackageError, match="modified"):
+        update_manifest(root, device_latency={})
+    assert path.read_bytes() == before

@@ -18,10 +18,7 @@ KINDS = {"gates": (ErrorGates, GatesScheduler), "content": (ContentAware, Conten
 
 def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | ContentAware) -> dict:
     """Save ``trained`` into package ``root`` and record it in the manifest; returns the entry."""
-    from edgeinf._atomic import write_json
-    from edgeinf.package import MANIFEST_NAME, read_manifest
-    from edgeinf.package.loader import file_sha256
-    from edgeinf.package.schema import DIGEST_FIELD, manifest_digest, validate_manifest
+    from edgeinf.package import file_sha256, read_manifest, update_manifest
 
     _check_kind(kind, trained)
     root = Path(root)
@@ -29,10 +26,7 @@ def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | ContentA
     rel = f"{SCHEDULERS}/{kind}.npz"
     path = trained.save(root / rel)
     entry = {"path": rel, "sha256": file_sha256(path), "size_bytes": path.stat().st_size, "format": kind}
-    manifest[SCHEDULERS] = {**manifest.get(SCHEDULERS, {}), kind: entry}
-    manifest[DIGEST_FIELD] = manifest_digest(manifest)
-    validate_manifest(manifest)
-    write_json(root / MANIFEST_NAME, manifest)
+    update_manifest(root, **{SCHEDULERS: {**manifest.get(SCHEDULERS, {}), kind: entry}})
     return entry
 
 

@@ -5,9 +5,9 @@ every artifact's sha256 before anything runs. Writing (:class:`PackageWriter`) i
 """
 from edgeinf.package.loader import Package, artifact_key, bits_tag, file_sha256, load_package, read_manifest
 from edgeinf.package.schema import FORMAT, MANIFEST_NAME, SCHEMA_VERSION, validate_manifest
-from edgeinf.package.writer import PackageWriter, build_info, library_versions
+from edgeinf.package.writer import PackageWriter, build_info, library_versions, update_manifest
 
 __all__ = [
     "FORMAT", "MANIFEST_NAME", "SCHEMA_VERSION", "Package", "PackageWriter", "artifact_key", "bits_tag",
-    "build_info", "file_sha256", "library_versions", "load_package", "read_manifest", "validate_manifest",
+    "build_info", "file_sha256", "library_versions", "load_package", "read_manifest", "update_manifest", "validate_manifest",
 ]

@@ -125,3 +125,21 @@ class PackageWriter:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def update_manifest(root: str | os.PathLike, **fields: Any) -> dict:
+    """Set top-level ``fields`` of an existing package's manifest and rewrite it atomically.
+
+    For additions made after export (a device latency table, trained schedulers): the manifest
+    is read and validated first, its digest is recomputed so the package still verifies, and
+    the result is validated again before it replaces ``manifest.json``. Returns the new manifest.
+    """
+    from edgeinf._atomic import write_json
+    from edgeinf.package.loader import read_manifest
+
+    manifest = read_manifest(root)
+    manifest.update(fields)
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)
+    validate_manifest(manifest)
+    write_json(Path(root) / MANIFEST_NAME, manifest)
+    return manifest

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinf._atomic import write_json
 from edgeinf.errors import EdgeinfError
 from edgeinf.progress import Progress
 from edgeinf.runtime._package import DEVICE_LATENCY, open_package
@@ -57,21 +56,16 @@ def write_device_latency(root: str | Path, backend: str, branches: dict[str, dic
 
     Returns the entry's key (``host/backend``).
     """
-    from edgeinf.package import MANIFEST_NAME, read_manifest
-    from edgeinf.package.schema import DIGEST_FIELD, manifest_digest, validate_manifest
+    from edgeinf.package import read_manifest, update_manifest
 
-    manifest = read_manifest(root)
     key = f"{socket.gethostname()}/{backend}"
-    table = dict(manifest.get(DEVICE_LATENCY, {}))
+    table = dict(read_manifest(root).get(DEVICE_LATENCY, {}))
     table[key] = {
         "backend": backend, "host": socket.gethostname(), "machine": platform.machine(),
         "measured_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(note or {}), "branches": branches,
     }
-    manifest[DEVICE_LATENCY] = table
-    manifest[DIGEST_FIELD] = manifest_digest(manifest)
-    validate_manifest(manifest)
-    write_json(Path(root) / MANIFEST_NAME, manifest)
+    update_manifest(root, **{DEVICE_LATENCY: table})
     return key
 
 
