@@ -156,3 +156,20 @@ def test_composed_branches_match_the_chain(tmp_path):
             np.testing.assert_allclose(got, reference(x, weights, info.blocks, info.exit), rtol=1e-4, atol=1e-5)
     finally:
         composed.deactivate(), plain.deactivate()
+
+
+def test_runtime_hands_the_executor_chain_to_exit_hooks(pkg):
+    from edgeinf.runtime.runners.chain import ChainRunner
+    from edgeinf.runtime.schedulers import Threshold
+
+    seen = []
+
+    class Spy(Threshold):
+        def exit_hook(self, decision, run_exit, exits, chain=None):
+            seen.append(chain)
+            return super().exit_hook(decision, run_exit, exits, chain)
+
+    root, _ = pkg
+    with Runtime.load(root, scheduler=Spy(1.0), monitor=False) as rt:
+        rt.infer(x_batch(1), budget_ms=1000.0)
+        assert len(seen) == 1 and isinstance(seen[0], ChainRunner) and seen[0] is rt.executor.chain

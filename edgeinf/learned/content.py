@@ -242,8 +242,7 @@ class ContentScheduler(LookupTable):
         self._budget = (budget_ms, scale, add_ms)
         return super().choose(budget_ms, snapshot)
 
-    def exit_hook(self, decision, run_exit, exits):
-        chain = getattr(getattr(run_exit, "__self__", None), "chain", None)
+    def exit_hook(self, decision, run_exit, exits, chain=None):
         return _ContentHook(self, decision.branch, chain)
 
     def __repr__(self) -> str:

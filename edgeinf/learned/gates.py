@@ -204,9 +204,8 @@ class GatesScheduler(Scheduler):
         start = ps.paths[self.gates.start(lam, allowed)]
         return self._decide(self.table.get(start.id), bounds, budget_ms)
 
-    def exit_hook(self, decision, run_exit, exits):
+    def exit_hook(self, decision, run_exit, exits, chain=None):
         lam, allowed = self._call
-        chain = getattr(getattr(run_exit, "__self__", None), "chain", None)
         return GateHook(self.gates, self.gates.pathset.index[decision.branch.id], lam, allowed, run_exit, chain)
 
     def __repr__(self) -> str:

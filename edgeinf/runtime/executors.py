@@ -16,6 +16,7 @@ class Executor:
 
     exits: frozenset[int] = frozenset()
     input_spec: TensorSpec | None = None
+    chain: ChainRunner | None = None  # the per-block runner, for hooks that run blocks themselves
 
     def activate(self) -> None:
         """Create every session once."""

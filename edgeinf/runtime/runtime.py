@@ -122,8 +122,8 @@ class Runtime:
         snap = self.monitor.snapshot if self.monitor is not None else IDLE
         decision = self.scheduler.choose(budget_ms, snap)
         decision_us = (self.clock() - t0) * 1e6
-        hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits) \
-            if self.executor.exits else None
+        hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits,
+                                        chain=self.executor.chain) if self.executor.exits else None
         out = self.executor.run(decision.branch, x, hook)
         measured_ms = (self.clock() - t0) * 1e3
         exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit

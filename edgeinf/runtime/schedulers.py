@@ -43,8 +43,11 @@ class Scheduler:
         raise NotImplementedError
 
     def exit_hook(self, decision: Decision, run_exit: Callable[[int, np.ndarray], np.ndarray],
-                  exits: set[int]) -> "ExitHook | None":
-        """A hook for ``ChainRunner.run_branch`` (``None``: run the branch to its end)."""
+                  exits: set[int], chain=None) -> "ExitHook | None":
+        """A hook for ``ChainRunner.run_branch`` (``None``: run the branch to its end).
+
+        ``chain`` is the executor's per-block runner, for hooks that switch to another path and
+        run its remaining blocks themselves (``None`` when the executor has none)."""
         return None
 
     def _decide(self, branch: BranchInfo, bounds: tuple[float, float], budget_ms: float) -> Decision:
@@ -105,7 +108,7 @@ class Threshold(LookupTable):
             raise EdgeinfError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
 
-    def exit_hook(self, decision, run_exit, exits):
+    def exit_hook(self, decision, run_exit, exits, chain=None):
         # the branch's own end is its exit (or the head) anyway: check the exits before it
         return ExitHook(self.threshold, run_exit, exits & set(decision.branch.blocks[:-1]))
 
