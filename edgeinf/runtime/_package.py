@@ -10,6 +10,7 @@ from edgeinf.runtime.executors import PackageExecutor
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runners.base import Runner, TensorSpec, specs_from
 from edgeinf.runtime.runners.chain import ChainRunner
+from edgeinf.runtime.segments import DEFAULT_MAX_SEGMENTS
 from edgeinf.runtime.table import BranchInfo, BranchTable
 
 DEVICE_LATENCY = "device_latency"  # manifest key written by `edgeinf profile`
@@ -103,13 +104,18 @@ def _runner(package, key: str, backend: str, options: dict) -> Runner:
     return OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key)
 
 
-def build_executor(package, backend: str, compose: bool | None = None, **options) -> PackageExecutor:
+def build_executor(package, backend: str, compose: bool | None = None, segments: bool | None = None,
+                   max_segments: int | None = None, **options) -> PackageExecutor:
     """Runners for every part and fused branch of ``package`` in ``backend`` (activated by the runtime).
 
     ``compose``: merge the per-block artifacts of every branch that has no fused artifact into one
     in-memory graph (one onnxruntime call per inference instead of one per block, ~1.00x a fused
     graph instead of 4-5x on small blocks); ``None`` = when ``onnx`` is installed and the package
-    has at most ``COMPOSE_LIMIT`` such branches. Mid-pass decisions (hooks) still use the chain.
+    has at most ``COMPOSE_LIMIT`` such branches.
+    ``segments``: run mid-pass decisions (hooks that declare ``points``) over composed segments,
+    one call per decision point instead of one per block; ``None`` = when ``onnx`` is installed
+    and the backend is onnxruntime; False = the per-block chain. ``max_segments``: composed
+    segment sessions kept (``None`` = 512).
     """
     suffix = "@trt" if backend == "tensorrt" else ""
     keys = [a["key"] for a in package.artifacts if a["key"].endswith(suffix) and (suffix or "@" not in a["key"])]
@@ -133,7 +139,21 @@ def build_executor(package, backend: str, compose: bool | None = None, **options
         raise EdgeinfError(f"package {package.root} has no {backend} artifacts to run; export it with that format")
     if chain is not None and backend != "tensorrt":
         fused.update(_composed(package, chain, fused, backend, compose, options))
-    return PackageExecutor(chain, fused)
+    segmented = _segments_wanted(backend, segments) and chain is not None
+    return PackageExecutor(chain, fused, segmented, DEFAULT_MAX_SEGMENTS if max_segments is None else max_segments)
+
+
+def _segments_wanted(backend: str, segments: bool | None) -> bool:
+    from edgeinf import _lazy
+
+    if segments is None:
+        return backend != "tensorrt" and _lazy.is_available("onnx")
+    if segments and backend == "tensorrt":
+        raise EdgeinfError("segmented execution composes ONNX artifacts for onnxruntime; "
+                           "with the tensorrt backend pass segments=False (or None)")
+    if segments:
+        _lazy.require("onnx", "segmented execution (segments=True)")
+    return bool(segments)
 
 
 COMPOSE_LIMIT = 512

@@ -1,13 +1,14 @@
 """Executors: run a branch (fused graph or chain of parts) for the runtime, over any runners."""
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.runtime.runners.base import Runner, TensorSpec
 from edgeinf.runtime.runners.chain import ChainRunner, Hook
+from edgeinf.runtime.segments import DEFAULT_MAX_SEGMENTS, SegmentRunner
 from edgeinf.runtime.table import BranchInfo
 
 
@@ -30,21 +31,31 @@ class Executor:
     def run_exit(self, exit: int | None, hidden: np.ndarray) -> np.ndarray:
         raise EdgeinfError("this executor cannot run exit heads on their own")
 
+    def prepare(self, branch: BranchInfo, points: Iterable[int] | None) -> int:
+        """Warm up what running ``branch`` with a hook that needs ``points`` takes (default: nothing)."""
+        return 0
+
 
 class PackageExecutor(Executor):
     """Runs a branch from its fused artifact when there is one and no hook needs the blocks,
-    otherwise as a chain of per-block artifacts.
+    otherwise as a chain of per-block artifacts, or, for a hook that says where it needs
+    control (``hook.points``), as a few composed segments (:mod:`edgeinf.runtime.segments`).
 
     Args:
         chain: the per-part runners (``None`` if the package has only fused branches).
         fused: branch id -> runner of its fused graph.
+        segments: run hooks with ``points`` over composed segments (needs ``onnx`` and ORT parts);
+            False = always the per-block chain.
+        max_segments: how many composed segment sessions to keep (least recently used go).
     """
 
-    def __init__(self, chain: ChainRunner | None, fused: Mapping[str, Runner]):
+    def __init__(self, chain: ChainRunner | None, fused: Mapping[str, Runner], segments: bool = False,
+                 max_segments: int = DEFAULT_MAX_SEGMENTS):
         if chain is None and not fused:
             raise EdgeinfError("the package has neither per-block artifacts nor fused branches to run")
         self.chain, self.fused = chain, dict(fused)
         self.exits = frozenset(chain.exits) if chain is not None else frozenset()
+        self.segments = SegmentRunner(chain, max_segments) if segments and chain is not None else None
 
     def activate(self) -> None:
         for r in self._runners():
@@ -55,6 +66,8 @@ class PackageExecutor(Executor):
     def deactivate(self) -> None:
         for r in self._runners():
             r.deactivate()
+        if self.segments is not None:
+            self.segments.clear()
 
     def _runners(self) -> list[Runner]:
         return [*([self.chain] if self.chain is not None else []), *self.fused.values()]
@@ -65,10 +78,35 @@ class PackageExecutor(Executor):
             return next(iter(runner.infer(x, check=False).values()))
         if self.chain is None:
             raise EdgeinfError(f"branch {branch.id} has no fused artifact and the package has no per-block artifacts")
+        points = getattr(hook, "points", None)
+        if points is not None and self.segments is not None:
+            plan = self.segments.plan(branch, points)
+            if plan is not None:
+                if not plan.stops and runner is not None:
+                    return next(iter(runner.infer(x, check=False).values()))
+                return self.segments.run(plan, x, hook)
         return self.chain.run_branch(x, branch.blocks, branch.exit, branch.bits or None, hook=hook, check=False)
 
     def run_exit(self, exit: int | None, hidden: np.ndarray) -> np.ndarray:
+        """Logits of exit ``exit`` on ``hidden``: the ones a segment already computed on that very
+        array (same object) during this call, else one call of the exit head."""
+        if self.segments is not None:
+            cached = self.segments.cached(exit, hidden)
+            if cached is not None:
+                return cached
         return self.chain.run_exit(exit, hidden)
+
+    def prepare(self, branch: BranchInfo, points: Iterable[int] | None) -> int:
+        """Create the segment sessions that ``branch`` needs for a hook with ``points`` (a warm-up);
+        returns how many segments the branch runs as (0: it does not run segmented)."""
+        if self.segments is None or points is None:
+            return 0
+        plan = self.segments.plan(branch, frozenset(points))
+        if plan is None:
+            return 0
+        if not plan.stops and branch.id in self.fused:
+            return 1  # no stop on the way: the branch's fused (or composed) graph runs
+        return self.segments.prepare(plan)
 
 
 class CallableExecutor(Executor):

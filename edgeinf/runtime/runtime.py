@@ -90,7 +90,9 @@ class Runtime:
             board: a board profile name or ``BoardProfile`` (GPU sysfs paths, backend preference).
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
-            **options: backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``).
+            **options: backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
+                ``compose`` / ``segments`` / ``max_segments`` (see ``_package.build_executor``):
+                ``segments=False`` runs mid-pass decisions over the per-block chain.
         """
         from edgeinf.runtime import _package
 

@@ -117,10 +117,15 @@ class Threshold(LookupTable):
 
 
 class ExitHook:
-    """Runs the exit heads met along a pass; stops when one is confident enough."""
+    """Runs the exit heads met along a pass; stops when one is confident enough.
+
+    ``points`` (the exits) tells the executor after which blocks the hook needs control: it may
+    run the blocks in between as one graph (segmented execution) and skip calling it elsewhere.
+    """
 
     def __init__(self, threshold: float, run_exit: Callable[[int, np.ndarray], np.ndarray], exits: set[int]):
         self.threshold, self.run_exit, self.exits = threshold, run_exit, exits
+        self.points = frozenset(exits)
         self.exited_at: tuple[int, int] | None = None  # (position, block index)
 
     def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:

@@ -3,6 +3,8 @@
 Running the chain as separate onnxruntime sessions pays the per-call overhead once per block
 (~10-30 us each on a small CPU), which dominates tiny blocks; merging the per-block graphs into
 one model gives the fused graph's latency while shipping only per-block artifacts. Needs onnx.
+A *segment* (a run of blocks between two mid-pass decisions) may also carry an exit head as a
+second output, so one call gives both the hidden state and that exit's logits.
 """
 from __future__ import annotations
 
@@ -18,6 +20,33 @@ def compose_chain(models: Sequence[bytes]) -> bytes:
     Every graph's names get a ``s<i>/`` prefix, so blocks that share tensor names do not clash;
     the result keeps the first graph's input name and the last graph's output name.
     """
+    return _chain(models).SerializeToString()
+
+
+def compose_segment(models: Sequence[bytes], tap: bytes | None = None) -> bytes:
+    """``models`` in sequence, plus ``tap`` (e.g. an exit head) fed from the last model's output.
+
+    Without ``tap`` this is :func:`compose_chain`. With it, the graph has two outputs in this
+    order: the hidden state (the last model's output name) and the tap's output (its own name,
+    or ``tap/<name>`` if that would clash with the input or the hidden state).
+    """
+    merged = _chain(models)
+    if tap is None:
+        return merged.SerializeToString()
+    onnx = require("onnx", "composing a segment into one graph")
+    from onnx import compose
+
+    head = onnx.load_from_string(tap)
+    want = head.graph.output[0].name
+    head = compose.add_prefix(head, "tap/")
+    hidden, logits = merged.graph.output[0].name, head.graph.output[0].name
+    merged = compose.merge_models(merged, head, io_map=[(hidden, head.graph.input[0].name)], outputs=[hidden, logits])
+    if want not in (hidden, merged.graph.input[0].name):
+        _rename(merged.graph, logits, want)
+    return merged.SerializeToString()
+
+
+def _chain(models: Sequence[bytes]):
     onnx = require("onnx", "composing a branch into one graph")
     from onnx import compose
 
@@ -31,7 +60,7 @@ def compose_chain(models: Sequence[bytes]) -> bytes:
         merged = compose.merge_models(merged, nxt, io_map=[(merged.graph.output[0].name, nxt.graph.input[0].name)])
     _rename(merged.graph, merged.graph.input[0].name, first_in)
     _rename(merged.graph, merged.graph.output[0].name, last_out)
-    return merged.SerializeToString()
+    return merged
 
 
 def _rename(graph, old: str, new: str) -> None:

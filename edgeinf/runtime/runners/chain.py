@@ -62,10 +62,19 @@ class ChainRunner(Runner):
 
     def run_exit(self, exit: int | None, hidden: np.ndarray) -> np.ndarray:
         """Logits of exit head ``exit`` (``None`` = final head) on ``hidden``."""
+        return _first(self.head_for(exit).infer(hidden, check=False))
+
+    def head_for(self, exit: int | None) -> Runner:
+        """The runner of exit head ``exit`` (``None`` = final head)."""
         runner = self.head if exit is None else self.exits.get(exit)
         if runner is None:
             raise EdgeinfError(f"this package has no {'final head' if exit is None else f'exit after block {exit}'}")
-        return _first(runner.infer(hidden, check=False))
+        return runner
+
+    def block_parts(self, blocks: Sequence[int], bits: Sequence[int] | None = None) -> list[Runner]:
+        """The runners of ``blocks`` at ``bits`` (``None`` = each block's highest level), in order."""
+        bits = list(bits) if bits else [self._default_bits(i) for i in blocks]
+        return [self._block(i, b) for i, b in zip(blocks, bits)]
 
     def _block(self, index: int, bits: int) -> Runner:
         try:

@@ -1,0 +1,207 @@
+"""Segmented execution: a branch as a few composed graphs, cut only where a hook decides.
+
+A hook may declare ``points``: the block indices after which it wants control (an early-exit
+check, a gate). The branch then runs as segments, each one in-memory onnxruntime session:
+stem + blocks up to the first point, the blocks up to the next point, ..., the remaining blocks
++ the branch's head. A segment that ends at a point with an exit head also outputs that head's
+logits (one call gives both), and :meth:`SegmentRunner.cached` hands them to the hook's
+``run_exit``. Results equal the per-block chain up to float rounding (same ops), at one
+session call per point passed instead of one per block and exit head.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.runners.base import Runner
+from edgeinf.runtime.runners.chain import ChainRunner
+from edgeinf.runtime.table import BranchInfo
+
+DEFAULT_MAX_SEGMENTS = 512  # composed sessions kept per executor (least recently used go first)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Parts composed into one graph; ``tap``: an exit head output beside the hidden state.
+
+    ``pos``/``block``: where the segment ends (position in the kept blocks, block index); the
+    hook is called there. ``block`` is ``None`` for a branch's last segment (it ends with the head).
+    """
+
+    key: tuple
+    parts: tuple[Runner, ...]
+    tap: Runner | None
+    pos: int
+    block: int | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The segments of one branch for one set of points.
+
+    ``stops``: segments ending at a point (hook called after each); ``final``: the rest of the
+    branch with its head, ``None`` when the last point is the last kept block (the head then
+    runs alone, or comes from the cache when it is that point's exit head).
+    """
+
+    stops: tuple[Segment, ...]
+    final: Segment | None
+    exit: int | None
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        return self.stops + ((self.final,) if self.final is not None else ())
+
+
+class SegmentRunner:
+    """Plans, composes (lazily, LRU-cached) and runs the segments of branches over ``chain``'s parts.
+
+    Args:
+        chain: the per-block runners; every part must be an ONNX file run by onnxruntime.
+        max_segments: how many composed sessions to keep (>= 1).
+    """
+
+    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS):
+        if not isinstance(max_segments, int) or max_segments < 1:
+            raise EdgeinfError(f"max_segments must be an integer >= 1, got {max_segments!r}")
+        self.chain, self.max_segments = chain, max_segments
+        self._sessions: OrderedDict[tuple, tuple[Runner, Callable, str]] = OrderedDict()
+        self._plans: dict[tuple, Plan | None] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()  # this thread's (exit, hidden, logits) of the last tap
+        self.hits = self.misses = self.evictions = self.calls = self.tap_hits = 0
+
+    # -- planning ------------------------------------------------------------------------
+    def plan(self, branch: BranchInfo, points: frozenset[int]) -> Plan | None:
+        """The segments of ``branch`` cut after ``points``; ``None`` if a part cannot be composed."""
+        key = (branch.blocks, branch.exit, branch.bits, points)
+        try:
+            return self._plans[key]
+        except KeyError:
+            pass
+        plan = self._make_plan(branch, points)
+        with self._lock:
+            if len(self._plans) >= 4 * self.max_segments:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _make_plan(self, branch: BranchInfo, points: frozenset[int]) -> Plan | None:
+        chain = self.chain
+        blocks = chain.block_parts(branch.blocks, branch.bits or None)
+        head = chain.head_for(branch.exit)
+        if not all(map(_composable, (chain.stem, *blocks, head))):
+            return None
+        stops, start = [], 0
+        for pos, index in enumerate(branch.blocks):
+            if index in points:
+                tap = chain.exits.get(index)
+                tap = tap if tap is not None and _composable(tap) else None
+                stops.append(_segment(([chain.stem] if start == 0 else []) + blocks[start:pos + 1], tap, pos, index))
+                start = pos + 1
+        final = None
+        if start < len(blocks) or start == 0:
+            final = _segment(([chain.stem] if start == 0 else []) + blocks[start:] + [head], None,
+                             len(blocks) - 1, None)
+        return Plan(tuple(stops), final, branch.exit)
+
+    # -- running -------------------------------------------------------------------------
+    def run(self, plan: Plan, x: np.ndarray, hook) -> np.ndarray:
+        """Logits of the planned branch on ``x``; ``hook(pos, block, hidden)`` runs after each stop."""
+        h, local = x, self._local
+        try:
+            for seg in plan.stops:
+                outs = self._call(seg, h)
+                h = outs[0]
+                local.tap = (seg.block, h, outs[1]) if seg.tap is not None else None
+                stop = hook(seg.pos, seg.block, h)
+                if stop is not None:
+                    return stop
+            if plan.final is not None:
+                return self._call(plan.final, h)[0]
+            cached = self.cached(plan.exit, h)
+            return cached if cached is not None else self.chain.run_exit(plan.exit, h)
+        finally:
+            local.tap = None
+
+    def cached(self, exit: int | None, hidden: np.ndarray) -> np.ndarray | None:
+        """The logits of exit ``exit`` a segment of the running call computed on ``hidden`` (the
+        same array object), else ``None``."""
+        tap = getattr(self._local, "tap", None)
+        if tap is not None and tap[1] is hidden and tap[0] == exit:
+            self.tap_hits += 1
+            return tap[2]
+        return None
+
+    def prepare(self, plan: Plan) -> int:
+        """Create every session of ``plan`` now; returns how many segments it has."""
+        for seg in plan.segments:
+            self._session(seg)
+        return len(plan.segments)
+
+    def _call(self, seg: Segment, h: np.ndarray) -> list[np.ndarray]:
+        _, run, name = self._session(seg)
+        self.calls += 1
+        return run(None, {name: h})
+
+    # -- the session cache ---------------------------------------------------------------
+    def _session(self, seg: Segment) -> tuple[Runner, Callable, str]:
+        with self._lock:
+            entry = self._sessions.get(seg.key)
+            if entry is not None:
+                self._sessions.move_to_end(seg.key)
+                self.hits += 1
+                return entry
+            self.misses += 1
+            runner = _build(seg)
+            entry = (runner, runner.session.run, runner.input_specs[0].name)
+            self._sessions[seg.key] = entry
+            while len(self._sessions) > self.max_segments:
+                _, (old, _, _) = self._sessions.popitem(last=False)
+                old.deactivate()
+                self.evictions += 1
+            return entry
+
+    def stats(self) -> dict[str, int]:
+        """Cache hits/misses/evictions, session calls, exit logits served from a segment, sessions held."""
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "calls": self.calls,
+                "tap_hits": self.tap_hits, "sessions": len(self._sessions)}
+
+    def clear(self) -> None:
+        """Release every composed session (they are created again on demand)."""
+        with self._lock:
+            for runner, _, _ in self._sessions.values():
+                runner.deactivate()
+            self._sessions.clear()
+
+
+def _composable(part: Runner) -> bool:
+    """An ONNX file run by onnxruntime (not an in-memory graph, not TensorRT, not torch)."""
+    from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
+
+    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None
+
+
+def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | None) -> Segment:
+    key = (tuple(str(p.path) for p in parts), str(tap.path) if tap is not None else None)
+    return Segment(key, tuple(parts), tap, pos, block)
+
+
+def _build(seg: Segment) -> Runner:
+    """One activated session of the segment's parts (and tap), with the parts' ORT options."""
+    from edgeinf.exporters.onnx.compose import compose_segment
+    from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
+
+    every = (*seg.parts, *((seg.tap,) if seg.tap is not None else ()))
+    config = dict(kv for p in every for kv in p.options.session_config)
+    options = replace(seg.parts[0].options, session_config=tuple(sorted(config.items())))
+    model = compose_segment([p.path.read_bytes() for p in seg.parts],
+                            seg.tap.path.read_bytes() if seg.tap is not None else None)
+    name = "segment/" + "+".join(p.name for p in every)
+    return OnnxRuntimeRunner(seg.parts[0].path.parent / name.replace("/", ":"), options, name=name,
+                             model_bytes=model).activate()
