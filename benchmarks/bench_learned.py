@@ -1,16 +1,20 @@
 """Learned-scheduler benchmark: QuEE error gates and AdaInf's content-aware scheduler against
-static, lut and threshold, and the oracle.
+static, lut and threshold, and the oracle, on one package.
 
 One command writes benchmarks/results/learned-<model>-<host>.json:
 
     .venv/bin/python benchmarks/bench_learned.py --package DEMO_DIR/package
 
-Steps: every branch's probabilities on the digits val and test splits (torch, the zoo model the
-package was exported from; checked against the manifest's accuracies), gates trained on val,
-the content-aware scheduler on train + val (seeded, timed), then on test (a) an offline replay
-with *profiled* latencies and the exact oracle, (b) the real runtime (ONNX Runtime, per-block
-artifacts, decisions between blocks) with *measured* latencies, decision overhead and exit
-heads included.
+Protocol: the package's branch table (accuracies) should come from the validation split
+(``edgeinf demo --split val``) and its latencies from this machine (``edgeinf profile PKG``),
+so that every scheduler is chosen on val / here and judged on test. Steps: every branch's
+probabilities on the digits val and test splits (torch, the zoo model the package was exported
+from; checked against the manifest), gates trained on val, the content-aware scheduler on
+train + val (seeded, timed), then on test (a) an offline replay with *profiled* latencies and
+the exact oracle, (b) the real runtime (ONNX Runtime, segments between decision points,
+decisions and exit heads included) with *measured* latencies, the full model and the best
+static branch run as references, and the oracle from every branch's measured median.
+Thresholds and fixed lambdas are swept so each family is compared at its best point.
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ import argparse
 import socket
 import sys
 from pathlib import Path
+
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+LAMBDAS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
 def main(argv=None) -> int:
@@ -29,17 +36,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-runtime", action="store_true", help="offline replay only")
-    ap.add_argument("--attach", action="store_true", help="store both trained schedulers in the package")
+    ap.add_argument("--attach", action="store_true", help="store the trained schedulers in the package")
+    ap.add_argument("--plot", default=None, help="also draw the frontier PNG here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
+    import numpy as np
     import torch
 
     from edgeinf._atomic import write_json
-    from edgeinf.learned.evaluate import budgets_between, evaluate_runtime, lambda_sweep
+    from edgeinf.learned.evaluate import lambda_sweep, summarize, threshold_route
     from edgeinf.learned.gates import GatesScheduler
-    from edgeinf.learned.pipeline import (SCHEDULER_NAMES, evaluate, open_workbench, share_of_oracle,
+    from edgeinf.learned.pipeline import (SCHEDULER_NAMES, evaluate, open_workbench, plot_frontier,
                                           train_content_for, train_gates_for)
+    from edgeinf.runtime.schedulers import Threshold
 
     torch.set_num_threads(args.threads)
     wb = open_workbench(args.package, args.model)
@@ -52,32 +62,45 @@ def main(argv=None) -> int:
         attach_scheduler(args.package, "gates", gates)
         attach_scheduler(args.package, "content", content)
         wb.package = load_package(args.package)
-    result = evaluate(wb, SCHEDULER_NAMES, gates, content, args.budgets, not args.no_runtime, args.threads)
-    off = result["offline"]
-    sweep = lambda_sweep(gates, wb.table, wb.probs_test, wb.data.y_test, [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
-    result["at_full_accuracy_offline"]["gates"] = share_of_oracle(off["schedulers"]["gates"] + sweep, off["full"], off["oracle"])
+
+    # each family at its own best operating points, not only at the defaults
+    sweep = lambda_sweep(gates, wb.table, wb.probs_test, wb.data.y_test, LAMBDAS)
+    costs = np.array([b.base_ms for b in wb.table.branches])
+    start = [b.id for b in wb.table.branches].index(wb.table.most_accurate.id)
+    thr_rows = [summarize(threshold_route(wb.table, wb.probs_test, start, t, wb.exits), wb.probs_test,
+                          wb.data.y_test, costs, threshold=t) for t in THRESHOLDS]
+    extra = {**{f"gates-lam{lam:g}": ("gates", GatesScheduler(gates, lam=lam)) for lam in LAMBDAS},
+             **{f"threshold-{t:g}": ("threshold", Threshold(t)) for t in THRESHOLDS}}
+    result = evaluate(wb, SCHEDULER_NAMES, gates, content, args.budgets, not args.no_runtime, args.threads,
+                      extra=extra, extra_offline={"gates": sweep, "threshold": thr_rows})
     result.update({"host": socket.gethostname(), "package": str(Path(args.package).resolve()),
-                   "model": wb.model.name if hasattr(wb.model, "name") else args.model,
+                   "model": getattr(wb.model, "name", None) or args.model,
                    "test_samples": int(len(wb.data.y_test)), "branches": len(wb.table), "paths": len(gates.pathset),
-                   "timings_s": wb.timings_s, "train_meta": gates.meta, "gates_lambda_sweep": sweep})
-    if not args.no_runtime:
-        top = [float(budgets_between(wb.table, args.budgets)[-1])]
-        fixed = {f"gates-lam{lam:g}": GatesScheduler(gates, lam=lam) for lam in (0.0, 0.01, 0.03, 0.1, 0.3)}
-        measured_fixed = evaluate_runtime(wb.package, fixed, wb.data.x_test, wb.data.y_test, top, threads=args.threads)
-        measured = result["runtime"]["schedulers"]
-        measured.update(measured_fixed)
-        mfull = measured["static"][-1]
-        result["at_full_accuracy_measured"] = {
-            **{k: share_of_oracle(measured[k], mfull, None) for k in ("lut", "threshold", "content")},
-            "gates": share_of_oracle(measured["gates"] + [r[0] for r in measured_fixed.values()], mfull, None),
-            "note": "measured ms; no oracle share (the oracle is not runnable: its latency is profiled); "
-                    "full = static, which runs the fused full-branch graph"}
+                   "timings_s": wb.timings_s, "train_meta": gates.meta, "gates_lambda_sweep": sweep,
+                   "threshold_sweep": thr_rows})
     name = result["model"] or "model"
     out = Path(args.out or Path(__file__).parent / "results" / f"learned-{name}-{socket.gethostname()}.json")
     write_json(out, result)
+    if args.plot:
+        plot_frontier(result, args.plot)
+    _print_summary(result)
     print(f"wrote {out}  (gates {wb.timings_s['train_gates']:.1f} s, content {wb.timings_s['train_content']:.1f} s, "
           f"{len(gates.pathset)} paths, K={gates.meta['k']})", file=sys.stderr)
     return 0
+
+
+def _print_summary(result: dict) -> None:
+    for key, refs in result["at_full_accuracy"].items():
+        part = result[key]
+        print(f"[{key}] full model {part['full_model']['mean_ms']:.4f} ms acc {part['full_model']['accuracy']:.4f}; "
+              f"best static {part['best_static']['mean_ms']:.4f} ms; oracle {part['oracle']['mean_ms']:.4f} ms")
+        for name, r in refs.items():
+            cells = []
+            for ref, row in r.items():
+                share = row and row.get("share_of_oracle_gain")
+                cells.append(f"{ref}: " + ("-" if row is None else f"{row['mean_ms']:.4f} ms acc {row['accuracy']:.4f}"
+                                           + (f" share {share:.0%}" if share is not None else "")))
+            print(f"  {name:10s} " + " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -66,3 +66,60 @@ def test_offline_rows_and_oracle_by_hand():
     # oracle: cheapest correct branch per sample: e1 for the first half, full for the rest
     assert res["oracle"]["accuracy"] == 1.0 and res["oracle"]["mean_ms"] == 2.0
     assert res["full"]["mean_ms"] == 3.0
+
+
+def test_oracle_in_other_costs_and_the_full_model():
+    from edgeinf.learned.evaluate import full_model, oracle_point
+
+    table, probs, y = _setup()
+    # measured costs where the exit is relatively dearer: 2 ms vs 3 ms -> oracle (3*2 + 3*3) / 6
+    o = oracle_point(table, probs, y, np.array([2.0, 3.0]), "measured")
+    assert o == {"accuracy": 1.0, "mean_ms": 2.5, "latency_source": "measured"}
+    assert full_model(table).id == "b0_1_2-ef-w32_32_32"
+    quant = BranchTable((*table.branches, BranchInfo("b0_1_2-ef-w4_4_4", 1.0, 1.5, (0, 1, 2), None, (4, 4, 4))))
+    assert full_model(quant).id == "b0_1_2-ef-w32_32_32"  # the highest bits, not the cheapest
+    assert full_model(BranchTable(table.branches[:1])) is None
+
+
+def test_share_of_the_oracle_gain_against_both_references():
+    from edgeinf.learned.pipeline import at_full_accuracy, share_of_oracle
+
+    rows = [{"accuracy": 0.99, "mean_ms": 1.5}, {"accuracy": 0.996, "mean_ms": 2.0}, {"accuracy": 1.0, "mean_ms": 2.5}]
+    full, oracle = {"accuracy": 1.0, "mean_ms": 3.0}, {"accuracy": 1.0, "mean_ms": 1.0}
+    best = share_of_oracle(rows, full, oracle)  # 0.99 is more than half a point below: not eligible
+    assert best["mean_ms"] == 2.0 and best["share_of_oracle_gain"] == 0.5 and best["saved_ms"] == 1.0
+    assert share_of_oracle(rows[:1], full, oracle) is None
+    part = {"full_model": full, "best_static": {"accuracy": 1.0, "mean_ms": 2.5}, "oracle": oracle}
+    out = at_full_accuracy({"gates": rows}, part)
+    assert out["gates"]["full_model"]["share_of_oracle_gain"] == 0.5
+    assert abs(out["gates"]["best_static"]["share_of_oracle_gain"] - 1 / 3) < 1e-12
+
+
+def test_measure_branches_interleaves_and_takes_medians():
+    from edgeinf.learned.evaluate import measure_branches
+
+    table, _, _ = _setup()
+    calls = []
+
+    class Fake:
+        def run(self, branch, x, hook=None):
+            calls.append(branch.id)
+
+    ms = measure_branches(Fake(), table, np.zeros((4, 2), np.float32), repeats=3, warmup=1)
+    assert ms.shape == (2,) and (ms >= 0).all()
+    ids = [b.id for b in table.branches]
+    assert calls == ids[:1] + ids[1:] + ids * 3  # warm-up per branch, then one call of each per round
+
+
+def test_table_split_comes_from_the_profile(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from edgeinf.learned.pipeline import table_split
+
+    pkg = SimpleNamespace(root=tmp_path)
+    assert table_split(pkg) == "test"
+    (tmp_path / "profile.json").write_text(json.dumps({"data": {"name": "digits-val"}}))
+    assert table_split(pkg) == "val"
+    (tmp_path / "profile.json").write_text("{broken")
+    assert table_split(pkg) == "test"

@@ -75,3 +75,29 @@ def test_gates_attached_to_the_package_verify_and_run(tmp_path):
         load_trained(tmp_path / "pkg", "gates")
     with pytest.raises(PackageError, match="no trained 'content'"):
         load_trained(tmp_path / "pkg", "content")
+
+
+def test_runtime_loads_a_trained_scheduler_by_name(tmp_path):
+    from edgeinf.errors import EdgeinfError, PackageError
+    from edgeinf.learned.store import attach_scheduler
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    w = write_package(tmp_path / "pkg", n_blocks=3)
+    blind = LatencyModelConfig(mode="blind")
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=blind) as probe:
+        gates = _constant_gates(probe.table, {"k0-e0": 0.01, "k01-e1": 0.2, "k012-eNone": 0.009}, classes=3)
+    gates.lambdas, gates.mean_ms = np.array([0.0, 1.0]), np.array([5.0, 0.5])  # a budget of 1 ms -> lambda 1
+    attach_scheduler(tmp_path / "pkg", "gates", gates)
+    x = np.random.default_rng(2).normal(size=(1, IN)).astype(np.float32)
+    with Runtime.load(tmp_path / "pkg", scheduler="gates", monitor=False, latency=blind) as rt:
+        assert isinstance(rt.scheduler, GatesScheduler)
+        out, rec = rt.infer(x, budget_ms=1.0)
+    # lambda 1: the first gate's stop (pe 0.01, cheap) beats going on (pe 0.009, 3 blocks)
+    np.testing.assert_allclose(out, reference(x, w, (0,), 0), rtol=1e-4, atol=1e-5)
+    assert rec.branch == "k0-e0" and rec.exited_at == 0
+    assert rec.decision_us > 0
+    with pytest.raises(PackageError, match="no trained 'content'"):
+        Runtime.load(tmp_path / "pkg", scheduler="content", monitor=False)
+    with pytest.raises(EdgeinfError, match="unknown scheduler 'nope'.*gates"):
+        Runtime.load(tmp_path / "pkg", scheduler="nope", monitor=False)

@@ -103,6 +103,13 @@ def _print_table(result: dict) -> None:
         print("budget_ms " + " ".join(f"{n:>16}" for n in scheds))
         for i, b in enumerate(result[key].get("budgets_ms") or [r["budget_ms"] for r in next(iter(scheds.values()))]):
             print(f"{b:9.3f} " + " ".join(f"{rows[i]['accuracy']:7.3f}/{rows[i]['mean_ms']:8.3f}" for rows in scheds.values()))
-    if "oracle" in result.get("offline", {}):
-        o = result["offline"]["oracle"]
-        print(f"oracle (profiled): accuracy {o['accuracy']:.3f} at {o['mean_ms']:.3f} ms")
+    for key, unit in (("offline", "profiled"), ("runtime", "measured")):
+        part = result.get(key, {})
+        for ref in ("oracle", "full_model", "best_static"):
+            if part.get(ref):
+                print(f"{ref} ({unit}): accuracy {part[ref]['accuracy']:.3f} at {part[ref]['mean_ms']:.3f} ms")
+        for name, refs in result.get("at_full_accuracy", {}).get(key, {}).items():
+            r = refs.get("full_model")
+            if r and r.get("share_of_oracle_gain") is not None:
+                print(f"{name} at the full model's accuracy ({unit}): {r['mean_ms']:.3f} ms, "
+                      f"{100 * r['share_of_oracle_gain']:.0f}% of the oracle's gain")

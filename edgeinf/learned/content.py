@@ -14,6 +14,7 @@ likely under the predicted probabilities.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path as FsPath
 from typing import Sequence
@@ -256,10 +257,26 @@ class _ContentHook:
         self.sched, self.planned, self.chain = sched, planned, chain
         self.branch = planned
         self.exited_at = None
+        # the one decision is after the first kept block: the executor runs the rest as one segment
+        self.points = frozenset(planned.blocks[:1])
+        self.decision_us = 0.0  # time of the prediction (the runtime adds it to the record)
 
     def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
         if pos != 0 or self.chain is None:
             return None
+        t0 = time.perf_counter()
+        chosen = self._pick(hidden)
+        self.decision_us += (time.perf_counter() - t0) * 1e6
+        if chosen is None or chosen.id == self.planned.id:
+            return None
+        self.branch = chosen
+        h = hidden
+        for part in self.chain.block_parts(chosen.blocks[1:], chosen.bits[1:] or None):
+            h = next(iter(part.infer(h, check=False).values()))
+        return self.chain.run_exit(chosen.exit, h)
+
+    def _pick(self, hidden: np.ndarray):
+        """The allowed table branch (same block 0 and bits) the prediction makes most likely, or None."""
         budget_ms, scale, add_ms = self.sched._budget
         table = list(self.sched.table)
         bits0 = self.planned.bits[:1]
@@ -268,11 +285,4 @@ class _ContentHook:
         if not allowed.any():
             return None
         keep, exit_p = self.sched.content.predict(pool(hidden), (budget_ms - add_ms) / scale)
-        self.branch = table[self.sched.content.pick(keep, exit_p, table, allowed)]
-        if self.branch.id == self.planned.id:
-            return None
-        h = hidden
-        bits = self.branch.bits or tuple(self.chain._default_bits(i) for i in self.branch.blocks)
-        for i, b in zip(self.branch.blocks[1:], bits[1:]):
-            h = next(iter(self.chain.blocks[(i, b)].infer(h, check=False).values()))
-        return self.chain.run_exit(self.branch.exit, h)
+        return table[self.sched.content.pick(keep, exit_p, table, allowed)]

@@ -74,14 +74,51 @@ def summarize(final: np.ndarray, probs: np.ndarray, labels: np.ndarray, costs_ms
             "p95_ms": float(np.percentile(ms, 95)), **extra}
 
 
-def oracle_point(table: BranchTable, probs: np.ndarray, labels: np.ndarray) -> dict:
-    """The exact oracle (cheapest correct branch per sample) over the whole table, in profiled ms."""
+def oracle_point(table: BranchTable, probs: np.ndarray, labels: np.ndarray, costs_ms: np.ndarray | None = None,
+                 source: str = "profile") -> dict:
+    """The exact oracle (cheapest correct branch per sample) over the whole table.
+
+    ``costs_ms`` per table branch (default: the table's profiled ms; pass the medians of
+    :func:`measure_branches` for the oracle in measured ms)."""
+    import warnings
+
     from edgeinf.oracle import exact_oracle, prepare
 
     correct = (probs.argmax(axis=2) == labels[None]).T
-    costs = np.array([b.base_ms for b in table.branches])
-    ex = exact_oracle(prepare(costs, correct=correct, dominated="keep"))
-    return {"accuracy": float(ex.bound.a_oracle), "mean_ms": float(ex.bound.r_oracle), "latency_source": "profile"}
+    costs = np.array([b.base_ms for b in table.branches]) if costs_ms is None else np.asarray(costs_ms, dtype=float)
+    with warnings.catch_warnings():  # dominated branches are expected in a sampled table: kept on purpose
+        warnings.simplefilter("ignore")
+        ex = exact_oracle(prepare(costs, correct=correct, dominated="keep"))
+    return {"accuracy": float(ex.bound.a_oracle), "mean_ms": float(ex.bound.r_oracle), "latency_source": source}
+
+
+def full_model(table: BranchTable):
+    """The full model's branch: every block, the final head, the highest bits (None if not in the table)."""
+    n = 1 + max(max(b.blocks) for b in table.branches)
+    full = [b for b in table.branches if b.exit is None and tuple(b.blocks) == tuple(range(n))]
+    return max(full, key=lambda b: (min(b.bits or (32,)), -b.base_ms)) if full else None
+
+
+def measure_branches(executor, table: BranchTable, x: np.ndarray, repeats: int = 30, warmup: int = 5) -> np.ndarray:
+    """Median measured ms of every table branch run alone by ``executor`` (as the runtime runs it
+    without hooks: fused or composed graph when there is one), inputs cycling through ``x``.
+
+    Rounds interleave the branches (one call of each per round), so a load change on the
+    machine shifts every branch alike instead of biasing the ones measured last."""
+    import time
+
+    x = np.asarray(x, dtype=np.float32)
+    for b in table.branches:
+        for i in range(warmup):
+            executor.run(b, x[i % len(x)][None])
+    ms = np.empty((repeats, len(table.branches)))
+    for r in range(repeats):
+        xi = x[r % len(x)][None]
+        for j, b in enumerate(table.branches):
+            t0 = time.perf_counter()
+            executor.run(b, xi)
+            ms[r, j] = (time.perf_counter() - t0) * 1e3
+    return np.median(ms, axis=0)
 
 
 def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, gates: ErrorGates | None,
@@ -151,7 +188,7 @@ def lambda_sweep(gates: ErrorGates, table: BranchTable, probs: np.ndarray, label
 
 
 def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, budgets_ms: Sequence[float],
-                     threads: int = 1, warmup: int = 20, latency_mode: str = "blind") -> dict:
+                     threads: int = 1, warmup: int | None = None, latency_mode: str = "blind") -> dict:
     """Measured accuracy and latency of each scheduler in the runtime, one input per call.
 
     Args:
@@ -160,7 +197,8 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
         x / y: test inputs [n, ...] and labels.
         budgets_ms: per-call budgets.
         threads: ONNX Runtime intra-op threads.
-        warmup: calls before measuring (per scheduler).
+        warmup: unmeasured calls per budget before measuring (None = one pass over ``x``: every
+            segment session a hook composes on first use then exists before timing starts).
         latency_mode: the runtime's latency model; "blind" (default) predicts the packaged
             latencies, so every scheduler reads a budget as the offline replay does.
 
@@ -177,8 +215,9 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
         rows = []
         with Runtime.load(package, scheduler=sched, monitor=False,
                           latency=LatencyModelConfig(mode=latency_mode), intra_op_threads=threads) as rt:
-            for i in range(warmup):
-                rt.infer(x[i % len(x)][None], float(budgets_ms[-1]))
+            for budget in budgets_ms:  # every budget once: sessions a hook composes lazily exist before timing
+                for i in range(len(x) if warmup is None else min(warmup, len(x))):
+                    rt.infer(x[i][None], float(budget))
             for budget in budgets_ms:
                 rt.reset_stats()
                 ms, correct, dec = [], [], []

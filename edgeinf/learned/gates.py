@@ -9,6 +9,7 @@ Weights are plain numpy arrays in one ``.npz`` (no pickle), so a package can che
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Callable
@@ -72,13 +73,16 @@ class ErrorGates:
     def start(self, lam: float, allowed: np.ndarray | None = None) -> int:
         """The path to start on, before any exit is seen (QuEE's first gate: the highest level).
 
-        The allowed path with the lowest validation error (ties: the cheaper); the gates on the
-        way then cut it short. ``lam`` only breaks exact ties among equally accurate paths.
+        The cheapest allowed path whose validation error is within ``tolerance`` of the lowest
+        (a path a few samples more accurate on validation data but twice as slow is noise, not
+        a better start); the gates on the way then cut it short. ``lam`` is not used: the start
+        is the most accurate level, lambda acts at the exits.
         """
-        score = self.prior_pe + (lam + 1e-6) * 1e-6 * self.pathset.cost_norm
+        pe = self.prior_pe.astype(np.float64)
         if allowed is not None and allowed.any():
-            score = np.where(allowed, score, np.inf)
-        return int(np.argmin(score))
+            pe = np.where(allowed, pe, np.inf)
+        ok = np.nonzero(pe <= pe.min() + self.tolerance)[0]
+        return int(ok[np.argmin(self.pathset.costs_ms[ok])])
 
     def lam_for_budget(self, budget_ms: float) -> float:
         """Lambda for a budget, from the calibration: among the lambdas whose mean routed latency
@@ -223,6 +227,14 @@ class GateHook:
         self.exited_at: tuple[int, int] | None = None  # set only for a stop on the planned path
         self.rerouted = False
         self.gates_run = 0
+        self.decision_us = 0.0  # time of the gates' own work (the runtime adds it to the record)
+
+    @property
+    def points(self) -> frozenset[int]:
+        """Blocks of the current path where a gate decides (the executor runs the blocks between
+        them as one segment)."""
+        path = self.path
+        return frozenset(g for g in path.blocks if self.gates.pathset.state_at(path, g) is not None)
 
     @property
     def path(self) -> Path:
@@ -235,9 +247,11 @@ class GateHook:
         if state is None:
             return None
         logits = self.run_exit(block, hidden)
+        t0 = time.perf_counter()
         p_cur = softmax(logits)
         nxt = self.gates.decide(state, gate_features(p_cur, self.prev), self.lam, self.allowed)
         self.prev, self.gates_run = p_cur, self.gates_run + 1
+        self.decision_us += (time.perf_counter() - t0) * 1e6
         if nxt == ps.stop[state]:
             self.current = nxt
             if not self.rerouted:

@@ -33,6 +33,7 @@ class Workbench:
     probs_test: np.ndarray
     block_ms: list[float]
     timings_s: dict = field(default_factory=dict)
+    table_split: str = "test"  # the split the package's branch accuracies come from
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """Pooled hidden state after block 0 (the content-aware scheduler's input)."""
@@ -64,13 +65,29 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
     t0 = time.perf_counter()
     pv = branch_probs(model, variants, table.branches, data.x_val)
     pt = branch_probs(model, variants, table.branches, data.x_test)
-    acc = (pt.argmax(2) == data.y_test[None]).mean(1)
+    split = table_split(pkg)
+    probs, labels = (pv, data.y_val) if split == "val" else (pt, data.y_test)
+    acc = (probs.argmax(2) == labels[None]).mean(1)
     worst = float(np.abs(acc - np.array([b.accuracy for b in table.branches])).max())
     if worst > tolerance:
-        raise EdgeinfError(f"the zoo model {name} does not reproduce the package's accuracies (off by {worst:.3f}); "
-                           "re-export the package from this model or pass the right --model")
+        raise EdgeinfError(f"the zoo model {name} does not reproduce the package's accuracies on the {split} split "
+                           f"(off by {worst:.3f}); re-export the package from this model or pass the right --model")
     return Workbench(pkg, table, model, data, list(model.exit_points()), pv, pt, _block_ms(pkg, table),
-                     {"probs": time.perf_counter() - t0, "accuracy_mismatch": worst})
+                     {"probs": time.perf_counter() - t0, "accuracy_mismatch": worst}, split)
+
+
+def table_split(pkg) -> str:
+    """The digits split the package's branch accuracies were measured on ("val" or "test"),
+    from its profile.json (``data.name``); "test" when the package does not say."""
+    path = Path(pkg.root) / "profile.json"
+    if path.is_file():
+        try:
+            data_name = str((json.loads(path.read_text()).get("data") or {}).get("name", ""))
+        except (OSError, ValueError):
+            data_name = ""
+        if data_name.endswith("val"):
+            return "val"
+    return "test"
 
 
 def _block_ms(pkg, table) -> list[float]:
@@ -115,24 +132,41 @@ def train_content_for(wb: Workbench, seed: int = 0, epochs: int | None = None):
 
 
 def share_of_oracle(rows: list[dict], full: dict, oracle: dict | None, tol: float = 0.005) -> dict | None:
-    """The cheapest row within ``tol`` of the full model's accuracy and its share of the oracle's
-    gain, (full - row) / (full - oracle), in ms; ``oracle`` None: no share (different units)."""
+    """The cheapest row within ``tol`` of ``full``'s accuracy and its share of the oracle's
+    gain, (full - row) / (full - oracle), in ms; ``oracle`` None: no share."""
     ok = [r for r in rows if r["accuracy"] >= full["accuracy"] - tol]
     if not ok:
         return None
     best = min(ok, key=lambda r: r["mean_ms"])
-    if oracle is None:
-        return {**best, "saved_ms_vs_full": full["mean_ms"] - best["mean_ms"]}
-    gain = full["mean_ms"] - oracle["mean_ms"]
-    return {**best, "share_of_oracle_gain": (full["mean_ms"] - best["mean_ms"]) / gain if gain > 0 else None}
+    out = {**best, "saved_ms": full["mean_ms"] - best["mean_ms"]}
+    if oracle is not None:
+        gain = full["mean_ms"] - oracle["mean_ms"]
+        out["share_of_oracle_gain"] = (full["mean_ms"] - best["mean_ms"]) / gain if gain > 0 else None
+    return out
+
+
+def at_full_accuracy(rows: dict[str, list[dict]], part: dict, tol: float = 0.005) -> dict:
+    """Per scheduler, its cheapest point within ``tol`` of the reference accuracy and its share of
+    the oracle's gain, against two references: the full model (every block, final head, highest
+    bits: the definition of "full") and the best static branch (the table's most accurate
+    branch, already quantized and maybe exiting early: a stricter baseline)."""
+    out = {}
+    for name, r in rows.items():
+        out[name] = {ref: share_of_oracle(r, part[ref], part.get("oracle"), tol)
+                     for ref in ("full_model", "best_static") if part.get(ref)}
+    return out
 
 
 def evaluate(wb: Workbench, names: Sequence[str], gates=None, content=None, budgets: int | Sequence[float] = 8,
-             runtime: bool = True, threads: int = 1) -> dict:
-    """Offline (profiled ms) and, with ``runtime``, measured results of the named schedulers on test."""
-    from edgeinf.learned.evaluate import budgets_between, evaluate_offline, evaluate_runtime
-    from edgeinf.learned.gates import GatesScheduler
-    from edgeinf.runtime.schedulers import Static, Threshold
+             runtime: bool = True, threads: int = 1, extra: dict | None = None,
+             extra_offline: dict[str, list[dict]] | None = None) -> dict:
+    """Offline (profiled ms) and, with ``runtime``, measured results of the named schedulers on test.
+
+    ``extra``: more runtime schedulers, name -> (family, Scheduler), measured at the largest
+    budget only (e.g. gates at a fixed lambda); ``extra_offline``: family -> more offline rows
+    (e.g. the gates' lambda sweep). Both count for their family in ``at_full_accuracy``.
+    """
+    from edgeinf.learned.evaluate import budgets_between, evaluate_offline, full_model, summarize
 
     bad = [n for n in names if n not in SCHEDULER_NAMES]
     if bad:
@@ -143,21 +177,58 @@ def evaluate(wb: Workbench, names: Sequence[str], gates=None, content=None, budg
     feats = wb.features(wb.data.x_test) if content is not None else None
     off = evaluate_offline(wb.table, wb.probs_test, wb.data.y_test, gates, b, wb.exits, content=content, features=feats)
     off["schedulers"] = {k: v for k, v in off["schedulers"].items() if k in names}
-    result = {"offline": off, "at_full_accuracy_offline": {
-        k: share_of_oracle(v, off["full"], off["oracle"]) for k, v in off["schedulers"].items() if k != "static"}}
+    costs = np.array([br.base_ms for br in wb.table.branches])
+    pos = {br.id: i for i, br in enumerate(wb.table.branches)}
+    full = full_model(wb.table)
+    off["best_static"] = {**off.pop("full"), "branch": wb.table.most_accurate.id}
+    off["full_model"] = ({**summarize(np.full(len(wb.data.y_test), pos[full.id]), wb.probs_test, wb.data.y_test, costs),
+                          "branch": full.id} if full is not None else None)
     if "oracle" not in names:
         off.pop("oracle")
-        result.pop("at_full_accuracy_offline")
+    result = {"table_split": wb.table_split, "offline": off}
     if runtime:
-        from edgeinf.learned.content import ContentScheduler
-
-        makers = {"static": Static, "lut": lambda: "lut", "threshold": lambda: Threshold(0.9),
-                  "gates": lambda: GatesScheduler(gates), "content": lambda: ContentScheduler(content)}
-        trained = {"gates": gates, "content": content}
-        scheds = {n: makers[n]() for n in names if n in makers and trained.get(n, True) is not None}
-        result["runtime"] = {"latency_source": "measured", "budgets_ms": [float(x) for x in b],
-                             "schedulers": evaluate_runtime(wb.package, scheds, wb.data.x_test, wb.data.y_test, b, threads)}
+        result["runtime"] = _measured(wb, names, gates, content, b, threads, full, extra or {})
+    more = {"offline": dict(extra_offline or {}), "runtime": {}}
+    for name, (family, _) in (extra or {}).items():
+        if "runtime" in result:
+            more["runtime"].setdefault(family, []).append(result["runtime"]["extra"][name])
+    result["at_full_accuracy"] = {
+        key: at_full_accuracy({k: v + more[key].get(k, []) for k, v in result[key]["schedulers"].items()
+                               if k != "static"}, result[key])
+        for key in ("offline", "runtime") if key in result}
     return result
+
+
+def _measured(wb: Workbench, names, gates, content, budgets, threads: int, full, extra: dict) -> dict:
+    """The runtime part of :func:`evaluate`: every scheduler per budget, the full model and the
+    best static branch as schedulers, and the oracle from every branch's measured median."""
+    from edgeinf.learned.content import ContentScheduler
+    from edgeinf.learned.evaluate import evaluate_runtime, measure_branches, oracle_point
+    from edgeinf.learned.gates import GatesScheduler
+    from edgeinf.runtime.runtime import Runtime
+    from edgeinf.runtime.schedulers import Static, Threshold
+
+    makers = {"static": Static, "lut": lambda: "lut", "threshold": lambda: Threshold(0.9),
+              "gates": lambda: GatesScheduler(gates), "content": lambda: ContentScheduler(content)}
+    trained = {"gates": gates, "content": content}
+    scheds = {n: makers[n]() for n in names if n in makers and trained.get(n, True) is not None}
+    x, y = wb.data.x_test, wb.data.y_test
+    rows = evaluate_runtime(wb.package, scheds, x, y, budgets, threads)
+    refs = {"best_static": Static(wb.table.most_accurate.id), **({"full_model": Static(full.id)} if full else {}),
+            **{name: sched for name, (_, sched) in extra.items()}}
+    top = evaluate_runtime(wb.package, refs, x, y, [float(budgets[-1])], threads)
+    part = {"latency_source": "measured", "budgets_ms": [float(v) for v in budgets], "schedulers": rows}
+    for ref in ("best_static", "full_model"):
+        if ref in top:
+            part[ref] = {**top.pop(ref)[0], "branch": refs[ref].branch_id}
+    for name, r in top.items():  # extra schedulers: one row each, added to their family's rows
+        part.setdefault("extra", {})[name] = r[0]
+    if "oracle" in names:
+        with Runtime.load(wb.package, scheduler="static", monitor=False, intra_op_threads=threads) as rt:
+            branch_ms = measure_branches(rt.executor, wb.table, x)
+        part["oracle"] = oracle_point(wb.table, wb.probs_test, y, branch_ms, "measured (median of each branch alone)")
+        part["branch_ms"] = {br.id: float(v) for br, v in zip(wb.table.branches, branch_ms)}
+    return part
 
 
 def plot_frontier(result: dict, path: str | Path) -> Path:
@@ -173,11 +244,13 @@ def plot_frontier(result: dict, path: str | Path) -> Path:
     parts = [("offline", "profiled ms")] + ([("runtime", "measured ms")] if "runtime" in result else [])
     fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4.5), squeeze=False)
     for ax, (key, unit) in zip(axes[0], parts):
-        for name, rows in result[key]["schedulers"].items():
+        part = result[key]
+        for name, rows in part["schedulers"].items():
             ax.plot([r["mean_ms"] for r in rows], [r["accuracy"] for r in rows], "o-", label=name, ms=4)
-        if key == "offline" and "oracle" in result["offline"]:
-            o = result["offline"]["oracle"]
-            ax.plot([o["mean_ms"]], [o["accuracy"]], "k*", ms=12, label="oracle")
+        for ref, style in (("oracle", "k*"), ("full_model", "ks"), ("best_static", "kD")):
+            if part.get(ref):
+                ax.plot([part[ref]["mean_ms"]], [part[ref]["accuracy"]], style, ms=10 if ref == "oracle" else 6,
+                        label=ref.replace("_", " "), fillstyle="full" if ref == "oracle" else "none")
         ax.set(xlabel=f"mean latency ({unit})", ylabel="accuracy", title=key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

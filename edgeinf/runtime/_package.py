@@ -90,6 +90,19 @@ def default_monitor(board=None, **config) -> Monitor:
     return Monitor(MonitorConfig(gpu_paths=gpu_paths_from_board(board) or None, **config))
 
 
+def named_scheduler(package, name: str):
+    """``name`` itself for the built-in schedulers, else the package's trained learned scheduler."""
+    from edgeinf.runtime.schedulers import SCHEDULERS
+
+    if name in SCHEDULERS:
+        return name
+    from edgeinf.learned.store import KINDS, load_scheduler
+
+    if name not in KINDS:
+        raise EdgeinfError(f"unknown scheduler '{name}'; choose from {', '.join([*SCHEDULERS, *KINDS])}")
+    return load_scheduler(package, name)
+
+
 # -- runners -------------------------------------------------------------------------------
 def _runner(package, key: str, backend: str, options: dict) -> Runner:
     path = package.path(key)

@@ -26,7 +26,11 @@ from edgeinf.runtime.table import BranchTable
 
 @dataclass(frozen=True)
 class Record:
-    """One call: the branch that ran, predicted vs measured latency, the budget and the contention."""
+    """One call: the branch that ran, predicted vs measured latency, the budget and the contention.
+
+    ``decision_us``: the scheduler's choice plus any decisions its hook takes mid-pass (a gate's
+    MLP, a threshold check); the exit heads a hook runs are inference, counted in ``measured_ms``.
+    """
 
     call: int
     branch: str
@@ -86,7 +90,8 @@ class Runtime:
         Args:
             backend: "onnxruntime" (CPU, default), "onnxruntime-cuda", "onnxruntime-tensorrt",
                 "tensorrt"; ``None`` = the board's first available preference, else ORT CPU.
-            scheduler: "lut" (default), "static", "threshold" or a Scheduler instance.
+            scheduler: "lut" (default), "static", "threshold", a learned scheduler trained into the
+                package ("gates", "gates-next", "content"), or a Scheduler instance.
             board: a board profile name or ``BoardProfile`` (GPU sysfs paths, backend preference).
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
@@ -97,6 +102,8 @@ class Runtime:
         from edgeinf.runtime import _package
 
         view = _package.open_package(pkg, backend, board, **options)
+        if isinstance(scheduler, str):
+            scheduler = _package.named_scheduler(view.package, scheduler)
         if monitor is True:
             monitor = _package.default_monitor(board)
         return cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec)
@@ -128,6 +135,7 @@ class Runtime:
                                         chain=self.executor.chain) if self.executor.exits else None
         out = self.executor.run(decision.branch, x, hook)
         measured_ms = (self.clock() - t0) * 1e3
+        decision_us += getattr(hook, "decision_us", 0.0)  # the hook's own decisions (gates), not its exit heads
         exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit
         ran = self._ran(decision.branch, exited)
         self.latency.observe(ran.base_ms, snap, measured_ms)

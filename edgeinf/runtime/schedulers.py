@@ -6,6 +6,7 @@ decision records a predicted miss.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -126,13 +127,17 @@ class ExitHook:
     def __init__(self, threshold: float, run_exit: Callable[[int, np.ndarray], np.ndarray], exits: set[int]):
         self.threshold, self.run_exit, self.exits = threshold, run_exit, exits
         self.points = frozenset(exits)
+        self.decision_us = 0.0  # time of the threshold checks (the runtime adds it to the record)
         self.exited_at: tuple[int, int] | None = None  # (position, block index)
 
     def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
         if block not in self.exits:
             return None
         logits = self.run_exit(block, hidden)
-        if max_probability(logits) >= self.threshold:
+        t0 = time.perf_counter()
+        confident = max_probability(logits) >= self.threshold
+        self.decision_us += (time.perf_counter() - t0) * 1e6
+        if confident:
             self.exited_at = (pos, block)
             return logits
         return None
