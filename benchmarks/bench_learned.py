@@ -47,45 +47,47 @@ def main(argv=None) -> int:
     from edgeinf._atomic import write_json
     from edgeinf.learned.evaluate import lambda_sweep, summarize, threshold_route
     from edgeinf.learned.gates import GatesScheduler
-    from edgeinf.learned.pipeline import (SCHEDULER_NAMES, evaluate, open_workbench, plot_frontier,
-                                          train_content_for, train_gates_for)
+    from edgeinf.learned.next_step import NextStepScheduler
+    from edgeinf.learned.pipeline import LEARNED, SCHEDULER_NAMES, evaluate, open_workbench, plot_frontier, train_for
     from edgeinf.runtime.schedulers import Threshold
 
     torch.set_num_threads(args.threads)
     wb = open_workbench(args.package, args.model)
-    gates = train_gates_for(wb, args.seed, args.max_paths)
-    content = train_content_for(wb, args.seed)
+    trained = {kind: train_for(wb, kind, args.seed, args.max_paths) for kind in LEARNED}
     if args.attach:
         from edgeinf.learned.store import attach_scheduler
         from edgeinf.package import load_package
 
-        attach_scheduler(args.package, "gates", gates)
-        attach_scheduler(args.package, "content", content)
+        for kind, t in trained.items():
+            attach_scheduler(args.package, kind, t)
         wb.package = load_package(args.package)
 
     # each family at its own best operating points, not only at the defaults
-    sweep = lambda_sweep(gates, wb.table, wb.probs_test, wb.data.y_test, LAMBDAS)
+    gates, nxt = trained["gates"], trained["gates-next"]
+    sweeps = {"gates": lambda_sweep(gates, wb.table, wb.probs_test, wb.data.y_test, LAMBDAS),
+              "gates-next": lambda_sweep(nxt, wb.table, wb.probs_test, wb.data.y_test, [float(v) for v in nxt.lambdas])}
     costs = np.array([b.base_ms for b in wb.table.branches])
     start = [b.id for b in wb.table.branches].index(wb.table.most_accurate.id)
-    thr_rows = [summarize(threshold_route(wb.table, wb.probs_test, start, t, wb.exits), wb.probs_test,
-                          wb.data.y_test, costs, threshold=t) for t in THRESHOLDS]
+    sweeps["threshold"] = [summarize(threshold_route(wb.table, wb.probs_test, start, t, wb.exits), wb.probs_test,
+                                     wb.data.y_test, costs, threshold=t) for t in THRESHOLDS]
     extra = {**{f"gates-lam{lam:g}": ("gates", GatesScheduler(gates, lam=lam)) for lam in LAMBDAS},
+             **{f"gates-next-lam{lam:g}": ("gates-next", NextStepScheduler(nxt, lam=float(lam))) for lam in nxt.lambdas},
              **{f"threshold-{t:g}": ("threshold", Threshold(t)) for t in THRESHOLDS}}
-    result = evaluate(wb, SCHEDULER_NAMES, gates, content, args.budgets, not args.no_runtime, args.threads,
-                      extra=extra, extra_offline={"gates": sweep, "threshold": thr_rows})
+    result = evaluate(wb, SCHEDULER_NAMES, trained, args.budgets, not args.no_runtime, args.threads,
+                      extra=extra, extra_offline=sweeps)
     result.update({"host": socket.gethostname(), "package": str(Path(args.package).resolve()),
                    "model": getattr(wb.model, "name", None) or args.model,
                    "test_samples": int(len(wb.data.y_test)), "branches": len(wb.table), "paths": len(gates.pathset),
-                   "timings_s": wb.timings_s, "train_meta": gates.meta, "gates_lambda_sweep": sweep,
-                   "threshold_sweep": thr_rows})
+                   "timings_s": wb.timings_s, "train_meta": {k: t.meta for k, t in trained.items()},
+                   "sweeps": sweeps})
     name = result["model"] or "model"
     out = Path(args.out or Path(__file__).parent / "results" / f"learned-{name}-{socket.gethostname()}.json")
     write_json(out, result)
     if args.plot:
         plot_frontier(result, args.plot)
     _print_summary(result)
-    print(f"wrote {out}  (gates {wb.timings_s['train_gates']:.1f} s, content {wb.timings_s['train_content']:.1f} s, "
-          f"{len(gates.pathset)} paths, K={gates.meta['k']})", file=sys.stderr)
+    times = ", ".join(f"{k} {wb.timings_s[f'train_{k}']:.1f} s" for k in LEARNED)
+    print(f"wrote {out}  (trained: {times}; {len(gates.pathset)} paths, K={gates.meta['k']})", file=sys.stderr)
     return 0
 
 

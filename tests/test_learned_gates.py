@@ -8,6 +8,7 @@ from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import ErrorGates, GateHook, GatesScheduler
 from edgeinf.learned.paths import Path, PathSet, gate_features, monotone
 from edgeinf.learned.train_gates import GateTrainConfig, calibration_error, cluster_targets, train_gates
+from edgeinf.runtime.runners.chain import ChainRunner
 
 C = 4
 
@@ -183,6 +184,13 @@ class _FakeChain:
 
     def run_exit(self, exit, hidden):
         return np.log(np.full((1, C), 0.25))
+
+    # the real per-block continuation (no segments here)
+    segments = None
+    run_rest = ChainRunner.run_rest
+
+    def block_parts(self, blocks, bits):
+        return [self.blocks[(i, b)] for i, b in zip(blocks, bits)]
 
 
 class _Block:

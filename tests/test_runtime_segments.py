@@ -227,3 +227,28 @@ def test_runtime_load_passes_the_switch_and_threshold_results_match(pkg):
         np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
         assert (r1.branch, r1.exited_at) == (r2.branch, r2.exited_at)
     assert {r.exited_at for _, r in outs[None]} != {None}  # some calls really exit early
+
+
+@pytest.mark.parametrize("blocks,exit,pos,points,stop", [((0, 1, 2, 3, 4), None, 0, {2, 3}, None),
+                                                         ((0, 1, 2, 3, 4), None, 1, {3}, 3),
+                                                         ((0, 1, 3), 3, 1, set(), None),
+                                                         ((0, 2, 4), None, 2, {4}, None)])
+def test_the_rest_of_a_branch_from_a_hidden_state_equals_the_chain(executors, blocks, exit, pos, points, stop):
+    """A hook that switches paths mid-pass continues from the hidden state after position ``pos``."""
+    seg, chain = executors
+    x = x_batch(seed=5)
+    h = x
+    for part in [chain.chain.stem, *chain.chain.block_parts(blocks[:pos + 1], None)]:  # the prefix already run
+        h = next(iter(part.infer(h, check=False).values()))
+    before = seg.segments.stats()["calls"]
+    hook_seg, hook_chain = StopAt(points, stop, seg.run_exit), StopAt(points, stop, chain.run_exit)
+    got = seg.run_rest(info(blocks, exit), pos, h, hook_seg)
+    want = chain.run_rest(info(blocks, exit), pos, h, hook_chain)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert hook_seg.seen == [s for s in hook_chain.seen if s[1] in points]
+    # one composed call per point passed (and one for the rest, when the pass does not stop at the last)
+    passed = [b for b in blocks[pos + 1:] if b in points]
+    passed = passed[: passed.index(stop) + 1] if stop in passed else passed
+    # nothing left but the head: it runs as one chain call, not as a segment
+    tail = 0 if stop in passed or (passed and passed[-1] == blocks[-1]) or pos + 1 == len(blocks) else 1
+    assert seg.segments.stats()["calls"] - before == len(passed) + tail

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgeinf.cli.base import JsonOutput, PlotOutput, Tool
@@ -24,12 +25,14 @@ class TrainSchedulerTool(Tool):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
-        parser.add_argument("--kind", choices=("gates", "content"), required=True, help="which scheduler to train")
+        parser.add_argument("--kind", choices=("gates", "gates-next", "content"), required=True,
+                            help="which scheduler to train: QuEE's error gates, their next-step variant "
+                                 "(QuEE app. 7.3), or AdaInf's content-aware scheduler")
         parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the kind's default)")
-        parser.add_argument("--max-paths", type=int, default=50, help="gates: paths to choose among (default 50)")
+        parser.add_argument("--max-paths", type=int, default=50, help="gates, gates-next: paths to choose among (default 50)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from edgeinf.learned.pipeline import open_workbench, train_content_for, train_gates_for
+        from edgeinf.learned.pipeline import open_workbench, train_for
         from edgeinf.learned.store import attach_scheduler
         from edgeinf.progress import Progress
 
@@ -38,10 +41,7 @@ class TrainSchedulerTool(Tool):
         with Progress("train-scheduler", total=3) as bar:
             wb = open_workbench(args.package, args.model)
             bar.update(1)
-            if args.kind == "gates":
-                trained = train_gates_for(wb, args.seed, args.max_paths, args.epochs)
-            else:
-                trained = train_content_for(wb, args.seed, args.epochs)
+            trained = train_for(wb, args.kind, args.seed, args.max_paths, args.epochs)
             bar.update(1)
             entry = attach_scheduler(args.package, args.kind, trained)
             bar.update(1)
@@ -58,14 +58,15 @@ class EvaluateTool(Tool):
     """Accuracy and latency per budget of each scheduler on the test split, plus the oracle."""
 
     name = "evaluate"
-    help = "accuracy and mean/p95 latency per budget of static, lut, threshold, gates, content and the oracle"
+    help = "accuracy and mean/p95 latency per budget of static, lut, threshold, gates, gates-next, content and the oracle"
     requires = ("torch", "onnxruntime")
     option_groups = (JsonOutput, PlotOutput)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
-        parser.add_argument("--schedulers", default="static,lut,threshold,gates,content,oracle",
-                            help="comma-separated list (gates / content must be trained into the package)")
+        parser.add_argument("--schedulers", default="static,lut,threshold,gates,gates-next,content,oracle",
+                            help="comma-separated list; gates, gates-next and content must be trained into the "
+                                 "package (edgeinf train-scheduler), the ones that are not are left out with a note")
         parser.add_argument("--budgets", type=int, default=8, help="number of budgets from fastest to full (default 8)")
         parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
         parser.add_argument("--no-runtime", action="store_true", help="offline replay with profiled latencies only")
@@ -73,16 +74,21 @@ class EvaluateTool(Tool):
 
     def run(self, args: argparse.Namespace) -> int:
         from edgeinf._atomic import write_json
-        from edgeinf.learned.pipeline import evaluate, open_workbench, plot_frontier
-        from edgeinf.learned.store import load_trained
+        from edgeinf.learned.pipeline import LEARNED, evaluate, open_workbench, plot_frontier
+        from edgeinf.learned.store import SCHEDULERS, load_trained
 
         names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
         if args.budgets < 1:
             raise EdgeinfError(f"--budgets must be >= 1, got {args.budgets}")
         wb = open_workbench(args.package, args.model)
-        trained = {k: load_trained(wb.package, k) for k in ("gates", "content") if k in names}
-        result = evaluate(wb, names, trained.get("gates"), trained.get("content"), args.budgets, not args.no_runtime,
-                          args.threads)
+        trained = {}
+        for kind in (k for k in LEARNED if k in names):
+            if kind in (wb.package.manifest.get(SCHEDULERS) or {}):
+                trained[kind] = load_trained(wb.package, kind)
+            else:
+                print(f"note: the package has no trained '{kind}' scheduler (edgeinf train-scheduler PKG --kind "
+                      f"{kind}); left out", file=sys.stderr)
+        result = evaluate(wb, names, trained, args.budgets, not args.no_runtime, args.threads)
         if args.out:
             write_json(args.out, result)
         if args.plot:

@@ -66,22 +66,32 @@ class ContentAware:
         e = np.exp(e - e.max(axis=1, keepdims=True))
         return keep, e / e.sum(axis=1, keepdims=True)
 
-    def pick(self, keep: np.ndarray, exit_p: np.ndarray, branches: Sequence, allowed: np.ndarray) -> int:
-        """Index of the allowed branch with the most likely skip mask and exit (batch summed)."""
+    def masks(self, branches: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per branch: blocks 1..end kept [B, num_blocks - 1], blocks 1..end skipped [B, num_blocks - 1],
+        exit slot [B] and whether it runs block 0 [B] (what :meth:`pick` scores; compute once per table)."""
+        n = len(branches)
+        kept, skipped = np.zeros((n, self.num_blocks - 1)), np.zeros((n, self.num_blocks - 1))
+        slots = {e: k for k, e in enumerate(self.exits)}
+        slot, first = np.empty(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        for j, b in enumerate(branches):
+            first[j] = bool(b.blocks) and b.blocks[0] == 0
+            end = self.num_blocks - 1 if b.exit is None else b.exit
+            for i in range(1, end + 1):
+                (kept if i in b.blocks else skipped)[j, i - 1] = 1.0
+            slot[j] = slots.get(b.exit, len(self.exits))
+        return kept, skipped, slot, first
+
+    def pick(self, keep: np.ndarray, exit_p: np.ndarray, branches: Sequence, allowed: np.ndarray,
+             masks: tuple | None = None) -> int:
+        """Index of the allowed branch with the most likely skip mask and exit (batch summed).
+
+        ``masks``: :meth:`masks` of ``branches``, when the caller keeps them (the runtime does)."""
+        kept, skipped, slot, first = masks if masks is not None else self.masks(branches)
         lk, lnk = np.log(np.clip(keep, 1e-6, 1)).sum(0), np.log(np.clip(1 - keep, 1e-6, 1)).sum(0)
         le = np.log(np.clip(exit_p, 1e-6, 1)).sum(0)
-        slots = {e: k for k, e in enumerate(self.exits)}
-        best, best_score = None, -np.inf
-        for j, b in enumerate(branches):
-            if not allowed[j] or not b.blocks or b.blocks[0] != 0:
-                continue
-            end = self.num_blocks - 1 if b.exit is None else b.exit
-            kept = set(b.blocks)
-            score = le[slots.get(b.exit, len(self.exits))] + sum(
-                lk[i - 1] if i in kept else lnk[i - 1] for i in range(1, end + 1))
-            if score > best_score:
-                best, best_score = j, score
-        if best is None:
+        score = np.where(np.asarray(allowed, dtype=bool) & first, le[slot] + kept @ lk + skipped @ lnk, -np.inf)
+        best = int(np.argmax(score))
+        if not np.isfinite(score[best]):
             raise EdgeinfError("no allowed branch keeps block 0; the content-aware scheduler needs it")
         return best
 
@@ -238,6 +248,14 @@ class ContentScheduler(LookupTable):
         self.content = scheduler if isinstance(scheduler, ContentAware) else ContentAware.load(scheduler)
         self._budget = (0.0, 1.0, 0.0)
 
+    def bind(self, table, latency) -> "ContentScheduler":
+        super().bind(table, latency)
+        self._branches = list(table)
+        self._masks = self.content.masks(self._branches)
+        self._base_ms = np.array([b.base_ms for b in self._branches])
+        self._bits0 = [b.bits[:1] for b in self._branches]
+        return self
+
     def choose(self, budget_ms: float, snapshot) -> Decision:
         scale, add_ms = self.latency.bounds(snapshot)
         self._budget = (budget_ms, scale, add_ms)
@@ -270,19 +288,17 @@ class _ContentHook:
         if chosen is None or chosen.id == self.planned.id:
             return None
         self.branch = chosen
-        h = hidden
-        for part in self.chain.block_parts(chosen.blocks[1:], chosen.bits[1:] or None):
-            h = next(iter(part.infer(h, check=False).values()))
-        return self.chain.run_exit(chosen.exit, h)
+        self.points = frozenset()  # decided: the rest of the chosen branch runs as one segment
+        return self.chain.run_rest(chosen, 0, hidden, self)
 
     def _pick(self, hidden: np.ndarray):
         """The allowed table branch (same block 0 and bits) the prediction makes most likely, or None."""
-        budget_ms, scale, add_ms = self.sched._budget
-        table = list(self.sched.table)
+        sched = self.sched
+        budget_ms, scale, add_ms = sched._budget
         bits0 = self.planned.bits[:1]
-        allowed = np.array([b.base_ms * scale + add_ms <= budget_ms and b.blocks[:1] == (0,) and b.bits[:1] == bits0
-                            for b in table])
+        same_start = np.fromiter((b == bits0 for b in sched._bits0), dtype=bool, count=len(sched._bits0))
+        allowed = (sched._base_ms * scale + add_ms <= budget_ms) & same_start & sched._masks[3]
         if not allowed.any():
             return None
-        keep, exit_p = self.sched.content.predict(pool(hidden), (budget_ms - add_ms) / scale)
-        return table[self.sched.content.pick(keep, exit_p, table, allowed)]
+        keep, exit_p = sched.content.predict(pool(hidden), (budget_ms - add_ms) / scale)
+        return sched._branches[sched.content.pick(keep, exit_p, sched._branches, allowed, sched._masks)]

@@ -19,6 +19,8 @@ import numpy as np
 from edgeinf.learned.gates import ErrorGates
 from edgeinf.runtime.table import BranchTable
 
+ORACLE_LOGGER = "edgeinf.oracle"  # the logger the oracle warns on
+
 
 def branch_probs(model, variants, branches: Sequence, x: np.ndarray, batch: int = 512) -> np.ndarray:
     """Softmax probabilities of every branch on ``x``: [branches, n, classes] (torch, build host)."""
@@ -80,15 +82,21 @@ def oracle_point(table: BranchTable, probs: np.ndarray, labels: np.ndarray, cost
 
     ``costs_ms`` per table branch (default: the table's profiled ms; pass the medians of
     :func:`measure_branches` for the oracle in measured ms)."""
-    import warnings
+    import logging
 
     from edgeinf.oracle import exact_oracle, prepare
 
     correct = (probs.argmax(axis=2) == labels[None]).T
     costs = np.array([b.base_ms for b in table.branches]) if costs_ms is None else np.asarray(costs_ms, dtype=float)
-    with warnings.catch_warnings():  # dominated branches are expected in a sampled table: kept on purpose
-        warnings.simplefilter("ignore")
+    # a sampled table always has dominated branches; the exact oracle (cheapest correct branch
+    # per sample) does not assume accuracy rises with cost, so the warning does not apply here
+    log = logging.getLogger(ORACLE_LOGGER)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
         ex = exact_oracle(prepare(costs, correct=correct, dominated="keep"))
+    finally:
+        log.setLevel(level)
     return {"accuracy": float(ex.bound.a_oracle), "mean_ms": float(ex.bound.r_oracle), "latency_source": source}
 
 
@@ -121,11 +129,12 @@ def measure_branches(executor, table: BranchTable, x: np.ndarray, repeats: int =
     return np.median(ms, axis=0)
 
 
-def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, gates: ErrorGates | None,
+def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, gates: "ErrorGates | dict | None",
                      budgets_ms: Sequence[float], exit_points: Sequence[int], threshold: float = 0.9,
                      content=None, features: np.ndarray | None = None) -> dict:
     """Every scheduler at every budget on precomputed probabilities ``probs`` [table branches, n, C].
 
+    ``gates``: trained gates (rows named "gates"), or name -> gates (ErrorGates, NextStepGates...).
     ``content`` (a :class:`~edgeinf.learned.content.ContentAware`) needs ``features``: the pooled
     hidden state after block 0 of every sample.
 
@@ -135,33 +144,38 @@ def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, 
     costs = np.array([b.base_ms for b in table.branches])
     pos = {b.id: i for i, b in enumerate(table.branches)}
     n = len(labels)
-    rows: dict[str, list] = {"static": [], "lut": [], "threshold": [], "gates": []}
+    learned = {"gates": gates} if gates is not None and not isinstance(gates, dict) else dict(gates or {})
+    rows: dict[str, list] = {"static": [], "lut": [], "threshold": [], **{k: [] for k in learned}}
     static = pos[table.most_accurate.id]
-    gate_idx = np.array([pos[p.id] for p in gates.pathset.paths]) if gates is not None else None
     for budget in budgets_ms:
         lut_b = table.best_within(budget) or table.fastest
         rows["static"].append(summarize(np.full(n, static), probs, labels, costs, budget_ms=float(budget)))
         rows["lut"].append(summarize(np.full(n, pos[lut_b.id]), probs, labels, costs, budget_ms=float(budget)))
         thr = threshold_route(table, probs, pos[lut_b.id], threshold, exit_points)
         rows["threshold"].append(summarize(thr, probs, labels, costs, budget_ms=float(budget)))
-        if gates is not None:
-            ps = gates.pathset
-            allowed = ps.costs_ms <= budget
-            if not allowed.any():
-                allowed = ps.costs_ms == ps.costs_ms.min()
-            lam = gates.lam_for_budget(float(budget))
-            final, count = gates.route(probs[gate_idx], lam, allowed)
-            rows["gates"].append(summarize(gate_idx[final], probs, labels, costs, budget_ms=float(budget),
-                                           lam=lam, gates_per_call=float(count.mean())))
+        for name, g in learned.items():
+            rows[name].append(gates_row(g, table, probs, labels, float(budget)))
         if content is not None:
             rows.setdefault("content", []).append(
                 summarize(content_route(content, table, features, float(budget)), probs, labels, costs,
                           budget_ms=float(budget)))
-    if gates is None:
-        del rows["gates"]
     full = summarize(np.full(n, static), probs, labels, costs)
     return {"budgets_ms": [float(b) for b in budgets_ms], "latency_source": "profile", "schedulers": rows,
             "oracle": oracle_point(table, probs, labels), "full": full}
+
+
+def gates_row(gates, table: BranchTable, probs: np.ndarray, labels: np.ndarray, budget_ms: float) -> dict:
+    """Offline replay of trained gates under ``budget_ms``: paths that fit, lambda from the budget."""
+    pos = {b.id: i for i, b in enumerate(table.branches)}
+    idx = np.array([pos[p.id] for p in gates.pathset.paths])
+    ps = gates.pathset
+    allowed = ps.costs_ms <= budget_ms
+    if not allowed.any():
+        allowed = ps.costs_ms == ps.costs_ms.min()
+    lam = gates.lam_for_budget(budget_ms)
+    final, count = gates.route(probs[idx], lam, allowed)
+    costs = np.array([b.base_ms for b in table.branches])
+    return summarize(idx[final], probs, labels, costs, budget_ms=budget_ms, lam=lam, gates_per_call=float(count.mean()))
 
 
 def content_route(content, table: BranchTable, features: np.ndarray, budget_ms: float) -> np.ndarray:
@@ -171,7 +185,9 @@ def content_route(content, table: BranchTable, features: np.ndarray, budget_ms: 
     if not allowed.any():
         allowed = costs == costs.min()
     keep, exit_p = content.predict(features, budget_ms)
-    return np.array([content.pick(keep[i:i + 1], exit_p[i:i + 1], table.branches, allowed) for i in range(len(features))])
+    masks = content.masks(table.branches)
+    return np.array([content.pick(keep[i:i + 1], exit_p[i:i + 1], table.branches, allowed, masks)
+                     for i in range(len(features))])
 
 
 def lambda_sweep(gates: ErrorGates, table: BranchTable, probs: np.ndarray, labels: np.ndarray,

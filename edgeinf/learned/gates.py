@@ -47,19 +47,28 @@ class ErrorGates:
     meta: dict = field(default_factory=dict)
     accuracy: np.ndarray | None = None
     tolerance: float = 0.005
+    _parts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, gate: int, u: np.ndarray, paths: np.ndarray) -> np.ndarray:
         """Predicted error probability of each path in ``paths`` (indices) for features ``u`` [n, D]: [n, len(paths)]."""
-        w1, b1, w2, b2 = self.weights[gate]
-        u = np.atleast_2d(u).astype(np.float32)
-        du = u.shape[1]
-        # first layer split in its u part (shared over paths) and its path part: one matmul each
-        hu = u @ w1[:du] + b1                                   # [n, H]
-        hp = self.pathset.encodings[paths] @ w1[du:]            # [P, H]
-        h = np.maximum(hu[:, None, :] + hp[None, :, :], 0.0)   # [n, P, H]
-        z = h @ w2 + b2
-        return 1.0 / (1.0 + np.exp(-z))
+        wu, hp, w2, b2 = self._split(gate)
+        h = np.atleast_2d(u).astype(np.float32, copy=False) @ wu        # the u part, shared over paths [n, H]
+        h = h[:, None, :] + hp[paths][None]                              # + each path's part [n, P, H]
+        np.maximum(h, 0.0, out=h)
+        return 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
+
+    def _split(self, gate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.float32]:
+        """The gate's first layer split in its u part and, precomputed once, every path's part
+        (``encodings @ W1_path + b1``): a decision then costs one small matmul."""
+        hit = self._parts.get(gate)
+        if hit is None:
+            w1, b1, w2, b2 = self.weights[gate]
+            du = w1.shape[0] - self.pathset.encodings.shape[1]
+            hit = (np.ascontiguousarray(w1[:du]), (self.pathset.encodings @ w1[du:] + b1).astype(np.float32),
+                   np.asarray(w2, np.float32), np.float32(b2))
+            self._parts[gate] = hit
+        return hit
 
     def decide(self, state: State, u: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> int:
         """The path index to head for at ``state``: argmin lam * c + pe (mean over the batch rows)."""
@@ -67,7 +76,8 @@ class ErrorGates:
         if allowed is not None:
             ok = futures[allowed[futures]]
             futures = ok if len(ok) else np.array([self.pathset.stop[state]])
-        pe = self.predict(state[0], u, futures).mean(axis=0)
+        pe = self.predict(state[0], u, futures)
+        pe = pe[0] if len(pe) == 1 else pe.mean(axis=0)
         return int(futures[np.argmin((lam + TIE) * self.pathset.cost_norm[futures] + pe)])
 
     def start(self, lam: float, allowed: np.ndarray | None = None) -> int:
@@ -78,11 +88,8 @@ class ErrorGates:
         a better start); the gates on the way then cut it short. ``lam`` is not used: the start
         is the most accurate level, lambda acts at the exits.
         """
-        pe = self.prior_pe.astype(np.float64)
-        if allowed is not None and allowed.any():
-            pe = np.where(allowed, pe, np.inf)
-        ok = np.nonzero(pe <= pe.min() + self.tolerance)[0]
-        return int(ok[np.argmin(self.pathset.costs_ms[ok])])
+        candidates = np.nonzero(allowed)[0] if allowed is not None and allowed.any() else np.arange(len(self.prior_pe))
+        return most_accurate_cheapest(self.prior_pe, self.pathset.costs_ms, candidates, self.tolerance)
 
     def lam_for_budget(self, budget_ms: float) -> float:
         """Lambda for a budget, from the calibration: among the lambdas whose mean routed latency
@@ -159,6 +166,14 @@ class ErrorGates:
                    acc, float(data["tolerance"]) if "tolerance" in data.files else 0.005)
 
 
+def most_accurate_cheapest(prior_pe: np.ndarray, costs_ms: np.ndarray, candidates: np.ndarray, tolerance: float) -> int:
+    """Among path indices ``candidates``, the cheapest whose validation error is within
+    ``tolerance`` of the lowest of them (how a pass picks the path it heads for)."""
+    pe = np.asarray(prior_pe, dtype=np.float64)[candidates]
+    ok = candidates[pe <= pe.min() + tolerance]
+    return int(ok[np.argmin(np.asarray(costs_ms)[ok])])
+
+
 def _paths_json(ps: PathSet) -> dict:
     return {"num_blocks": ps.num_blocks, "exit_points": list(ps.exit_points), "gates": sorted({s[0] for s in ps.stop}),
             "paths": [{"id": p.id, "blocks": list(p.blocks), "exit": p.exit, "bits": list(p.bits), "cost_ms": p.cost_ms}
@@ -183,7 +198,8 @@ class GatesScheduler(Scheduler):
 
     def __init__(self, gates: ErrorGates | str | FsPath, lam: float | None = None):
         super().__init__()
-        self.gates = gates if isinstance(gates, ErrorGates) else ErrorGates.load(gates)
+        # any trained gates object with this interface (ErrorGates, NextStepGates); a path is read as ErrorGates
+        self.gates = ErrorGates.load(gates) if isinstance(gates, (str, FsPath)) else gates
         if lam is not None and not lam >= 0:
             raise EdgeinfError(f"lambda must be >= 0, got {lam}")
         self.lam = lam
@@ -262,15 +278,8 @@ class GateHook:
         return self._reroute(nxt, pos, hidden)
 
     def _reroute(self, nxt: int, pos: int, hidden: np.ndarray) -> np.ndarray:
-        """Run the rest of path ``nxt`` (same prefix) here, with the gates on the way."""
+        """Run the rest of path ``nxt`` (same prefix) from here, with the gates on the way."""
         if self.chain is None:
             raise EdgeinfError("switching paths mid-pass needs per-block artifacts (a chain runner)")
         self.current, self.rerouted = nxt, True
-        path, h = self.path, hidden
-        for k in range(pos + 1, len(path.blocks)):
-            i, b = path.blocks[k], path.bits[k]
-            h = next(iter(self.chain.blocks[(i, b)].infer(h, check=False).values()))
-            out = self(k, i, h)
-            if out is not None:
-                return out
-        return self.chain.run_exit(path.exit, h)
+        return self.chain.run_rest(self.path, pos, hidden, self)

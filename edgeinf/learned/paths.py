@@ -123,8 +123,10 @@ def gate_features(p_cur: np.ndarray, p_prev: np.ndarray | None) -> np.ndarray:
     if p_prev is None:
         p_prev = np.full_like(p_cur, 1.0 / p_cur.shape[1])
     p_prev = np.asarray(p_prev, dtype=np.float32).reshape(p_cur.shape)
-    cols = [p_cur, p_prev, _entropy(p_cur), _entropy(p_prev), p_prev.max(1, keepdims=True), p_cur.max(1, keepdims=True)]
-    return np.concatenate(cols, axis=1).astype(np.float32)
+    both = np.stack((p_cur, p_prev))                                   # [2, n, C]: one pass for both
+    ent = -(both * np.log(np.maximum(both, 1e-12))).sum(axis=2)        # [2, n]: H(cur), H(prev)
+    top = both.max(axis=2)                                             # [2, n]: max(cur), max(prev)
+    return np.concatenate([p_cur, p_prev, ent.T, top[::-1].T], axis=1).astype(np.float32, copy=False)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -132,10 +134,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1, keepdims=True)
 
 
 def _consistent(path: Path, state: State) -> bool:

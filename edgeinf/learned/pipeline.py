@@ -17,7 +17,8 @@ import numpy as np
 
 from edgeinf.errors import EdgeinfError
 
-SCHEDULER_NAMES = ("static", "lut", "threshold", "gates", "content", "oracle")
+SCHEDULER_NAMES = ("static", "lut", "threshold", "gates", "gates-next", "content", "oracle")
+LEARNED = ("gates", "gates-next", "content")  # trained on the build host, stored in the package
 
 
 @dataclass
@@ -103,19 +104,48 @@ def _block_ms(pkg, table) -> list[float]:
     return [table.most_accurate.base_ms / max(n, 1)] * max(n, 1)
 
 
-def train_gates_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
-    """QuEE gates on the val split over at most ``max_paths`` paths (the Pareto front always in)."""
+def _pathset(wb: Workbench, seed: int, max_paths: int):
+    """At most ``max_paths`` paths over the table (the Pareto front always in) and their table rows."""
     from edgeinf.learned.paths import PathSet
-    from edgeinf.learned.train_gates import GateTrainConfig, train_gates
 
     ps = PathSet(wb.table.branches, len(wb.model.blocks), wb.exits, max_paths, seed, keep=[b.id for b in wb.table.pareto()])
     pos = {b.id: i for i, b in enumerate(wb.table.branches)}
-    idx = np.array([pos[p.id] for p in ps.paths])
+    return ps, np.array([pos[p.id] for p in ps.paths])
+
+
+def train_gates_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
+    """QuEE gates on the val split over at most ``max_paths`` paths (the Pareto front always in)."""
+    from edgeinf.learned.train_gates import GateTrainConfig, train_gates
+
+    ps, idx = _pathset(wb, seed, max_paths)
     config = GateTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
     t0 = time.perf_counter()
     gates = train_gates(ps, wb.probs_val[idx], wb.data.y_val, config)
     wb.timings_s["train_gates"] = time.perf_counter() - t0
     return gates
+
+
+def train_gates_next_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
+    """QuEE's next-step variant (appendix 7.3) on the val split, over the same paths as the gates."""
+    from edgeinf.learned.train_next_step import NextStepTrainConfig, train_next_step
+
+    ps, idx = _pathset(wb, seed, max_paths)
+    config = NextStepTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    t0 = time.perf_counter()
+    gates = train_next_step(ps, wb.probs_val[idx], wb.data.y_val, config)
+    wb.timings_s["train_gates-next"] = time.perf_counter() - t0
+    return gates
+
+
+def train_for(wb: Workbench, kind: str, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
+    """Train the learned scheduler ``kind`` ("gates", "gates-next" or "content")."""
+    if kind == "gates":
+        return train_gates_for(wb, seed, max_paths, epochs)
+    if kind == "gates-next":
+        return train_gates_next_for(wb, seed, max_paths, epochs)
+    if kind == "content":
+        return train_content_for(wb, seed, epochs)
+    raise EdgeinfError(f"unknown learned scheduler '{kind}'; choose from {', '.join(LEARNED)}")
 
 
 def train_content_for(wb: Workbench, seed: int = 0, epochs: int | None = None):
@@ -157,10 +187,13 @@ def at_full_accuracy(rows: dict[str, list[dict]], part: dict, tol: float = 0.005
     return out
 
 
-def evaluate(wb: Workbench, names: Sequence[str], gates=None, content=None, budgets: int | Sequence[float] = 8,
+def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, budgets: int | Sequence[float] = 8,
              runtime: bool = True, threads: int = 1, extra: dict | None = None,
              extra_offline: dict[str, list[dict]] | None = None) -> dict:
     """Offline (profiled ms) and, with ``runtime``, measured results of the named schedulers on test.
+
+    ``trained``: the learned schedulers by kind ("gates", "gates-next", "content"); a named
+    learned scheduler without one is left out.
 
     ``extra``: more runtime schedulers, name -> (family, Scheduler), measured at the largest
     budget only (e.g. gates at a fixed lambda); ``extra_offline``: family -> more offline rows
@@ -171,8 +204,9 @@ def evaluate(wb: Workbench, names: Sequence[str], gates=None, content=None, budg
     bad = [n for n in names if n not in SCHEDULER_NAMES]
     if bad:
         raise EdgeinfError(f"unknown scheduler(s) {', '.join(bad)}; choose from {', '.join(SCHEDULER_NAMES)}")
-    gates = gates if "gates" in names else None
-    content = content if "content" in names else None
+    trained = {k: v for k, v in (trained or {}).items() if k in names and v is not None}
+    gates = {k: v for k, v in trained.items() if k != "content"}
+    content = trained.get("content")
     b = budgets_between(wb.table, budgets) if isinstance(budgets, int) else np.asarray(budgets, dtype=float)
     feats = wb.features(wb.data.x_test) if content is not None else None
     off = evaluate_offline(wb.table, wb.probs_test, wb.data.y_test, gates, b, wb.exits, content=content, features=feats)
@@ -187,7 +221,7 @@ def evaluate(wb: Workbench, names: Sequence[str], gates=None, content=None, budg
         off.pop("oracle")
     result = {"table_split": wb.table_split, "offline": off}
     if runtime:
-        result["runtime"] = _measured(wb, names, gates, content, b, threads, full, extra or {})
+        result["runtime"] = _measured(wb, names, trained, b, threads, full, extra or {})
     more = {"offline": dict(extra_offline or {}), "runtime": {}}
     for name, (family, _) in (extra or {}).items():
         if "runtime" in result:
@@ -199,19 +233,17 @@ def evaluate(wb: Workbench, names: Sequence[str], gates=None, content=None, budg
     return result
 
 
-def _measured(wb: Workbench, names, gates, content, budgets, threads: int, full, extra: dict) -> dict:
+def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, extra: dict) -> dict:
     """The runtime part of :func:`evaluate`: every scheduler per budget, the full model and the
     best static branch as schedulers, and the oracle from every branch's measured median."""
-    from edgeinf.learned.content import ContentScheduler
     from edgeinf.learned.evaluate import evaluate_runtime, measure_branches, oracle_point
-    from edgeinf.learned.gates import GatesScheduler
+    from edgeinf.learned.store import KINDS
     from edgeinf.runtime.runtime import Runtime
     from edgeinf.runtime.schedulers import Static, Threshold
 
     makers = {"static": Static, "lut": lambda: "lut", "threshold": lambda: Threshold(0.9),
-              "gates": lambda: GatesScheduler(gates), "content": lambda: ContentScheduler(content)}
-    trained = {"gates": gates, "content": content}
-    scheds = {n: makers[n]() for n in names if n in makers and trained.get(n, True) is not None}
+              **{k: (lambda k=k: KINDS[k][1](trained[k])) for k in trained}}
+    scheds = {n: makers[n]() for n in names if n in makers}
     x, y = wb.data.x_test, wb.data.y_test
     rows = evaluate_runtime(wb.package, scheds, x, y, budgets, threads)
     refs = {"best_static": Static(wb.table.most_accurate.id), **({"full_model": Static(full.id)} if full else {}),

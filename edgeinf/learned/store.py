@@ -11,12 +11,14 @@ from pathlib import Path
 from edgeinf.errors import PackageError
 from edgeinf.learned.content import ContentAware, ContentScheduler
 from edgeinf.learned.gates import ErrorGates, GatesScheduler
+from edgeinf.learned.next_step import NextStepGates, NextStepScheduler
 
 SCHEDULERS = "schedulers"  # manifest key
-KINDS = {"gates": (ErrorGates, GatesScheduler), "content": (ContentAware, ContentScheduler)}
+KINDS = {"gates": (ErrorGates, GatesScheduler), "gates-next": (NextStepGates, NextStepScheduler),
+         "content": (ContentAware, ContentScheduler)}
 
 
-def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | ContentAware) -> dict:
+def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | NextStepGates | ContentAware) -> dict:
     """Save ``trained`` into package ``root`` and record it in the manifest; returns the entry."""
     from edgeinf.package import file_sha256, read_manifest, update_manifest
 

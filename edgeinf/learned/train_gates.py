@@ -9,8 +9,9 @@ then fitted with MSE and Adam (lr 1e-3, weight decay 1e-4), early stopping on th
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -121,6 +122,19 @@ def choose_k(probs: np.ndarray, wrong: np.ndarray, fit: np.ndarray, held: np.nda
 
 
 # -- rows and fitting --------------------------------------------------------------------------
+@contextmanager
+def one_torch_thread(purpose: str) -> Iterator[None]:
+    """torch on one thread while tiny MLPs train (several threads only add overhead to such small
+    matmuls, and more so on a shared host); the previous setting is restored after."""
+    torch = require("torch", purpose)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def gate_rows(pathset: PathSet, probs: np.ndarray, targets: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per gate block: (u rows [r, D], path indices [r], targets [r]) over every state and future.
 
@@ -194,9 +208,10 @@ def train_gates(pathset: PathSet, probs: np.ndarray, labels: np.ndarray, config:
         targets = np.stack([cluster_targets(feats[p, ~held], wrong[p, ~held], feats[p], k, config.seed)
                             for p in range(len(pathset))])
     weights, facts = {}, {}
-    for g, (u, paths, y) in sorted(gate_rows(pathset, probs, targets).items()):
-        row_held = np.tile(held, len(y) // len(labels))
-        weights[g], facts[g] = fit_gate(u, paths, y, pathset.encodings, row_held, config, config.seed + g)
+    with one_torch_thread("training the error gates"):
+        for g, (u, paths, y) in sorted(gate_rows(pathset, probs, targets).items()):
+            row_held = np.tile(held, len(y) // len(labels))
+            weights[g], facts[g] = fit_gate(u, paths, y, pathset.encodings, row_held, config, config.seed + g)
     prior = wrong[:, ~held].mean(axis=1)
     meta = {"config": asdict(config), "k": k, "k_scores": {str(a): b for a, b in scores.items()},
             "gates": {str(g): f for g, f in facts.items()}, "samples": int(len(labels))}

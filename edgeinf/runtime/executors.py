@@ -56,6 +56,8 @@ class PackageExecutor(Executor):
         self.chain, self.fused = chain, dict(fused)
         self.exits = frozenset(chain.exits) if chain is not None else frozenset()
         self.segments = SegmentRunner(chain, max_segments) if segments and chain is not None else None
+        if chain is not None:
+            chain.segments = self.segments  # hooks that switch paths continue over segments too
 
     def activate(self) -> None:
         for r in self._runners():
@@ -95,6 +97,12 @@ class PackageExecutor(Executor):
             if cached is not None:
                 return cached
         return self.chain.run_exit(exit, hidden)
+
+    def run_rest(self, branch, pos: int, hidden: np.ndarray, hook: Hook | None = None) -> np.ndarray:
+        """``branch`` continued from ``hidden`` after its kept position ``pos`` (see ``ChainRunner.run_rest``)."""
+        if self.chain is None:
+            raise EdgeinfError("continuing another branch mid-pass needs per-block artifacts")
+        return self.chain.run_rest(branch, pos, hidden, hook)
 
     def prepare(self, branch: BranchInfo, points: Iterable[int] | None) -> int:
         """Create the segment sessions that ``branch`` needs for a hook with ``points`` (a warm-up);

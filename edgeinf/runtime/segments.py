@@ -77,37 +77,40 @@ class SegmentRunner:
         self.hits = self.misses = self.evictions = self.calls = self.tap_hits = 0
 
     # -- planning ------------------------------------------------------------------------
-    def plan(self, branch: BranchInfo, points: frozenset[int]) -> Plan | None:
-        """The segments of ``branch`` cut after ``points``; ``None`` if a part cannot be composed."""
-        key = (branch.blocks, branch.exit, branch.bits, points)
+    def plan(self, branch: BranchInfo, points: frozenset[int], start: int = 0) -> Plan | None:
+        """The segments of ``branch`` cut after ``points``; ``None`` if a part cannot be composed.
+
+        ``start`` > 0: only the rest of the branch, from kept position ``start`` on (a pass that
+        switched to this branch mid-way: the hidden state after position ``start - 1`` goes in)."""
+        key = (branch.blocks, branch.exit, branch.bits, points, start)
         try:
             return self._plans[key]
         except KeyError:
             pass
-        plan = self._make_plan(branch, points)
+        plan = self._make_plan(branch, points, start)
         with self._lock:
             if len(self._plans) >= 4 * self.max_segments:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
 
-    def _make_plan(self, branch: BranchInfo, points: frozenset[int]) -> Plan | None:
+    def _make_plan(self, branch: BranchInfo, points: frozenset[int], first: int = 0) -> Plan | None:
         chain = self.chain
         blocks = chain.block_parts(branch.blocks, branch.bits or None)
         head = chain.head_for(branch.exit)
-        if not all(map(_composable, (chain.stem, *blocks, head))):
+        if not all(map(_composable, (chain.stem, *blocks[first:], head))):
             return None
-        stops, start = [], 0
+        stem = [chain.stem] if first == 0 else []  # a plan for the rest of a branch starts from a hidden state
+        stops, start = [], first
         for pos, index in enumerate(branch.blocks):
-            if index in points:
+            if pos >= first and index in points:
                 tap = chain.exits.get(index)
                 tap = tap if tap is not None and _composable(tap) else None
-                stops.append(_segment(([chain.stem] if start == 0 else []) + blocks[start:pos + 1], tap, pos, index))
+                stops.append(_segment((stem if start == 0 else []) + blocks[start:pos + 1], tap, pos, index))
                 start = pos + 1
         final = None
         if start < len(blocks) or start == 0:
-            final = _segment(([chain.stem] if start == 0 else []) + blocks[start:] + [head], None,
-                             len(blocks) - 1, None)
+            final = _segment((stem if start == 0 else []) + blocks[start:] + [head], None, len(blocks) - 1, None)
         return Plan(tuple(stops), final, branch.exit)
 
     # -- running -------------------------------------------------------------------------

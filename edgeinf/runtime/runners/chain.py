@@ -29,6 +29,7 @@ class ChainRunner(Runner):
         super().__init__(name)
         self.stem, self.blocks, self.exits, self.head = stem, dict(blocks), dict(exits), head
         self.num_blocks = 1 + max((i for i, _ in self.blocks), default=-1)
+        self.segments = None  # a SegmentRunner over these parts, set by the executor that owns them
 
     def parts(self) -> list[Runner]:
         return [self.stem, *self.blocks.values(), *self.exits.values(), *([self.head] if self.head else [])]
@@ -59,6 +60,28 @@ class ChainRunner(Runner):
                 if stop is not None:
                     return stop
         return self.run_exit(exit, h)
+
+    def run_rest(self, branch, pos: int, hidden: np.ndarray, hook: Hook | None = None) -> np.ndarray:
+        """Logits of ``branch`` continued from ``hidden``, the state after its kept position ``pos``
+        (a hook that switches to another path mid-pass). ``hook`` is called on the way as in
+        :meth:`run_branch`; with ``segments`` set (the executor does) and ``hook.points`` given, the
+        rest runs as composed segments.
+
+        ``branch``: anything with ``blocks``, ``exit`` and ``bits`` (a table branch, a gates path)."""
+        points = getattr(hook, "points", None)
+        if points is not None and self.segments is not None:
+            plan = self.segments.plan(branch, frozenset(points), start=pos + 1)
+            if plan is not None:
+                return self.segments.run(plan, hidden, hook)
+        h = hidden
+        parts = self.block_parts(branch.blocks, branch.bits or None)
+        for k in range(pos + 1, len(parts)):
+            h = _first(parts[k].infer(h, check=False))
+            if hook is not None:
+                stop = hook(k, branch.blocks[k], h)
+                if stop is not None:
+                    return stop
+        return self.run_exit(branch.exit, h)
 
     def run_exit(self, exit: int | None, hidden: np.ndarray) -> np.ndarray:
         """Logits of exit head ``exit`` (``None`` = final head) on ``hidden``."""
