@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 from edgeinf.cli.base import JsonOutput, Tool
-from edgeinf.errors import EdgeinfError
 
 
 def _int_list(text: str) -> list[int]:
