@@ -245,3 +245,15 @@ def test_lambda_for_budget_trades_at_most_the_tolerance():
     assert gates.lam_for_budget(0.5) == 1.0    # nothing fits: the largest lambda
     gates.accuracy = None
     assert gates.lam_for_budget(3.0) == 0.0
+
+
+def test_one_input_features_equal_the_batch_features():
+    from edgeinf.learned.paths import features_row, row_stats, softmax, uniform_stats
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        a, b = rng.normal(size=(1, 7)) * 3, rng.normal(size=(1, 7)) * 3
+        np.testing.assert_allclose(features_row(row_stats(a), row_stats(b)), gate_features(softmax(a), softmax(b)),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(features_row(row_stats(a), uniform_stats(7)), gate_features(softmax(a), None),
+                                   rtol=1e-5, atol=1e-6)

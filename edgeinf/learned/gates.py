@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.learned.paths import Path, PathSet, State, gate_features, softmax
+from edgeinf.learned.paths import (Path, PathSet, State, features_row, gate_features, row_stats, softmax,
+                                   uniform_stats)
 from edgeinf.runtime.schedulers import Decision, Scheduler
 
 FORMAT = "edgeinf-error-gates/1"
@@ -48,6 +49,7 @@ class ErrorGates:
     accuracy: np.ndarray | None = None
     tolerance: float = 0.005
     _parts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _futures: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, gate: int, u: np.ndarray, paths: np.ndarray) -> np.ndarray:
@@ -72,13 +74,31 @@ class ErrorGates:
 
     def decide(self, state: State, u: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> int:
         """The path index to head for at ``state``: argmin lam * c + pe (mean over the batch rows)."""
-        futures = self.pathset.futures[state]
-        if allowed is not None:
-            ok = futures[allowed[futures]]
-            futures = ok if len(ok) else np.array([self.pathset.stop[state]])
-        pe = self.predict(state[0], u, futures)
+        futures, hp, cost = self._at(state, lam, allowed)
+        wu, _, w2, b2 = self._split(state[0])
+        h = np.atleast_2d(u).astype(np.float32, copy=False) @ wu
+        h = h[:, None, :] + hp                                            # [n, P, H]
+        np.maximum(h, 0.0, out=h)
+        pe = 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
         pe = pe[0] if len(pe) == 1 else pe.mean(axis=0)
-        return int(futures[np.argmin((lam + TIE) * self.pathset.cost_norm[futures] + pe)])
+        return int(futures[np.argmin(cost + pe)])
+
+    def _at(self, state: State, lam: float, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The state's reachable futures under ``allowed``, their precomputed first-layer parts and
+        ``(lam + TIE) * cost``: cached, since a runtime meets the same few (state, budget) pairs."""
+        key = (state, lam, None if allowed is None else allowed.tobytes())
+        hit = self._futures.get(key)
+        if hit is None:
+            futures = self.pathset.futures[state]
+            if allowed is not None:
+                ok = futures[allowed[futures]]
+                futures = ok if len(ok) else np.array([self.pathset.stop[state]])
+            hit = (futures, self._split(state[0])[1][futures],
+                   ((lam + TIE) * self.pathset.cost_norm[futures]).astype(np.float32))
+            if len(self._futures) >= 4096:
+                self._futures.clear()
+            self._futures[key] = hit
+        return hit
 
     def start(self, lam: float, allowed: np.ndarray | None = None) -> int:
         """The path to start on, before any exit is seen (QuEE's first gate: the highest level).
@@ -239,7 +259,7 @@ class GateHook:
                  run_exit: Callable[[int, np.ndarray], np.ndarray], chain=None):
         self.gates, self.current, self.lam, self.allowed = gates, current, lam, allowed
         self.run_exit, self.chain = run_exit, chain
-        self.prev: np.ndarray | None = None
+        self.prev = None  # the previous exit's row_stats (one input) or probabilities (a batch)
         self.exited_at: tuple[int, int] | None = None  # set only for a stop on the planned path
         self.rerouted = False
         self.gates_run = 0
@@ -249,8 +269,7 @@ class GateHook:
     def points(self) -> frozenset[int]:
         """Blocks of the current path where a gate decides (the executor runs the blocks between
         them as one segment)."""
-        path = self.path
-        return frozenset(g for g in path.blocks if self.gates.pathset.state_at(path, g) is not None)
+        return self.gates.pathset.points_of(self.current)
 
     @property
     def path(self) -> Path:
@@ -264,9 +283,14 @@ class GateHook:
             return None
         logits = self.run_exit(block, hidden)
         t0 = time.perf_counter()
-        p_cur = softmax(logits)
-        nxt = self.gates.decide(state, gate_features(p_cur, self.prev), self.lam, self.allowed)
-        self.prev, self.gates_run = p_cur, self.gates_run + 1
+        if len(logits) == 1:  # one input: eq. 13 from the stats carried from the previous gate
+            cur = row_stats(logits)
+            u = features_row(cur, self.prev if self.prev is not None else uniform_stats(len(cur[0])))
+        else:
+            cur = softmax(logits)
+            u = gate_features(cur, self.prev)
+        nxt = self.gates.decide(state, u, self.lam, self.allowed)
+        self.prev, self.gates_run = cur, self.gates_run + 1
         self.decision_us += (time.perf_counter() - t0) * 1e6
         if nxt == ps.stop[state]:
             self.current = nxt

@@ -7,6 +7,7 @@ any path of the set whose blocks and bits up to ``g`` are that prefix (its *cons
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -69,6 +70,7 @@ class PathSet:
         self.cost_norm = self.costs_ms / self.costs_ms.max()
         self.encodings = np.stack([self.encode(p) for p in self.paths]).astype(np.float32)
         self.futures: dict[State, np.ndarray] = {}
+        self._points: dict[int, frozenset[int]] = {}
         self.stop: dict[State, int] = {}
         for p in self.paths:
             for state in self.states_of(p):
@@ -101,6 +103,14 @@ class PathSet:
                 out.append(state)
         return out
 
+    def points_of(self, index: int) -> frozenset[int]:
+        """Blocks of path ``index`` where a gate decides (:meth:`state_at` is not None), cached."""
+        hit = self._points.get(index)
+        if hit is None:
+            path = self.paths[index]
+            hit = self._points[index] = frozenset(g for g in path.blocks if self.state_at(path, g) is not None)
+        return hit
+
     def state_at(self, path: Path, g: int) -> State | None:
         """The decision state of ``path`` at block ``g`` (None: no gate there).
 
@@ -129,11 +139,35 @@ def gate_features(p_cur: np.ndarray, p_prev: np.ndarray | None) -> np.ndarray:
     return np.concatenate([p_cur, p_prev, ent.T, top[::-1].T], axis=1).astype(np.float32, copy=False)
 
 
+def row_stats(logits: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """One input's (probabilities, entropy, max-probability) from its logits [1, classes]: the
+    parts of eq. 13 a pass carries from gate to gate (what :func:`gate_features` computes for a
+    batch, in fewer numpy calls: a gate decision on a sub-millisecond model must stay cheap)."""
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    e = np.exp(z - z.max())
+    p = (e / e.sum()).astype(np.float32)
+    return p, float(-(p @ np.log(np.maximum(p, 1e-12)))), float(p.max())
+
+
+@functools.lru_cache(maxsize=16)
+def uniform_stats(classes: int) -> tuple[np.ndarray, float, float]:
+    """:func:`row_stats` of the uniform distribution (the "previous" exit of the first gate; cached, read-only)."""
+    p = np.full(classes, 1.0 / classes, dtype=np.float32)
+    p.flags.writeable = False
+    return p, float(-(p @ np.log(p))), float(p[0])
+
+
+def features_row(cur: tuple[np.ndarray, float, float], prev: tuple[np.ndarray, float, float]) -> np.ndarray:
+    """Eq. 13 for one input from :func:`row_stats` of the current and previous exits: [1, D]."""
+    return np.concatenate((cur[0], prev[0], np.array((cur[1], prev[1], prev[2], cur[2]), np.float32)))[None]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``logits`` [n, classes] (float32)."""
+    """Row-wise softmax of ``logits`` [n, classes] (float32, computed in float64)."""
     z = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
     z = np.exp(z - z.max(axis=1, keepdims=True))
-    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.astype(np.float32)
 
 
 def _consistent(path: Path, state: State) -> bool:
