@@ -95,7 +95,7 @@ def test_share_of_the_oracle_gain_against_both_references():
     assert abs(out["gates"]["best_static"]["share_of_oracle_gain"] - 1 / 3) < 1e-12
 
 
-def test_measure_branches_interleaves_and_takes_medians():
+def test_measure_branches_runs_interleaved_warm_bursts():
     from edgeinf.learned.evaluate import measure_branches
 
     table, _, _ = _setup()
@@ -105,10 +105,11 @@ def test_measure_branches_interleaves_and_takes_medians():
         def run(self, branch, x, hook=None):
             calls.append(branch.id)
 
-    ms = measure_branches(Fake(), table, np.zeros((4, 2), np.float32), repeats=3, warmup=1)
+    ms = measure_branches(Fake(), table, np.zeros((4, 2), np.float32), repeats=4, warmup=1, rounds=2)
     assert ms.shape == (2,) and (ms >= 0).all()
-    ids = [b.id for b in table.branches]
-    assert calls == ids[:1] + ids[1:] + ids * 3  # warm-up per branch, then one call of each per round
+    a, b = (br.id for br in table.branches)
+    # per round, each branch in a burst: 1 warm-up + 2 timed calls (4 repeats over 2 rounds)
+    assert calls == [a] * 3 + [b] * 3 + [a] * 3 + [b] * 3
 
 
 def test_table_split_comes_from_the_profile(tmp_path):

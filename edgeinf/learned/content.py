@@ -254,7 +254,15 @@ class ContentScheduler(LookupTable):
         self._masks = self.content.masks(self._branches)
         self._base_ms = np.array([b.base_ms for b in self._branches])
         self._bits0 = [b.bits[:1] for b in self._branches]
+        self._starts: dict[tuple, np.ndarray] = {}
         return self
+
+    def starts_like(self, bits0: tuple) -> np.ndarray:
+        """Mask of the table branches that run block 0 at ``bits0`` (the hook can switch among them)."""
+        hit = self._starts.get(bits0)
+        if hit is None:
+            hit = self._starts[bits0] = np.array([b == bits0 for b in self._bits0]) & self._masks[3]
+        return hit
 
     def choose(self, budget_ms: float, snapshot) -> Decision:
         scale, add_ms = self.latency.bounds(snapshot)
@@ -296,8 +304,7 @@ class _ContentHook:
         sched = self.sched
         budget_ms, scale, add_ms = sched._budget
         bits0 = self.planned.bits[:1]
-        same_start = np.fromiter((b == bits0 for b in sched._bits0), dtype=bool, count=len(sched._bits0))
-        allowed = (sched._base_ms * scale + add_ms <= budget_ms) & same_start & sched._masks[3]
+        allowed = (sched._base_ms * scale + add_ms <= budget_ms) & sched.starts_like(bits0)
         if not allowed.any():
             return None
         keep, exit_p = sched.content.predict(pool(hidden), (budget_ms - add_ms) / scale)

@@ -107,25 +107,29 @@ def full_model(table: BranchTable):
     return max(full, key=lambda b: (min(b.bits or (32,)), -b.base_ms)) if full else None
 
 
-def measure_branches(executor, table: BranchTable, x: np.ndarray, repeats: int = 30, warmup: int = 5) -> np.ndarray:
+def measure_branches(executor, table: BranchTable, x: np.ndarray, repeats: int = 30, warmup: int = 3,
+                     rounds: int = 3) -> np.ndarray:
     """Median measured ms of every table branch run alone by ``executor`` (as the runtime runs it
     without hooks: fused or composed graph when there is one), inputs cycling through ``x``.
 
-    Rounds interleave the branches (one call of each per round), so a load change on the
-    machine shifts every branch alike instead of biasing the ones measured last."""
+    Each branch runs in short warm bursts (``warmup`` untimed calls, then its share of
+    ``repeats`` timed ones), as the runtime runs one scheduler's few branches call after call;
+    the ``rounds`` bursts of every branch are interleaved, so a load change on the machine shifts
+    every branch alike instead of biasing the ones measured last."""
     import time
 
     x = np.asarray(x, dtype=np.float32)
-    for b in table.branches:
-        for i in range(warmup):
-            executor.run(b, x[i % len(x)][None])
-    ms = np.empty((repeats, len(table.branches)))
-    for r in range(repeats):
-        xi = x[r % len(x)][None]
+    per = max(1, -(-repeats // rounds))
+    ms = np.empty((rounds * per, len(table.branches)))
+    for r in range(rounds):
         for j, b in enumerate(table.branches):
-            t0 = time.perf_counter()
-            executor.run(b, xi)
-            ms[r, j] = (time.perf_counter() - t0) * 1e3
+            for i in range(warmup):
+                executor.run(b, x[i % len(x)][None])
+            for i in range(per):
+                xi = x[(r * per + i) % len(x)][None]
+                t0 = time.perf_counter()
+                executor.run(b, xi)
+                ms[r * per + i, j] = (time.perf_counter() - t0) * 1e3
     return np.median(ms, axis=0)
 
 
