@@ -81,3 +81,10 @@ def test_demo_run_writes_run_and_timeline(pkg, tmp_path):
     summary = demo_run(pkg, tmp_path, xs, None, duration_s=1.0)
     assert summary["calls"] > 10
     assert (tmp_path / "run.json").is_file() and (tmp_path / "timeline.png").is_file()
+
+
+def test_run_with_a_learned_scheduler_the_package_lacks_says_what_to_do(cli, pkg, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, IN), np.float32))
+    code, _, err = cli("run", pkg, "--input", tmp_path / "x.npy", "--budget-ms", "50", "--scheduler", "gates")
+    assert code == 1
+    assert "no trained 'gates' scheduler" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

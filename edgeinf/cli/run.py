@@ -55,7 +55,10 @@ class RunTool(Tool):
         parser.add_argument("--input", required=True, metavar="NPY", help="inputs, one sample per row (.npy)")
         parser.add_argument("--labels", default=None, metavar="NPY", help="labels (.npy) to report accuracy")
         parser.add_argument("--budget-ms", type=float, required=True, help="latency budget per call in ms")
-        parser.add_argument("--scheduler", default="lut", choices=("lut", "static", "threshold"))
+        parser.add_argument("--scheduler", default="lut",
+                            choices=("lut", "static", "threshold", "gates", "gates-next", "content"),
+                            help="gates, gates-next and content load the scheduler trained into the package "
+                                 "(edgeinf train-scheduler); default lut")
         parser.add_argument("--repeat", type=int, default=1, help="passes over the inputs")
 
     def run(self, args: argparse.Namespace) -> int:

@@ -42,8 +42,8 @@ def load_trained(pkg, kind: str) -> ErrorGates | ContentAware:
     if kind not in KINDS:
         raise PackageError(f"unknown scheduler kind '{kind}'; choose from {', '.join(KINDS)}")
     if entry is None:
-        raise PackageError(f"package {package.root} has no trained '{kind}' scheduler; train one and attach it "
-                           "with edgeinf.learned.store.attach_scheduler")
+        raise PackageError(f"package {package.root} has no trained '{kind}' scheduler; train one with: "
+                           f"edgeinf train-scheduler {package.root} --kind {kind}")
     path = Path(package.root) / entry["path"]
     if not path.resolve().is_relative_to(Path(package.root).resolve()):
         raise PackageError(f"the '{kind}' scheduler file points outside {package.root}; re-attach it")

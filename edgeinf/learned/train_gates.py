@@ -80,9 +80,14 @@ def cluster_targets(probs_fit: np.ndarray, wrong_fit: np.ndarray, probs: np.ndar
     k = min(k, len(np.unique(probs_fit.round(6), axis=0)))
     if k <= 1:
         return np.full(len(probs), wrong_fit.mean(), dtype=np.float32)
-    from sklearn.cluster import KMeans
+    import warnings
 
-    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(probs_fit)
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # confident exits repeat probability vectors: fewer distinct clusters is fine
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(probs_fit)
     rate = np.array([wrong_fit[km.labels_ == c].mean() if np.any(km.labels_ == c) else wrong_fit.mean()
                      for c in range(k)])
     return rate[km.predict(probs)].astype(np.float32)
