@@ -1,4 +1,4 @@
-"""The learned schedulers' commands, driven in-process (not yet in the CLI registry)."""
+"""The learned schedulers' commands: argument errors in-process; the whole flow on a demo package (slow)."""
 from __future__ import annotations
 
 import argparse
@@ -35,3 +35,39 @@ def test_evaluate_rejects_bad_arguments(tmp_path):
         tool.run(_parse(tool, [str(tmp_path), "--budgets", "0"]))
     with pytest.raises(SystemExit):
         _parse(TrainSchedulerTool(), [str(tmp_path), "--kind", "nope"])
+
+
+@pytest.mark.slow
+def test_train_evaluate_and_run_on_a_demo_package(cli, tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    monkeypatch.setenv("EDGEINF_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli("demo", "--out", tmp_path / "demo", "--models", "digits-resnet", "--split", "val",
+                       "--max-branches", "40", "--repeats", "3")
+    assert code == 0, err
+    pkg = tmp_path / "demo" / "package"
+    for kind, epochs in (("gates", "5"), ("gates-next", "5"), ("content", "2")):
+        code, out, err = cli("train-scheduler", pkg, "--kind", kind, "--epochs", epochs, "--json")
+        assert code == 0, err
+        assert json.loads(out)["kind"] == kind
+    code, out, err = cli("evaluate", pkg, "--budgets", "3", "--out", tmp_path / "eval.json",
+                         "--plot", tmp_path / "frontier.png", "--json")
+    assert code == 0, err
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["table_split"] == "val"
+    for part in ("offline", "runtime"):
+        rows = res[part]["schedulers"]
+        assert set(rows) == {"static", "lut", "threshold", "gates", "gates-next", "content"}
+        assert all(len(r) == 3 and all(0.0 <= x["accuracy"] <= 1.0 and x["mean_ms"] > 0 for x in r) for r in rows.values())
+        # the oracle is never less accurate, nor slower, than the full model
+        assert res[part]["oracle"]["accuracy"] >= res[part]["full_model"]["accuracy"]
+        assert res[part]["oracle"]["mean_ms"] <= res[part]["full_model"]["mean_ms"]
+    assert all(r["decision_us"] > 0 for r in res["runtime"]["schedulers"]["gates"])
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+    np.save(tmp_path / "x.npy", np.zeros((3, 1, 32, 32), np.float32))
+    code, out, err = cli("run", pkg, "--input", tmp_path / "x.npy", "--budget-ms", "5", "--scheduler", "gates",
+                         "--threads", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["calls"] == 3
