@@ -115,13 +115,7 @@ class ErrorGates:
         """Lambda for a budget, from the calibration: among the lambdas whose mean routed latency
         fits ``budget_ms``, the largest one whose calibration accuracy is within ``tolerance`` of
         the best of them (without accuracies: the smallest that fits). None fits: the largest."""
-        ok = np.nonzero(self.mean_ms <= budget_ms)[0]
-        if not len(ok):
-            return float(self.lambdas[-1])
-        if self.accuracy is None:
-            return float(self.lambdas[ok[0]])
-        acc = self.accuracy[ok]
-        return float(self.lambdas[ok[acc >= acc.max() - self.tolerance][-1]])
+        return lambda_for_budget(self, budget_ms)
 
     # -- offline routing (evaluation, calibration) -----------------------------------------
     def route(self, probs: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -157,11 +151,7 @@ class ErrorGates:
         """Write one ``.npz`` of plain arrays (atomically); returns its path."""
         from edgeinf._atomic import write_npz
 
-        arrays = {"format": np.array(FORMAT), "paths": np.array(json.dumps(_paths_json(self.pathset))),
-                  "meta": np.array(json.dumps(self.meta, sort_keys=True)), "prior_pe": self.prior_pe,
-                  "lambdas": self.lambdas, "mean_ms": self.mean_ms, "tolerance": np.array(self.tolerance)}
-        if self.accuracy is not None:
-            arrays["accuracy"] = self.accuracy
+        arrays = common_arrays(FORMAT, self)
         for g, (w1, b1, w2, b2) in self.weights.items():
             arrays.update({f"gate{g}_w1": w1, f"gate{g}_b1": b1, f"gate{g}_w2": w2, f"gate{g}_b2": np.asarray(b2)})
         return write_npz(path, **arrays)
@@ -184,6 +174,30 @@ class ErrorGates:
         acc = data["accuracy"] if "accuracy" in data.files else None
         return cls(pathset, weights, data["prior_pe"], data["lambdas"], data["mean_ms"], json.loads(str(data["meta"])),
                    acc, float(data["tolerance"]) if "tolerance" in data.files else 0.005)
+
+
+def lambda_for_budget(gates, budget_ms: float) -> float:
+    """Lambda for a budget from ``gates``' calibration (``lambdas``, ``mean_ms``, ``accuracy``,
+    ``tolerance``): among the lambdas whose mean routed latency fits ``budget_ms``, the largest
+    whose accuracy is within ``tolerance`` of the best of them (without accuracies: the smallest
+    that fits). None fits: the largest."""
+    ok = np.nonzero(gates.mean_ms <= budget_ms)[0]
+    if not len(ok):
+        return float(gates.lambdas[-1])
+    if gates.accuracy is None:
+        return float(gates.lambdas[ok[0]])
+    acc = gates.accuracy[ok]
+    return float(gates.lambdas[ok[acc >= acc.max() - gates.tolerance][-1]])
+
+
+def common_arrays(fmt: str, gates) -> dict[str, np.ndarray]:
+    """The arrays every gates file starts with: format, paths, meta, prior error, calibration."""
+    arrays = {"format": np.array(fmt), "paths": np.array(json.dumps(_paths_json(gates.pathset))),
+              "meta": np.array(json.dumps(gates.meta, sort_keys=True)), "prior_pe": gates.prior_pe,
+              "lambdas": gates.lambdas, "mean_ms": gates.mean_ms, "tolerance": np.array(gates.tolerance)}
+    if gates.accuracy is not None:
+        arrays["accuracy"] = gates.accuracy
+    return arrays
 
 
 def most_accurate_cheapest(prior_pe: np.ndarray, costs_ms: np.ndarray, candidates: np.ndarray, tolerance: float) -> int:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.learned.gates import GatesScheduler, most_accurate_cheapest
+from edgeinf.learned.gates import GatesScheduler, common_arrays, lambda_for_budget, most_accurate_cheapest
 from edgeinf.learned.paths import Path, PathSet, State, gate_features
 
 FORMAT = "edgeinf-next-step-gates/1"
@@ -151,13 +151,7 @@ class NextStepGates:
     def lam_for_budget(self, budget_ms: float) -> float:
         """Among the lambdas whose mean routed latency fits ``budget_ms``, the largest whose accuracy
         is within ``tolerance`` of the best of them (no accuracies: the smallest). None fits: the largest."""
-        ok = np.nonzero(self.mean_ms <= budget_ms)[0]
-        if not len(ok):
-            return float(self.lambdas[-1])
-        if self.accuracy is None:
-            return float(self.lambdas[ok[0]])
-        acc = self.accuracy[ok]
-        return float(self.lambdas[ok[acc >= acc.max() - self.tolerance][-1]])
+        return lambda_for_budget(self, budget_ms)
 
     # -- offline routing -------------------------------------------------------------------
     def route(self, probs: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -202,11 +196,7 @@ class NextStepGates:
         """Write one ``.npz`` of plain arrays (atomically); returns its path."""
         from edgeinf._atomic import write_npz
 
-        arrays = {"format": np.array(FORMAT), "paths": np.array(json.dumps(_paths_json(self.pathset))),
-                  "meta": np.array(json.dumps(self.meta, sort_keys=True)), "prior_pe": self.prior_pe,
-                  "lambdas": self.lambdas, "mean_ms": self.mean_ms, "tolerance": np.array(self.tolerance)}
-        if self.accuracy is not None:
-            arrays["accuracy"] = self.accuracy
+        arrays = common_arrays(FORMAT, self)
         for k, module in enumerate(self.modules):
             for g, (w1, b1, w2, b2) in module.items():
                 arrays.update({f"m{k}_gate{g}_w1": w1, f"m{k}_gate{g}_b1": b1, f"m{k}_gate{g}_w2": w2,
@@ -252,12 +242,6 @@ def _checked(data: dict[str, np.ndarray], prefix: str, enc_dim: int) -> Weights:
     if d_u < 6 or d_u % 2 or b1.shape != (w1.shape[1],) or w2.shape != b1.shape or b2.shape != ():
         raise ValueError(f"weights {prefix}* have inconsistent shapes")
     return w1, b1, w2, b2
-
-
-def _paths_json(ps: PathSet) -> dict:
-    return {"num_blocks": ps.num_blocks, "exit_points": list(ps.exit_points), "gates": sorted({s[0] for s in ps.stop}),
-            "paths": [{"id": p.id, "blocks": list(p.blocks), "exit": p.exit, "bits": list(p.bits), "cost_ms": p.cost_ms}
-                      for p in ps.paths]}
 
 
 class NextStepScheduler(GatesScheduler):

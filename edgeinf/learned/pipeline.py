@@ -117,24 +117,25 @@ def train_gates_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: i
     """QuEE gates on the val split over at most ``max_paths`` paths (the Pareto front always in)."""
     from edgeinf.learned.train_gates import GateTrainConfig, train_gates
 
-    ps, idx = _pathset(wb, seed, max_paths)
     config = GateTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
-    t0 = time.perf_counter()
-    gates = train_gates(ps, wb.probs_val[idx], wb.data.y_val, config)
-    wb.timings_s["train_gates"] = time.perf_counter() - t0
-    return gates
+    return _train_on_paths(wb, seed, max_paths, "gates", train_gates, config)
 
 
 def train_gates_next_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
     """QuEE's next-step variant (appendix 7.3) on the val split, over the same paths as the gates."""
     from edgeinf.learned.train_next_step import NextStepTrainConfig, train_next_step
 
-    ps, idx = _pathset(wb, seed, max_paths)
     config = NextStepTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    return _train_on_paths(wb, seed, max_paths, "gates-next", train_next_step, config)
+
+
+def _train_on_paths(wb: Workbench, seed: int, max_paths: int, kind: str, train, config):
+    """``train(pathset, probs, labels, config)`` on the val split over the sampled paths, timed."""
+    ps, idx = _pathset(wb, seed, max_paths)
     t0 = time.perf_counter()
-    gates = train_next_step(ps, wb.probs_val[idx], wb.data.y_val, config)
-    wb.timings_s["train_gates-next"] = time.perf_counter() - t0
-    return gates
+    trained = train(ps, wb.probs_val[idx], wb.data.y_val, config)
+    wb.timings_s[f"train_{kind}"] = time.perf_counter() - t0
+    return trained
 
 
 def train_for(wb: Workbench, kind: str, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
