@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-paths", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved measured passes (the median one is kept)")
     ap.add_argument("--no-runtime", action="store_true", help="offline replay only")
     ap.add_argument("--attach", action="store_true", help="store the trained schedulers in the package")
     ap.add_argument("--plot", default=None, help="also draw the frontier PNG here")
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
              **{f"gates-next-lam{lam:g}": ("gates-next", NextStepScheduler(nxt, lam=float(lam))) for lam in nxt.lambdas},
              **{f"threshold-{t:g}": ("threshold", Threshold(t)) for t in THRESHOLDS}}
     result = evaluate(wb, SCHEDULER_NAMES, trained, args.budgets, not args.no_runtime, args.threads,
-                      extra=extra, extra_offline=sweeps)
+                      extra=extra, extra_offline=sweeps, rounds=args.rounds)
     result.update({"host": socket.gethostname(), "package": str(Path(args.package).resolve()),
                    "model": getattr(wb.model, "name", None) or args.model,
                    "test_samples": int(len(wb.data.y_test)), "branches": len(wb.table), "paths": len(gates.pathset),

@@ -101,3 +101,23 @@ def test_runtime_loads_a_trained_scheduler_by_name(tmp_path):
         Runtime.load(tmp_path / "pkg", scheduler="content", monitor=False)
     with pytest.raises(EdgeinfError, match="unknown scheduler 'nope'.*gates"):
         Runtime.load(tmp_path / "pkg", scheduler="nope", monitor=False)
+
+
+def test_evaluate_runtime_shares_one_executor_and_keeps_the_median_round(tmp_path):
+    from edgeinf.errors import EdgeinfError
+    from edgeinf.learned.evaluate import evaluate_runtime
+    from edgeinf.runtime.schedulers import Threshold
+
+    write_package(tmp_path / "pkg", n_blocks=3)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, IN)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    out = evaluate_runtime(tmp_path / "pkg", {"lut": "lut", "threshold": Threshold(0.5)}, x, y, [0.5, 10.0], rounds=3)
+    assert set(out) == {"lut", "threshold"}
+    for rows in out.values():
+        assert [r["budget_ms"] for r in rows] == [0.5, 10.0]
+        for r in rows:
+            assert len(r["rounds_mean_ms"]) == 3 and r["mean_ms"] == sorted(r["rounds_mean_ms"])[1]
+            assert 0.0 <= r["accuracy"] <= 1.0 and r["p95_ms"] > 0 and r["decision_us"] > 0
+    with pytest.raises(EdgeinfError, match="rounds"):
+        evaluate_runtime(tmp_path / "pkg", {"lut": "lut"}, x, y, [1.0], rounds=0)

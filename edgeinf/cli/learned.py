@@ -69,6 +69,8 @@ class EvaluateTool(Tool):
                                  "package (edgeinf train-scheduler), the ones that are not are left out with a note")
         parser.add_argument("--budgets", type=int, default=8, help="number of budgets from fastest to full (default 8)")
         parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+        parser.add_argument("--rounds", type=int, default=1,
+                            help="interleaved measured passes per scheduler and budget; the median is kept (default 1)")
         parser.add_argument("--no-runtime", action="store_true", help="offline replay with profiled latencies only")
         parser.add_argument("--out", default=None, help="write the results JSON here")
 
@@ -80,6 +82,8 @@ class EvaluateTool(Tool):
         names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
         if args.budgets < 1:
             raise EdgeinfError(f"--budgets must be >= 1, got {args.budgets}")
+        if args.rounds < 1:
+            raise EdgeinfError(f"--rounds must be >= 1, got {args.rounds}")
         wb = open_workbench(args.package, args.model)
         trained = {}
         for kind in (k for k in LEARNED if k in names):
@@ -88,7 +92,7 @@ class EvaluateTool(Tool):
             else:
                 print(f"note: the package has no trained '{kind}' scheduler (edgeinf train-scheduler PKG --kind "
                       f"{kind}); left out", file=sys.stderr)
-        result = evaluate(wb, names, trained, args.budgets, not args.no_runtime, args.threads)
+        result = evaluate(wb, names, trained, args.budgets, not args.no_runtime, args.threads, rounds=args.rounds)
         if args.out:
             write_json(args.out, result)
         if args.plot:

@@ -190,7 +190,7 @@ def at_full_accuracy(rows: dict[str, list[dict]], part: dict, tol: float = 0.005
 
 def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, budgets: int | Sequence[float] = 8,
              runtime: bool = True, threads: int = 1, extra: dict | None = None,
-             extra_offline: dict[str, list[dict]] | None = None) -> dict:
+             extra_offline: dict[str, list[dict]] | None = None, rounds: int = 1) -> dict:
     """Offline (profiled ms) and, with ``runtime``, measured results of the named schedulers on test.
 
     ``trained``: the learned schedulers by kind ("gates", "gates-next", "content"); a named
@@ -199,6 +199,7 @@ def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, b
     ``extra``: more runtime schedulers, name -> (family, Scheduler), measured at the largest
     budget only (e.g. gates at a fixed lambda); ``extra_offline``: family -> more offline rows
     (e.g. the gates' lambda sweep). Both count for their family in ``at_full_accuracy``.
+    ``rounds``: interleaved measured passes per scheduler and budget (the median one is kept).
     """
     from edgeinf.learned.evaluate import budgets_between, evaluate_offline, full_model, summarize
 
@@ -222,7 +223,7 @@ def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, b
         off.pop("oracle")
     result = {"table_split": wb.table_split, "offline": off}
     if runtime:
-        result["runtime"] = _measured(wb, names, trained, b, threads, full, extra or {})
+        result["runtime"] = _measured(wb, names, trained, b, threads, full, extra or {}, rounds)
     more = {"offline": dict(extra_offline or {}), "runtime": {}}
     for name, (family, _) in (extra or {}).items():
         if "runtime" in result:
@@ -234,7 +235,7 @@ def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, b
     return result
 
 
-def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, extra: dict) -> dict:
+def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, extra: dict, rounds: int) -> dict:
     """The runtime part of :func:`evaluate`: every scheduler per budget, the full model and the
     best static branch as schedulers, and the oracle from every branch's measured median."""
     from edgeinf.learned.evaluate import evaluate_runtime, measure_branches, oracle_point
@@ -246,11 +247,11 @@ def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, 
               **{k: (lambda k=k: KINDS[k][1](trained[k])) for k in trained}}
     scheds = {n: makers[n]() for n in names if n in makers}
     x, y = wb.data.x_test, wb.data.y_test
-    rows = evaluate_runtime(wb.package, scheds, x, y, budgets, threads)
+    rows = evaluate_runtime(wb.package, scheds, x, y, budgets, threads, rounds=rounds)
     refs = {"best_static": Static(wb.table.most_accurate.id), **({"full_model": Static(full.id)} if full else {}),
             **{name: sched for name, (_, sched) in extra.items()}}
-    top = evaluate_runtime(wb.package, refs, x, y, [float(budgets[-1])], threads)
-    part = {"latency_source": "measured", "budgets_ms": [float(v) for v in budgets], "schedulers": rows}
+    top = evaluate_runtime(wb.package, refs, x, y, [float(budgets[-1])], threads, rounds=rounds)
+    part = {"latency_source": "measured", "budgets_ms": [float(v) for v in budgets], "rounds": rounds, "schedulers": rows}
     for ref in ("best_static", "full_model"):
         if ref in top:
             part[ref] = {**top.pop(ref)[0], "branch": refs[ref].branch_id}
