@@ -121,3 +121,20 @@ def test_evaluate_runtime_shares_one_executor_and_keeps_the_median_round(tmp_pat
             assert 0.0 <= r["accuracy"] <= 1.0 and r["p95_ms"] > 0 and r["decision_us"] > 0
     with pytest.raises(EdgeinfError, match="rounds"):
         evaluate_runtime(tmp_path / "pkg", {"lut": "lut"}, x, y, [1.0], rounds=0)
+
+
+def test_inspect_lists_and_verifies_the_trained_schedulers(tmp_path, cli):
+    from edgeinf.learned.store import attach_scheduler
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    write_package(tmp_path / "pkg", n_blocks=3)
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
+        gates = _constant_gates(probe.table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, classes=3)
+    entry = attach_scheduler(tmp_path / "pkg", "gates", gates)
+    code, out, err = cli("inspect", tmp_path / "pkg")
+    assert code == 0, err
+    assert "schedulers/gates.npz" in out and "and 1 trained scheduler" in out
+    (tmp_path / "pkg" / entry["path"]).write_bytes(b"not the gates")
+    code, out, err = cli("inspect", tmp_path / "pkg")
+    assert code == 1 and "sha256" in err and len(err.strip().splitlines()) == 1

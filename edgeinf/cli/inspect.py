@@ -28,8 +28,27 @@ class InspectTool(Tool):
         _print_header(pkg)
         _print_artifacts(pkg.artifacts)
         _print_branches(pkg.branches, args.all_branches)
-        print(f"verified: {len(pkg.artifacts)} artifacts, schema {pkg.manifest['schema_version']}, every sha256 matches")
+        trained = _print_schedulers(pkg)
+        print(f"verified: {len(pkg.artifacts)} artifacts{trained}, schema {pkg.manifest['schema_version']}, "
+              "every sha256 matches")
         return 0
+
+
+def _print_schedulers(pkg) -> str:
+    """The learned schedulers trained into the package, each verified as it is loaded; returns
+    the summary's extra words."""
+    from edgeinf.learned.store import SCHEDULERS, load_trained
+
+    entries = pkg.manifest.get(SCHEDULERS) or {}
+    if not entries:
+        return ""
+    print()
+    print(f"{'SCHEDULER':<12} {'KB':>8}  {'PATHS':>5}  FILE")
+    for kind, entry in sorted(entries.items()):
+        trained = load_trained(pkg, kind)  # raises PackageError (one line) on a missing or tampered file
+        paths = len(trained.pathset) if hasattr(trained, "pathset") else "-"
+        print(f"{kind:<12} {entry['size_bytes'] / 1024:>8.1f}  {paths:>5}  {entry['path']}")
+    return f" and {len(entries)} trained scheduler{'s' if len(entries) > 1 else ''}"
 
 
 def _print_header(pkg) -> None:
