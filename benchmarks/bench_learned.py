@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", required=True, help="package directory (edgeinf demo writes DIR/package)")
     ap.add_argument("--model", default=None, help="zoo model the package was exported from (default: the manifest's)")
+    ap.add_argument("--checkpoint", default=None, help="state dict the package was exported from (a fine-tuned model)")
     ap.add_argument("--budgets", type=int, default=8, help="number of budgets between fastest and full")
     ap.add_argument("--max-paths", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     from edgeinf.runtime.schedulers import Threshold
 
     torch.set_num_threads(args.threads)
-    wb = open_workbench(args.package, args.model)
+    wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint)
     trained = {kind: train_for(wb, kind, args.seed, args.max_paths) for kind in LEARNED}
     if args.attach:
         from edgeinf.learned.store import attach_scheduler

@@ -55,7 +55,11 @@ def load_source(spec: str, adapter: str | None = None, input_shape: Sequence[int
     if arch is None:
         raise EdgeinfError(f"{path} is a checkpoint: say which architecture it belongs to with --arch "
                            "(a zoo name, timm:MODEL_NAME, or package.module:factory such as torchvision.models:resnet18)")
-    return Source(_load_checkpoint(path, arch, adapter, input_shape, cache))
+    model = _load_checkpoint(path, arch, adapter, input_shape, cache)
+    if arch in zoo.list_models():  # a zoo architecture (e.g. fine-tuned): its validation split profiles it
+        data = zoo.load_digits(model.input_shape[-1], zoo.DATA_SEED)
+        return Source(model, data.x_val, data.y_val)
+    return Source(model)
 
 
 def build_arch(arch: str) -> "Any":

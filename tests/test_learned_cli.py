@@ -71,3 +71,11 @@ def test_train_evaluate_and_run_on_a_demo_package(cli, tmp_path, monkeypatch):
                          "--threads", "1", "--json")
     assert code == 0, err
     assert json.loads(out)["summary"]["calls"] == 3
+
+
+def test_finetune_needs_content_and_a_checkpoint_path(tmp_path):
+    tool = TrainSchedulerTool()
+    with pytest.raises(EdgeinfError, match="--kind content"):
+        tool.run(_parse(tool, [str(tmp_path), "--kind", "gates", "--finetune", "lora"]))
+    with pytest.raises(EdgeinfError, match="--checkpoint-out"):
+        tool.run(_parse(tool, [str(tmp_path), "--kind", "content", "--finetune", "full"]))

@@ -13,6 +13,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("package", metavar="PKG", help="package directory (from edgeinf export / edgeinf demo)")
     parser.add_argument("--model", default=None, help="zoo model the package was exported from (default: the manifest's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    parser.add_argument("--checkpoint", default=None, metavar="CKPT",
+                        help="the state dict the package was exported from (e.g. a fine-tuned model), loaded into "
+                             "the zoo architecture instead of its weights")
 
 
 class TrainSchedulerTool(Tool):
@@ -30,6 +33,13 @@ class TrainSchedulerTool(Tool):
                                  "(QuEE app. 7.3), or AdaInf's content-aware scheduler")
         parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the kind's default)")
         parser.add_argument("--max-paths", type=int, default=50, help="gates, gates-next: paths to choose among (default 50)")
+        tune = parser.add_argument_group("Fine-tuning the backbone (content only; AdaInf's option)")
+        tune.add_argument("--finetune", choices=("none", "full", "lora"), default="none",
+                          help="train blocks 1.. with the scheduler: all their weights, or rank-r LoRA adapters merged "
+                               "after; the blocks change, so this writes a checkpoint to export again (default none)")
+        tune.add_argument("--lora-rank", type=int, default=4, help="LoRA rank (default 4)")
+        tune.add_argument("--checkpoint-out", default=None, metavar="CKPT",
+                          help="where the fine-tuned model's state dict goes (required with --finetune)")
 
     def run(self, args: argparse.Namespace) -> int:
         from edgeinf.learned.pipeline import open_workbench, train_for
@@ -38,8 +48,10 @@ class TrainSchedulerTool(Tool):
 
         if args.epochs is not None and args.epochs < 1:
             raise EdgeinfError(f"--epochs must be >= 1, got {args.epochs}")
+        if args.finetune != "none":
+            return self._finetune(args)
         with Progress("train-scheduler", total=3) as bar:
-            wb = open_workbench(args.package, args.model)
+            wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint)
             bar.update(1)
             trained = train_for(wb, args.kind, args.seed, args.max_paths, args.epochs)
             bar.update(1)
@@ -51,6 +63,37 @@ class TrainSchedulerTool(Tool):
             self.print_json(out)
         else:
             print(f"{args.kind}: trained in {out['train_s']:.1f} s, stored as {Path(args.package) / entry['path']}")
+        return 0
+
+
+    def _finetune(self, args: argparse.Namespace) -> int:
+        """Train with the backbone fine-tuned; write the checkpoint and say how to export it again."""
+        import torch
+
+        from edgeinf._atomic import atomic_path
+        from edgeinf.learned.pipeline import finetune_content_for, open_workbench
+
+        if args.kind != "content":
+            raise EdgeinfError(f"--finetune is an option of the content-aware scheduler, not of '{args.kind}'; "
+                               "use --kind content")
+        if not args.checkpoint_out:
+            raise EdgeinfError("--finetune changes the blocks: give --checkpoint-out CKPT for the fine-tuned weights")
+        wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint)
+        _, tuned = finetune_content_for(wb, args.finetune, args.seed, args.epochs, args.lora_rank)
+        with atomic_path(Path(args.checkpoint_out)) as tmp:
+            torch.save(tuned.state_dict(), tmp)
+        name = (wb.package.manifest.get("model") or {}).get("name")
+        steps = [f"edgeinf export {args.checkpoint_out} --arch {name} --out NEW_PKG",
+                 "edgeinf profile NEW_PKG", f"edgeinf train-scheduler NEW_PKG --kind content --checkpoint {args.checkpoint_out}"]
+        out = {"kind": "content", "finetune": args.finetune, "checkpoint": str(args.checkpoint_out),
+               "train_s": wb.timings_s.get(f"finetune_{args.finetune}"), "seed": args.seed, "next": steps}
+        if args.json:
+            self.print_json(out)
+        else:
+            print(f"content with a {args.finetune}-fine-tuned backbone: trained in {out['train_s']:.1f} s; "
+                  f"weights in {args.checkpoint_out}. The blocks changed; next:")
+            for step in steps:
+                print(f"  {step}")
         return 0
 
 
@@ -84,7 +127,7 @@ class EvaluateTool(Tool):
             raise EdgeinfError(f"--budgets must be >= 1, got {args.budgets}")
         if args.rounds < 1:
             raise EdgeinfError(f"--rounds must be >= 1, got {args.rounds}")
-        wb = open_workbench(args.package, args.model)
+        wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint)
         trained = {}
         for kind in (k for k in LEARNED if k in names):
             if kind in (wb.package.manifest.get(SCHEDULERS) or {}):

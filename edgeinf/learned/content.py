@@ -129,7 +129,13 @@ def _mlp(layers, x, final_relu=False):
 
 @dataclass(frozen=True)
 class ContentTrainConfig:
-    """Settings of :func:`train_content` (AdaInf: Adam lr 1e-3, cosine decay, lambda 1)."""
+    """Settings of :func:`train_content` (AdaInf: Adam lr 1e-3, cosine decay, lambda 1).
+
+    ``finetune``: "none" (frozen backbone), "full" (blocks 1.., exit heads and head trained too)
+    or "lora" (rank-``lora_rank`` adapters on every Linear / Conv2d of blocks 1.., merged into
+    the weights after training), at ``backbone_lr`` (default 1e-4 for full, 1e-3 for lora); both
+    go through :func:`edgeinf.learned.finetune.finetune_content` and need a re-export.
+    """
 
     hidden: int = 64
     budget_dim: int = 16
@@ -139,24 +145,49 @@ class ContentTrainConfig:
     lam: float = 1.0
     tau: float = 1.0
     seed: int = 0
+    finetune: str = "none"
+    lora_rank: int = 4
+    backbone_lr: float | None = None
 
     def __post_init__(self):
         if min(self.hidden, self.budget_dim, self.epochs, self.batch_size) < 1 or self.tau <= 0:
             raise EdgeinfError("hidden, budget_dim, epochs, batch_size must be >= 1 and tau > 0")
+        if self.finetune not in FINETUNE:
+            raise EdgeinfError(f"finetune must be one of {', '.join(FINETUNE)}, got {self.finetune!r}")
+        if self.lora_rank < 1 or (self.backbone_lr is not None and not self.backbone_lr > 0):
+            raise EdgeinfError(f"lora_rank must be >= 1 and backbone_lr > 0, got {self.lora_rank} and {self.backbone_lr}")
+
+
+FINETUNE = ("none", "full", "lora")  # AdaInf's options for the backbone while the scheduler trains
 
 
 def train_content(model, x: np.ndarray, y: np.ndarray, block_ms: Sequence[float], config: ContentTrainConfig | None = None,
-                  skippable: Sequence[bool] | None = None, full_ms: float | None = None) -> ContentAware:
-    """Train the scheduler on ``(x, y)`` with the (frozen) fp32 ``model``.
+                  skippable: Sequence[bool] | None = None, full_ms: float | None = None, tune=None) -> ContentAware:
+    """Train the scheduler on ``(x, y)`` with the fp32 ``model`` (frozen unless ``tune``).
 
     Args:
         block_ms: latency of each block (ms, from the profile); costs are relative to their sum.
         full_ms: the full model's latency in the units budgets will come in at run time (e.g. the
             package table's); budgets are divided by it. ``None`` = the sum of ``block_ms``.
+        tune: parameters of ``model`` (after block 0) trained jointly at ``config.backbone_lr``
+            (see :func:`edgeinf.learned.finetune.finetune_content`); ``None`` = a frozen backbone,
+            whose parameters get no gradients.
     """
+    config = config or ContentTrainConfig()
+    tune = list(tune or [])
+    frozen = [p for p in model.parameters() if p.requires_grad and all(p is not t for t in tune)]
+    for p in frozen:  # no gradients into the caller's model (nor work spent on them)
+        p.requires_grad_(False)
+    try:
+        return _train_content(model, x, y, block_ms, config, skippable, full_ms, tune)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _train_content(model, x, y, block_ms, config: ContentTrainConfig, skippable, full_ms, tune: list) -> ContentAware:
     import torch
 
-    config = config or ContentTrainConfig()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = model.eval()
@@ -171,8 +202,11 @@ def train_content(model, x: np.ndarray, y: np.ndarray, block_ms: Sequence[float]
     budget_net = torch.nn.Sequential(torch.nn.Linear(1, config.budget_dim), torch.nn.ReLU())
     head = torch.nn.Sequential(torch.nn.Linear(feats.shape[1] + config.budget_dim, config.hidden), torch.nn.ReLU(),
                                torch.nn.Linear(config.hidden, n_blocks - 1 + len(exits) + 1))
-    params = [*budget_net.parameters(), *head.parameters()]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    groups = [{"params": [*budget_net.parameters(), *head.parameters()], "lr": config.lr}]
+    if tune:
+        default = 1e-3 if config.finetune == "lora" else 1e-4
+        groups.append({"params": tune, "lr": config.backbone_lr or default})
+    opt = torch.optim.Adam(groups)
     steps = config.epochs * ((len(xt) + config.batch_size - 1) // config.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     lo = float(cost[0]) / full

@@ -46,8 +46,13 @@ class Workbench:
             return pool(self.model.blocks[0](self.model.stem(torch.as_tensor(np.asarray(x, np.float32)))).numpy())
 
 
-def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance: float = 0.02) -> Workbench:
-    """Load the package and its zoo model; recompute and check every branch's probabilities."""
+def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance: float = 0.02,
+                   checkpoint: str | Path | None = None) -> Workbench:
+    """Load the package and its zoo model; recompute and check every branch's probabilities.
+
+    ``checkpoint``: the state dict the package was exported from (e.g. a fine-tuned zoo model,
+    ``edgeinf export CKPT --arch NAME``), loaded into the zoo architecture instead of its weights.
+    """
     from edgeinf import zoo
     from edgeinf.learned.evaluate import branch_probs
     from edgeinf.package import load_package
@@ -60,7 +65,12 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
         raise EdgeinfError(f"the package's model {name!r} is not a zoo model ({', '.join(zoo.list_models())}); "
                            "pass --model with the zoo model it was exported from")
     table = branch_table(pkg.manifest, "onnxruntime")
-    model = zoo.get(name).eval()
+    if checkpoint is not None:
+        from edgeinf.exporters.models import load_source
+
+        model = load_source(str(checkpoint), arch=name).model.eval()
+    else:
+        model = zoo.get(name).eval()
     data = zoo.load_digits(model.input_shape[-1])
     variants = BlockVariants(model, QuantConfig.from_dict(pkg.manifest.get("quant") or {}))
     t0 = time.perf_counter()
@@ -160,6 +170,21 @@ def train_content_for(wb: Workbench, seed: int = 0, epochs: int | None = None):
     content = train_content(wb.model, x, y, wb.block_ms, config, full_ms=wb.table.most_accurate.base_ms)
     wb.timings_s["train_content"] = time.perf_counter() - t0
     return content
+
+
+def finetune_content_for(wb: Workbench, mode: str, seed: int = 0, epochs: int | None = None, lora_rank: int = 4):
+    """AdaInf with the backbone fine-tuned ("full" or "lora") on train + val: (scheduler, tuned model).
+
+    The tuned model's blocks differ from the package's: export it again before using the scheduler."""
+    from edgeinf.learned.content import ContentTrainConfig
+    from edgeinf.learned.finetune import finetune_content
+
+    x, y = np.concatenate([wb.data.x_train, wb.data.x_val]), np.concatenate([wb.data.y_train, wb.data.y_val])
+    config = ContentTrainConfig(seed=seed, finetune=mode, lora_rank=lora_rank, **({"epochs": epochs} if epochs else {}))
+    t0 = time.perf_counter()
+    out = finetune_content(wb.model, x, y, wb.block_ms, config, full_ms=wb.table.most_accurate.base_ms)
+    wb.timings_s[f"finetune_{mode}"] = time.perf_counter() - t0
+    return out
 
 
 def share_of_oracle(rows: list[dict], full: dict, oracle: dict | None, tol: float = 0.005) -> dict | None:
