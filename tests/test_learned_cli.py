@@ -71,6 +71,25 @@ def test_train_evaluate_and_run_on_a_demo_package(cli, tmp_path, monkeypatch):
                          "--threads", "1", "--json")
     assert code == 0, err
     assert json.loads(out)["summary"]["calls"] == 3
+    # AdaInf's backbone option: fine-tune, export again, profile, train and evaluate on the new package
+    ckpt, pkg2 = tmp_path / "tuned.pt", tmp_path / "pkg2"
+    code, out, err = cli("train-scheduler", pkg, "--kind", "content", "--finetune", "lora", "--epochs", "2",
+                         "--checkpoint-out", ckpt, "--json")
+    assert code == 0, err
+    assert json.loads(out)["next"][0].startswith(f"edgeinf export {ckpt} --arch digits-resnet")
+    for argv in (("export", ckpt, "--arch", "digits-resnet", "--out", pkg2, "--max-branches", "12"),
+                 ("profile", pkg2, "--repeat", "3", "--threads", "1"),
+                 ("train-scheduler", pkg2, "--kind", "gates", "--epochs", "3", "--checkpoint", ckpt)):
+        code, _, err = cli(*argv)
+        assert code == 0, err
+    code, _, err = cli("evaluate", pkg2, "--checkpoint", ckpt, "--schedulers", "lut,gates,oracle", "--budgets", "2",
+                       "--no-runtime", "--out", tmp_path / "eval2.json")
+    assert code == 0, err
+    res = json.loads((tmp_path / "eval2.json").read_text())
+    assert res["table_split"] == "val" and set(res["offline"]["schedulers"]) == {"lut", "gates"}
+    # without the checkpoint the zoo's own weights do not reproduce the tuned package: refused in one line
+    code, _, err = cli("evaluate", pkg2, "--schedulers", "lut", "--budgets", "2", "--no-runtime")
+    assert code == 1 and "does not reproduce" in err
 
 
 def test_finetune_needs_content_and_a_checkpoint_path(tmp_path):
