@@ -257,3 +257,20 @@ def test_one_input_features_equal_the_batch_features():
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(features_row(row_stats(a), uniform_stats(7)), gate_features(softmax(a), None),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_a_forced_stop_runs_no_gate_mlp(monkeypatch):
+    chain = _FakeChain()
+    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    allowed = np.array([p.id == "e1" for p in gates.pathset.paths])  # the budget leaves only exit 1
+    state = (1, (0, 1), (8, 8))
+    assert gates.forced(state, 0.0, allowed) == gates.pathset.index["e1"]
+    assert gates.forced(state, 0.0, np.ones(len(gates.pathset), bool)) is None
+
+    def boom(*a, **k):
+        raise AssertionError("the MLP ran")
+
+    monkeypatch.setattr(ErrorGates, "decide", boom)
+    hook = GateHook(gates, gates.pathset.index["hi"], 0.0, allowed, chain.run_exit, chain)
+    out = hook(1, 1, np.zeros((1, 2)))
+    assert out is not None and hook.path.id == "e1" and hook.exited_at == (1, 1) and hook.gates_run == 1

@@ -75,6 +75,8 @@ class ErrorGates:
     def decide(self, state: State, u: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> int:
         """The path index to head for at ``state``: argmin lam * c + pe (mean over the batch rows)."""
         futures, hp, cost = self._at(state, lam, allowed)
+        if len(futures) == 1:  # nothing to choose (e.g. the budget allows only stopping here): no MLP
+            return int(futures[0])
         wu, _, w2, b2 = self._split(state[0])
         h = np.atleast_2d(u).astype(np.float32, copy=False) @ wu
         h = h[:, None, :] + hp                                            # [n, P, H]
@@ -82,6 +84,11 @@ class ErrorGates:
         pe = 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
         pe = pe[0] if len(pe) == 1 else pe.mean(axis=0)
         return int(futures[np.argmin(cost + pe)])
+
+    def forced(self, state: State, lam: float, allowed: np.ndarray | None = None) -> int | None:
+        """The path index at ``state`` when only one is reachable under ``allowed`` (no MLP to run)."""
+        futures = self._at(state, lam, allowed)[0]
+        return int(futures[0]) if len(futures) == 1 else None
 
     def _at(self, state: State, lam: float, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The state's reachable futures under ``allowed``, their precomputed first-layer parts and
@@ -297,6 +304,13 @@ class GateHook:
             return None
         logits = self.run_exit(block, hidden)
         t0 = time.perf_counter()
+        forced = getattr(self.gates, "forced", None)
+        if forced is not None and forced(state, self.lam, self.allowed) == ps.stop[state]:
+            self.decision_us += (time.perf_counter() - t0) * 1e6  # the budget leaves only stopping here
+            self.current, self.gates_run = ps.stop[state], self.gates_run + 1
+            if not self.rerouted:
+                self.exited_at = (pos, block)
+            return logits
         if len(logits) == 1:  # one input: eq. 13 from the stats carried from the previous gate
             cur = row_stats(logits)
             u = features_row(cur, self.prev if self.prev is not None else uniform_stats(len(cur[0])))
