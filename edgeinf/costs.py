@@ -175,7 +175,7 @@ class TorchThreads:
         self.threads, self.saved = threads, None
 
     def __enter__(self) -> None:
-        torch = require("torch", "latency measurement")
+        torch = require("torch", "setting torch's thread count")
         if self.threads is not None:
             self.saved = torch.get_num_threads()
             torch.set_num_threads(self.threads)

@@ -9,13 +9,13 @@ then fitted with MSE and Adam (lr 1e-3, weight decay 1e-4), early stopping on th
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from edgeinf._lazy import require
+from edgeinf.costs import TorchThreads
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import ErrorGates
 from edgeinf.learned.paths import PathSet, gate_features
@@ -127,19 +127,6 @@ def choose_k(probs: np.ndarray, wrong: np.ndarray, fit: np.ndarray, held: np.nda
 
 
 # -- rows and fitting --------------------------------------------------------------------------
-@contextmanager
-def one_torch_thread(purpose: str) -> Iterator[None]:
-    """torch on one thread while tiny MLPs train (several threads only add overhead to such small
-    matmuls, and more so on a shared host); the previous setting is restored after."""
-    torch = require("torch", purpose)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def gate_rows(pathset: PathSet, probs: np.ndarray, targets: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per gate block: (u rows [r, D], path indices [r], targets [r]) over every state and future.
 
@@ -213,7 +200,7 @@ def train_gates(pathset: PathSet, probs: np.ndarray, labels: np.ndarray, config:
         targets = np.stack([cluster_targets(feats[p, ~held], wrong[p, ~held], feats[p], k, config.seed)
                             for p in range(len(pathset))])
     weights, facts = {}, {}
-    with one_torch_thread("training the error gates"):
+    with TorchThreads(1):  # tiny MLPs: more threads only add overhead, the more so on a shared host
         for g, (u, paths, y) in sorted(gate_rows(pathset, probs, targets).items()):
             row_held = np.tile(held, len(y) // len(labels))
             weights[g], facts[g] = fit_gate(u, paths, y, pathset.encodings, row_held, config, config.seed + g)

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeinf.costs import TorchThreads
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.next_step import NextStepGates, State, Weights, step_targets
 from edgeinf.learned.paths import PathSet, gate_features
-from edgeinf.learned.train_gates import one_torch_thread
 
 FINE_GRID = np.concatenate([[0.0], np.logspace(-3, 1.5, 28)])  # what the default grid is chosen from
 
@@ -91,7 +91,7 @@ def train_next_step(pathset: PathSet, probs: np.ndarray, labels: np.ndarray,
     gates = NextStepGates(pathset, lambdas, [{} for _ in lambdas], prior)
     inputs = _gate_inputs(gates, probs)
     facts: dict[str, dict] = {}
-    with Progress("next-step gates", total=len(lambdas) * len(inputs)) as bar, one_torch_thread("training the next-step gates"):
+    with Progress("next-step gates", total=len(lambdas) * len(inputs)) as bar, TorchThreads(1):
         for m, lam in enumerate(lambdas):
             for g, items in sorted(inputs.items()):
                 x, y, rows_held = _rows(gates, items, targets, float(lam), held)

@@ -14,13 +14,14 @@ import torch
 
 import edgeinf
 from edgeinf._atomic import write_json
+from edgeinf.costs import TorchThreads
 from edgeinf.errors import EdgeinfError
 from edgeinf.exits import ExitTrainConfig, attach_exits, exit_accuracies, train_exits
 from edgeinf.model import SplitModel
 from edgeinf.zoo.checkpoint import load_checkpoint, save_checkpoint
 from edgeinf.zoo.digits import DATA_SEED, DigitsData, load_digits
 from edgeinf.zoo.nets import ResNetConfig, ViTConfig, config_dict, digits_resnet, digits_vit
-from edgeinf.zoo.training import TrainConfig, torch_threads, train_backbone
+from edgeinf.zoo.training import TrainConfig, train_backbone
 
 log = logging.getLogger("edgeinf")
 
@@ -99,7 +100,7 @@ def train(name: str, seed: int = 0, data: DigitsData | None = None) -> tuple[Spl
     data = data or load_digits(e.model_config.size, DATA_SEED)
     model = build(name, seed)
     config = replace(e.train_config, seed=seed)
-    with torch.random.fork_rng(devices=[]), torch_threads(config.threads):
+    with torch.random.fork_rng(devices=[]), TorchThreads(config.threads):
         torch.manual_seed(seed)
         train_s = train_backbone(model, data.x_train, data.y_train, config)
         t0 = time.perf_counter()

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -52,21 +50,9 @@ class TrainConfig:
             raise EdgeinfError(f"TrainConfig needs epochs >= 1, batch_size >= 1, warmup_epochs >= 0, "
                                f"got {self.epochs}, {self.batch_size}, {self.warmup_epochs}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise EdgeinfError(f"TrainConfig needs lr > 0, weight_decay >= 0, 0 <= label_smoothing < 1")
+            raise EdgeinfError("TrainConfig needs lr > 0, weight_decay >= 0, 0 <= label_smoothing < 1")
         if self.shift_px < 0 or self.rotate_deg < 0:
-            raise EdgeinfError(f"TrainConfig needs shift_px >= 0 and rotate_deg >= 0")
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the body with ``n`` torch intra-op threads (None = leave as is), restoring after."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+            raise EdgeinfError("TrainConfig needs shift_px >= 0 and rotate_deg >= 0")
 
 
 def augment(x: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
