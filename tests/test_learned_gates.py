@@ -187,7 +187,7 @@ class _FakeChain:
 
     # the real per-block continuation (no segments here)
     segments = None
-    run_rest = ChainRunner.run_rest
+    run_rest, _run_from = ChainRunner.run_rest, ChainRunner._run_from
 
     def block_parts(self, blocks, bits):
         return [self.blocks[(i, b)] for i, b in zip(blocks, bits)]

@@ -305,20 +305,16 @@ class GateHook:
         logits = self.run_exit(block, hidden)
         t0 = time.perf_counter()
         forced = getattr(self.gates, "forced", None)
-        if forced is not None and forced(state, self.lam, self.allowed) == ps.stop[state]:
-            self.decision_us += (time.perf_counter() - t0) * 1e6  # the budget leaves only stopping here
-            self.current, self.gates_run = ps.stop[state], self.gates_run + 1
-            if not self.rerouted:
-                self.exited_at = (pos, block)
-            return logits
-        if len(logits) == 1:  # one input: eq. 13 from the stats carried from the previous gate
-            cur = row_stats(logits)
-            u = features_row(cur, self.prev if self.prev is not None else uniform_stats(len(cur[0])))
-        else:
-            cur = softmax(logits)
-            u = gate_features(cur, self.prev)
-        nxt = self.gates.decide(state, u, self.lam, self.allowed)
-        self.prev, self.gates_run = cur, self.gates_run + 1
+        nxt = forced(state, self.lam, self.allowed) if forced is not None else None
+        if nxt != ps.stop[state]:  # not a stop the budget forces: the gate decides on eq. 13
+            if len(logits) == 1:  # one input: from the stats carried from the previous gate
+                cur = row_stats(logits)
+                u = features_row(cur, self.prev if self.prev is not None else uniform_stats(len(cur[0])))
+            else:
+                cur = softmax(logits)
+                u = gate_features(cur, self.prev)
+            nxt, self.prev = self.gates.decide(state, u, self.lam, self.allowed), cur
+        self.gates_run += 1
         self.decision_us += (time.perf_counter() - t0) * 1e6
         if nxt == ps.stop[state]:
             self.current = nxt

@@ -51,15 +51,8 @@ class ChainRunner(Runner):
     def run_branch(self, x: np.ndarray, blocks: Sequence[int], exit: int | None,
                    bits: Sequence[int] | None = None, hook: Hook | None = None, check: bool = True) -> np.ndarray:
         """Logits of the branch (``exit=None`` = final head); ``hook`` may stop the pass early."""
-        bits = list(bits) if bits is not None else [self._default_bits(i) for i in blocks]
-        h = _first(self.stem.infer(x, check=check))
-        for pos, (i, b) in enumerate(zip(blocks, bits)):
-            h = _first(self._block(i, b).infer(h, check=False))
-            if hook is not None:
-                stop = hook(pos, i, h)
-                if stop is not None:
-                    return stop
-        return self.run_exit(exit, h)
+        parts = self.block_parts(blocks, bits)
+        return self._run_from(parts, list(blocks), exit, _first(self.stem.infer(x, check=check)), 0, hook)
 
     def run_rest(self, branch, pos: int, hidden: np.ndarray, hook: Hook | None = None) -> np.ndarray:
         """Logits of ``branch`` continued from ``hidden``, the state after its kept position ``pos``
@@ -73,15 +66,19 @@ class ChainRunner(Runner):
             plan = self.segments.plan(branch, frozenset(points), start=pos + 1)
             if plan is not None:
                 return self.segments.run(plan, hidden, hook)
-        h = hidden
         parts = self.block_parts(branch.blocks, branch.bits or None)
-        for k in range(pos + 1, len(parts)):
-            h = _first(parts[k].infer(h, check=False))
+        return self._run_from(parts, branch.blocks, branch.exit, hidden, pos + 1, hook)
+
+    def _run_from(self, parts: Sequence[Runner], blocks: Sequence[int], exit: int | None, h: np.ndarray,
+                  first: int, hook: Hook | None) -> np.ndarray:
+        """Blocks ``parts[first:]`` on ``h`` (``hook(pos, block, hidden)`` after each), then the head."""
+        for pos in range(first, len(parts)):
+            h = _first(parts[pos].infer(h, check=False))
             if hook is not None:
-                stop = hook(k, branch.blocks[k], h)
+                stop = hook(pos, blocks[pos], h)
                 if stop is not None:
                     return stop
-        return self.run_exit(branch.exit, h)
+        return self.run_exit(exit, h)
 
     def run_exit(self, exit: int | None, hidden: np.ndarray) -> np.ndarray:
         """Logits of exit head ``exit`` (``None`` = final head) on ``hidden``."""
