@@ -152,6 +152,7 @@ def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, 
     learned = {"gates": gates} if gates is not None and not isinstance(gates, dict) else dict(gates or {})
     rows: dict[str, list] = {"static": [], "lut": [], "threshold": [], **{k: [] for k in learned}}
     static = pos[table.most_accurate.id]
+    rows_of = {name: np.array([pos[p.id] for p in g.pathset.paths]) for name, g in learned.items()}
     for budget in budgets_ms:
         lut_b = table.best_within(budget) or table.fastest
         rows["static"].append(summarize(np.full(n, static), probs, labels, costs, budget_ms=float(budget)))
@@ -159,7 +160,7 @@ def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, 
         thr = threshold_route(table, probs, pos[lut_b.id], threshold, exit_points)
         rows["threshold"].append(summarize(thr, probs, labels, costs, budget_ms=float(budget)))
         for name, g in learned.items():
-            rows[name].append(gates_row(g, table, probs, labels, float(budget)))
+            rows[name].append(gates_row(g, rows_of[name], probs, labels, costs, float(budget)))
         if content is not None:
             rows.setdefault("content", []).append(
                 summarize(content_route(content, table, features, float(budget)), probs, labels, costs,
@@ -169,18 +170,19 @@ def evaluate_offline(table: BranchTable, probs: np.ndarray, labels: np.ndarray, 
             "oracle": oracle_point(table, probs, labels), "full": full}
 
 
-def gates_row(gates, table: BranchTable, probs: np.ndarray, labels: np.ndarray, budget_ms: float) -> dict:
-    """Offline replay of trained gates under ``budget_ms``: paths that fit, lambda from the budget."""
-    pos = {b.id: i for i, b in enumerate(table.branches)}
-    idx = np.array([pos[p.id] for p in gates.pathset.paths])
+def gates_row(gates, idx: np.ndarray, probs: np.ndarray, labels: np.ndarray, costs_ms: np.ndarray,
+              budget_ms: float) -> dict:
+    """Offline replay of trained gates under ``budget_ms``: paths that fit, lambda from the budget.
+
+    ``idx``: the table row of each of the gates' paths; ``probs`` / ``costs_ms``: per table branch."""
     ps = gates.pathset
     allowed = ps.costs_ms <= budget_ms
     if not allowed.any():
         allowed = ps.costs_ms == ps.costs_ms.min()
     lam = gates.lam_for_budget(budget_ms)
     final, count = gates.route(probs[idx], lam, allowed)
-    costs = np.array([b.base_ms for b in table.branches])
-    return summarize(idx[final], probs, labels, costs, budget_ms=budget_ms, lam=lam, gates_per_call=float(count.mean()))
+    return summarize(idx[final], probs, labels, costs_ms, budget_ms=budget_ms, lam=lam,
+                     gates_per_call=float(count.mean()))
 
 
 def content_route(content, table: BranchTable, features: np.ndarray, budget_ms: float) -> np.ndarray:
@@ -218,7 +220,9 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
     machine shifts every scheduler alike instead of whichever ran at that moment.
 
     Args:
-        package: a package directory or loaded package (per-block artifacts needed for hooks).
+        package: a package directory or loaded package (per-block artifacts needed for hooks), or
+            a view from ``edgeinf.runtime._package.open_package`` that the caller opened (and
+            deactivates), to share its sessions across calls; ``threads`` then does not apply.
         schedulers: name -> a Scheduler instance or a name ``make_scheduler`` knows.
         x / y: test inputs [n, ...] and labels.
         budgets_ms: per-call budgets.
@@ -240,7 +244,8 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
     if rounds < 1:
         raise EdgeinfError(f"rounds must be >= 1, got {rounds}")
     x = np.asarray(x, dtype=np.float32)
-    view = _package.open_package(package, intra_op_threads=threads)
+    own = not isinstance(package, _package.PackageView)
+    view = _package.open_package(package, intra_op_threads=threads) if own else package
     runtimes = {name: Runtime(view.table, view.executor, _package.named_scheduler(view.package, s) if isinstance(s, str)
                               else s, LatencyModelConfig(mode=latency_mode), None, view.input_spec)
                 for name, s in schedulers.items()}
@@ -255,7 +260,8 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
                 for j, budget in enumerate(budgets_ms):
                     passes[(name, j)].append(_one_pass(rt, x, y, float(budget)))
     finally:
-        view.executor.deactivate()
+        if own:
+            view.executor.deactivate()
     out: dict[str, list] = {}
     for (name, j), rows in passes.items():
         means = [r["mean_ms"] for r in rows]

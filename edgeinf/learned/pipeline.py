@@ -265,26 +265,29 @@ def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, 
     best static branch as schedulers, and the oracle from every branch's measured median."""
     from edgeinf.learned.evaluate import evaluate_runtime, measure_branches, oracle_point
     from edgeinf.learned.store import KINDS
-    from edgeinf.runtime.runtime import Runtime
+    from edgeinf.runtime._package import open_package
     from edgeinf.runtime.schedulers import Static, Threshold
 
     makers = {"static": Static, "lut": lambda: "lut", "threshold": lambda: Threshold(0.9),
               **{k: (lambda k=k: KINDS[k][1](trained[k])) for k in trained}}
     scheds = {n: makers[n]() for n in names if n in makers}
     x, y = wb.data.x_test, wb.data.y_test
-    rows = evaluate_runtime(wb.package, scheds, x, y, budgets, threads, rounds=rounds)
     refs = {"best_static": Static(wb.table.most_accurate.id), **({"full_model": Static(full.id)} if full else {}),
             **{name: sched for name, (_, sched) in extra.items()}}
-    top = evaluate_runtime(wb.package, refs, x, y, [float(budgets[-1])], threads, rounds=rounds)
+    view = open_package(wb.package, intra_op_threads=threads)  # one set of sessions for every measurement
+    try:
+        rows = evaluate_runtime(view, scheds, x, y, budgets, rounds=rounds)
+        top = evaluate_runtime(view, refs, x, y, [float(budgets[-1])], rounds=rounds)
+        branch_ms = measure_branches(view.executor, wb.table, x) if "oracle" in names else None
+    finally:
+        view.executor.deactivate()
     part = {"latency_source": "measured", "budgets_ms": [float(v) for v in budgets], "rounds": rounds, "schedulers": rows}
     for ref in ("best_static", "full_model"):
         if ref in top:
             part[ref] = {**top.pop(ref)[0], "branch": refs[ref].branch_id}
     for name, r in top.items():  # extra schedulers: one row each, added to their family's rows
         part.setdefault("extra", {})[name] = r[0]
-    if "oracle" in names:
-        with Runtime.load(wb.package, scheduler="static", monitor=False, intra_op_threads=threads) as rt:
-            branch_ms = measure_branches(rt.executor, wb.table, x)
+    if branch_ms is not None:
         part["oracle"] = oracle_point(wb.table, wb.probs_test, y, branch_ms, "measured (median of each branch alone)")
         part["branch_ms"] = {br.id: float(v) for br, v in zip(wb.table.branches, branch_ms)}
     return part
