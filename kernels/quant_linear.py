@@ -93,6 +93,10 @@ class QuantLinear(nn.Module):
                 self._w_cpu = torch.from_numpy(self.dequantized())
             y = x.float() @ self._w_cpu.T
             return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
+        return self._forward_kernel(x)
+
+    def _forward_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel path: fp16 rows ``[-1, K]`` in, fp16 ``[-1, N]`` out, back in x's shape and dtype."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()
         y = torch.empty((x2.shape[0], self.out_features), dtype=torch.float16, device=x.device)
