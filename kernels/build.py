@@ -84,9 +84,10 @@ def tuning_defines() -> tuple[str, ...]:
     return tuple(os.environ.get("EDGEINF_KERNEL_DEFINES", "").split())
 
 
-def _key(arch: str, nvcc: str, ptx: bool) -> str:
+def _key(arch: str, nvcc: str, ptx: bool, defines: tuple[str, ...] | None = None) -> str:
     h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(f"{arch}|{ptx}|{nvcc_version(nvcc)}|{' '.join(NVCC_FLAGS)}|{tuning_defines()}".encode())
+    defines = tuning_defines() if defines is None else defines
+    h.update(f"{arch}|{ptx}|{nvcc_version(nvcc)}|{' '.join(NVCC_FLAGS)}|{defines}".encode())
     return h.hexdigest()[:16]
 
 
@@ -94,30 +95,36 @@ def _image_name(arch: str, ptx: bool) -> str:
     return f"qgemm-{arch}.{'ptx' if ptx else 'cubin'}"
 
 
-def image_for(capability: tuple[int, int]) -> bytes:
-    """The kernel image (cubin, or PTX for an architecture newer than any listed) for a device."""
+def image_for(capability: tuple[int, int], defines: tuple[str, ...] | None = None) -> bytes:
+    """The kernel image (cubin, or PTX for an architecture newer than any listed) for a device.
+
+    Args:
+        capability: the device's compute capability, e.g. ``(8, 7)``.
+        defines: preprocessor defines of a tuning variant (None = ``$EDGEINF_KERNEL_DEFINES``).
+            A prebuilt image is used only when there are none.
+    """
     arch = arch_of(capability)
     ptx = arch not in ARCHS and int(arch[3:]) > int(ARCHS[-1][3:])
-    for cand in (PREBUILT / _image_name(arch, ptx),):
-        if cand.is_file():
-            return cand.read_bytes()
+    defines = tuning_defines() if defines is None else tuple(defines)
+    if not defines and (PREBUILT / _image_name(arch, ptx)).is_file():
+        return (PREBUILT / _image_name(arch, ptx)).read_bytes()
     nvcc = find_nvcc()
     if nvcc is None:
-        return _pycuda_build(arch)
-    target = cache_dir() / f"{_key(arch, nvcc, ptx)}-{_image_name(arch, ptx)}"
+        return _pycuda_build(arch, defines)
+    target = cache_dir() / f"{_key(arch, nvcc, ptx, defines)}-{_image_name(arch, ptx)}"
     if not target.is_file():
-        compile_image(arch, target, ptx=ptx, nvcc=nvcc, defines=tuning_defines())
+        compile_image(arch, target, ptx=ptx, nvcc=nvcc, defines=defines)
     return target.read_bytes()
 
 
-def _pycuda_build(arch: str) -> bytes:
+def _pycuda_build(arch: str, defines: tuple[str, ...] = ()) -> bytes:
     """Build on the device through pycuda's compiler (used where nvcc is not on PATH)."""
     from edgeinf import _lazy
 
     compiler = _lazy.require("pycuda.compiler", "building the edgeinf CUDA kernels")
     try:
-        return compiler.compile(SOURCE.read_text(), arch=arch, no_extern_c=True, options=["-O3"],
-                                cache_dir=str(cache_dir()))
+        return compiler.compile(SOURCE.read_text(), arch=arch, no_extern_c=True,
+                                options=["-O3", *(f"-D{d}" for d in defines)], cache_dir=str(cache_dir()))
     except Exception as exc:  # pycuda raises its own CompileError / OSError when nvcc is absent
         raise EdgeinfError(f"cannot build the CUDA kernels for {arch} ({exc}); install the CUDA toolkit (nvcc)") from exc
 

@@ -11,7 +11,8 @@
 // A-fragment values it feeds to the MMA, read with coalesced 16-byte loads and no shared memory.
 // Each 32-element K block is permuted so that a lane's activation fragment for two MMAs is 8
 // consecutive fp16 values (one 16-byte load straight into the B registers). Codes become fp16
-// with the magic-number trick ((1024 + u) - (1024 + 2^(b-1))), exact integers; the MMA
+// with the magic-number trick ((1024 + u) - (1024 + 2^(b-1))), exact integers (EDGEINF_LOP3_DEQUANT
+// reads the fields in place instead: fewer instructions, see dequant_pair); the MMA
 // accumulates x * q in fp32 and each group's partial sum is scaled in fp32 (scales are stored
 // fp16, pre-multiplied by 2^e; out_mul = 2^-e undoes it).
 #include <cuda_fp16.h>
@@ -33,6 +34,14 @@ constexpr int kMaxWarps = 8;   // warps per block (split-K inside the block)
 constexpr int kDepth = EDGEINF_DEPTH;    // register stages per warp (2 or 3), bits 2..6
 constexpr int kDepth8 = EDGEINF_DEPTH8;  // the same for 8-bit weights
 constexpr int kDepthG128 = EDGEINF_DEPTH_G128;  // bits 2..6 with groups of 128 (fewer scale registers)
+// Tuning (EDGEINF_KERNEL_DEFINES, timed side by side by benchmarks/bench_kernels.py --variants):
+// EDGEINF_MIN_BLOCKS=2 asks ptxas for two 256-thread blocks per SM (at most 128 registers) for
+// bits 2 and 4 with per-row scales or groups of 128; ptxas reports 116-211 registers without it,
+// i.e. one 8-warp block per SM for most kernels. The other widths and the any-group kernels
+// (eight scale slots) keep one block: at 128 registers some of them spill on some architectures.
+#ifndef EDGEINF_MIN_BLOCKS
+#define EDGEINF_MIN_BLOCKS 1
+#endif
 
 template <int BITS> struct Planes;
 template <> struct Planes<2> { static constexpr int A = 2, B = 0; };
@@ -82,16 +91,90 @@ __device__ __forceinline__ uint32_t field(const PlaneRegs<W>& r, int p) {
 template <>
 __device__ __forceinline__ uint32_t field<0>(const PlaneRegs<0>&, int) { return 0u; }
 
-// fp16x2 of the signed codes q of pair p (exact small integers).
+// fp16x2 bit patterns built with integer operations (constant-folded once p is unrolled):
+// 2^e, and an integer v with at most 11 significant bits.
+__device__ __forceinline__ uint32_t h2_pow2(int e) {
+  const uint32_t h = static_cast<uint32_t>(e + 15) << 10;
+  return h | (h << 16);
+}
+__device__ __forceinline__ uint32_t h2_int(int v) {
+  const uint32_t sign = v < 0 ? 0x8000u : 0u, a = static_cast<uint32_t>(v < 0 ? -v : v);
+  const int e = 31 - __clz(static_cast<int>(a));
+  const uint32_t mant = (e <= 10 ? a << (10 - e) : a >> (e - 10)) & 0x3ffu;
+  const uint32_t h = sign | (static_cast<uint32_t>(e + 15) << 10) | mant;
+  return h | (h << 16);
+}
+
+__device__ __forceinline__ uint32_t hfma2u(uint32_t a, uint32_t b, uint32_t c) {
+  half2 r = __hfma2(*reinterpret_cast<half2*>(&a), *reinterpret_cast<half2*>(&b), *reinterpret_cast<half2*>(&c));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// (a & b) | c in one LOP3. Written out in PTX because ptxas otherwise splits it into an AND and
+// an OR when b and c are both constants (an instruction takes one 32-bit immediate).
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
+#if defined(__CUDA_ARCH__)
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // 0xEA = (0xF0 & 0xCC) | 0xAA
+  return d;
+#else
+  return (a & b) | c;
+#endif
+}
+
+// Pair p of a W-bit plane as fp16x2 of 1024 + v * 2^s, read in place: one AND-OR (a LOP3) puts
+// the field under the exponent of 1024, exact while s + W <= 10. Fields higher in the word are
+// read from w >> 8 (one shift per word, shared by its pairs). Returns s through `s`.
+template <int W>
+__device__ __forceinline__ uint32_t plane_magic(const PlaneRegs<W>& r, int p, int& s) {
+  constexpr int per = 16 / W;
+  constexpr uint32_t m = (1u << W) - 1u;
+  uint32_t w = r.w[p / per];
+  s = (p % per) * W;
+  if (s + W > 10) {
+    w >>= 8;
+    s -= 8;
+  }
+  return and_or(w, (m << s) | (m << (16 + s)), 0x64006400u);
+}
+
+// fp16x2 of the signed codes q = u - 2^(bits-1) of pair p (exact small integers).
+// One plane: q = t * 2^-s - (2^(10-s) + 2^(bits-1)), one HFMA2. Two planes (u = lo + hi * 2^A):
+// r = t_hi * 2^(A-sb) - (2^(10+A-sb) + 2^(10-sa) + 2^(bits-1)) = hi * 2^A - 2^(10-sa) - 2^(bits-1),
+// then q = t_lo * 2^-sa + r; every constant and intermediate is an integer of at most 11
+// significant bits, so both HFMA2s are exact.
+template <int BITS, int B = Planes<BITS>::B>
+struct Dequant {  // two planes
+  static __device__ __forceinline__ uint32_t pair(const PlaneRegs<Planes<BITS>::A>& a, const PlaneRegs<B>& b, int p) {
+    constexpr int A = Planes<BITS>::A;
+    int sa = 0, sb = 0;
+    const uint32_t tl = plane_magic<A>(a, p, sa), th = plane_magic<B>(b, p, sb);
+    const uint32_t r = hfma2u(th, h2_pow2(A - sb), h2_int(-((1 << (10 + A - sb)) + (1 << (10 - sa)) + (1 << (BITS - 1)))));
+    return hfma2u(tl, h2_pow2(-sa), r);
+  }
+};
+template <int BITS>
+struct Dequant<BITS, 0> {  // one plane
+  static __device__ __forceinline__ uint32_t pair(const PlaneRegs<Planes<BITS>::A>& a, const PlaneRegs<0>&, int p) {
+    int s = 0;
+    const uint32_t t = plane_magic<Planes<BITS>::A>(a, p, s);
+    return hfma2u(t, h2_pow2(-s), h2_int(-((1 << (10 - s)) + (1 << (BITS - 1)))));
+  }
+};
+
 template <int BITS>
 __device__ __forceinline__ uint32_t dequant_pair(const PlaneRegs<Planes<BITS>::A>& a,
                                                  const PlaneRegs<Planes<BITS>::B>& b, int p) {
+#ifndef EDGEINF_LOP3_DEQUANT  // shift, mask, or, subtract: the form timed on the H100
   constexpr uint32_t bias1 = 0x6400u + (1u << (BITS - 1));
   uint32_t v = field<Planes<BITS>::A>(a, p) | (field<Planes<BITS>::B>(b, p) << Planes<BITS>::A);
   v |= 0x64006400u;
   const uint32_t bias = bias1 | (bias1 << 16);
   half2 h = __hsub2(*reinterpret_cast<half2*>(&v), *reinterpret_cast<const half2*>(&bias));
   return *reinterpret_cast<uint32_t*>(&h);
+#else
+  return Dequant<BITS>::pair(a, b, p);
+#endif
 }
 
 __device__ __forceinline__ float dot2(uint32_t a, uint32_t b) {
@@ -316,7 +399,8 @@ __device__ __forceinline__ void qgemm(const uint8_t* __restrict__ pa, const uint
 // Entry points: edgeinf_qgemm_w<bits>_pc (one scale per row), _g128 (groups of 128) and
 // _g (any power-of-two group size from 32 to 256, given as gsb = group / 32).
 #define EDGEINF_QGEMM(BITS, SUFFIX, NS)                                                                  \
-  extern "C" __global__ void __launch_bounds__(256, 1) edgeinf_qgemm_w##BITS##SUFFIX(                      \
+  extern "C" __global__ void __launch_bounds__(256, (BITS == 2 || BITS == 4) && NS < 8 ? EDGEINF_MIN_BLOCKS : 1) \
+      edgeinf_qgemm_w##BITS##SUFFIX(                                                                     \
       const uint8_t* __restrict__ pa, const uint8_t* __restrict__ pb, const __half* __restrict__ scales, \
       const __half* __restrict__ x, const __half* __restrict__ bias, __half* __restrict__ y, int M, int N, \
       int K, int nchunk, int npad, int gsb, float out_mul) {                                             \

@@ -23,12 +23,13 @@ from edgeinf.kernels.packing import PackedWeight, quantize
 _MODULES: dict[tuple[int, int], _cuda.Module] = {}
 
 
-def _module_for(device: torch.device) -> _cuda.Module:
-    """The kernel image loaded into ``device``'s primary context (torch's), once per device."""
+def _module_for(device: torch.device, defines: tuple[str, ...] | None = None) -> _cuda.Module:
+    """The kernel image loaded into ``device``'s primary context (torch's), once per device and
+    tuning variant (``defines``; None = ``$EDGEINF_KERNEL_DEFINES``)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
-    key = (index, _cuda.current_context())
+    key = (index, _cuda.current_context(), defines)
     if key not in _MODULES:
-        _MODULES[key] = _cuda.Module(build.image_for(torch.cuda.get_device_capability(index)))
+        _MODULES[key] = _cuda.Module(build.image_for(torch.cuda.get_device_capability(index), defines))
     return _MODULES[key]
 
 
@@ -55,6 +56,8 @@ class QuantLinear(nn.Module):
             raise EdgeinfError(f"bias has {b.numel()} values, expected {kw.n}")
         self.register_buffer("bias", None if b is None else b.half())
         self._sm_count: int | None = None
+        # a tuning variant of the kernels (e.g. ("EDGEINF_MIN_BLOCKS=2",)); None = the default build
+        self.kernel_defines: tuple[str, ...] | None = None
         self._w_cpu: torch.Tensor | None = None  # dequantized weight for the CPU path, made on first use
 
     @classmethod
@@ -118,7 +121,7 @@ class QuantLinear(nn.Module):
             raise EdgeinfError(f"QuantLinear weights are on {self.plane_a.device} but the input is on {dev}; call .to({dev})")
         if self._sm_count is None:
             self._sm_count = torch.cuda.get_device_properties(dev).multi_processor_count
-        func = _module_for(dev).function(ops.kernel_name(self.bits, self.group_blocks))
+        func = _module_for(dev, self.kernel_defines).function(ops.kernel_name(self.bits, self.group_blocks))
         lc = ops.launch_for(self.out_features, self.in_features, x2.shape[0], self._sm_count)
         ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None and t.numel() else 0)  # noqa: E731
         m, n, k, nch, npad, gsb, out_mul = ops.kernel_scalars(self.kernel_shape(), x2.shape[0])

@@ -47,6 +47,30 @@ def test_ptx_for_newer_gpus_and_no_mma_path_compile(tmp_path):
 
 
 @needs_nvcc
+def test_tuning_variants_compile_without_spills(tmp_path):
+    """The variants bench_kernels.py --variants times: two blocks per SM (<= 128 registers for bits
+    2 and 4) with the in-place dequantization, warnings and spills as errors (Orin, Hopper, Thor)."""
+    defines = ("EDGEINF_MIN_BLOCKS=2", "EDGEINF_LOP3_DEQUANT")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda a: build.compile_image(a, tmp_path / f"{a}.cubin", nvcc=NVCC, defines=defines),
+                      ["sm_87", "sm_90", "sm_110"]))
+
+
+@needs_nvcc
+def test_variant_images_are_cached_apart(tmp_path, monkeypatch):
+    src = tmp_path / "tiny.cu"  # a small source keeps this fast; the keying is what is tested
+    src.write_text('extern "C" __global__ void k(float* p) {\n#ifdef VARIANT\n  p[0] = 2.f;\n#else\n  p[0] = 1.f;\n#endif\n}\n')
+    monkeypatch.setattr(build, "SOURCE", src)
+    monkeypatch.setattr(build, "PREBUILT", tmp_path / "none")
+    monkeypatch.setenv("EDGEINF_CACHE", str(tmp_path))
+    base = build.image_for((9, 0), ())
+    variant = build.image_for((9, 0), ("VARIANT",))
+    assert base != variant and len(list((tmp_path / "kernels").glob("*.cubin"))) == 2
+    monkeypatch.setattr(build, "compile_image", lambda *a, **k: pytest.fail("rebuilt a cached image"))
+    assert build.image_for((9, 0), ()) == base and build.image_for((9, 0), ("VARIANT",)) == variant
+
+
+@needs_nvcc
 def test_a_warning_fails_the_build(tmp_path):
     src = tmp_path / "warn.cu"
     src.write_text('extern "C" __global__ void k(float* p) { int unused = 3; p[0] = 1.f; }\n')

@@ -108,6 +108,20 @@ def test_kernel_source_matches_reference(emu, bits, group):
         assert err <= TOL, (bits, group, k, n, m, split, offset, err)
 
 
+@pytest.fixture(scope="module")
+def emu_lop3(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("emulop3"), ("EDGEINF_LOP3_DEQUANT",))
+
+
+@pytest.mark.parametrize("bits", P.SUPPORTED_BITS)
+def test_lop3_dequant_build_matches_reference(emu_lop3, bits):
+    """The in-place dequantization (EDGEINF_LOP3_DEQUANT): every pair position of every plane."""
+    for group in (None, 128, 32):
+        pw, rng = _case(600, 40, bits, group, seed=bits * 7 + (group or 0))
+        x = rng.standard_normal((9, 600)).astype(np.float16)
+        assert _run(emu_lop3, pw, x, launch_for(40, 600, 9, sm_count=4)) <= TOL, (bits, group)
+
+
 @pytest.mark.parametrize("bits", P.SUPPORTED_BITS)
 def test_three_stage_pipeline_matches_reference(emu_depth3, bits):
     """The EDGEINF_DEPTH=3 build rotates three register stages: 10 chunks over 2 warps cover it."""
@@ -127,40 +141,48 @@ def test_launch_geometry_of_the_loaders_covers_large_m(emu):
     assert _run(emu, pw, x, lc) <= TOL
 
 
-class _ByName:
-    """Stands in for a loaded kernel image: a function is its name."""
+class _Image:
+    """Stands in for a loaded kernel image: a function is (its name, the emulator of that build)."""
 
-    def function(self, name: str) -> str:
-        return name
+    def __init__(self, emulator):
+        self.emulator = emulator
+
+    def function(self, name: str):
+        return name, self.emulator
 
 
-@pytest.mark.parametrize("bits,group", [(4, 128), (3, 64), (8, None), (2, 32)])
-def test_quant_linear_launch_drives_the_kernel(emu, monkeypatch, bits, group):
-    """QuantLinear's kernel path (reshape, fp16 cast, output, the driver-call arguments) on CPU
-    tensors, with the driver launch replaced by the emulator: the arguments it builds are the ones
-    the kernel reads, and its output equals the layer's reference path."""
+@pytest.mark.parametrize("bits,group,variant", [(4, 128, None), (3, 64, None), (8, None, None), (2, 32, None),
+                                                (4, 128, ("EDGEINF_LOP3_DEQUANT",)), (5, None, ("EDGEINF_LOP3_DEQUANT",))])
+def test_quant_linear_launch_drives_the_kernel(emu, emu_lop3, monkeypatch, bits, group, variant):
+    """QuantLinear's kernel path (reshape, fp16 cast, output, the driver-call arguments, the
+    tuning variant it asks for) on CPU tensors, with the driver launch replaced by the emulator:
+    the arguments it builds are the ones the kernel reads, and its output equals the layer's
+    reference path."""
     torch = pytest.importorskip("torch")
     from types import SimpleNamespace
 
     from edgeinf.kernels import quant_linear as ql
 
+    builds = {None: emu, ("EDGEINF_LOP3_DEQUANT",): emu_lop3}
     launches = []
 
     def fake_launch(func, grid, block, args, stream=0, shared_bytes=0):
-        launches.append((func, grid, block))
-        emu.launch_raw(func, grid, block, [a.value for a in args])
+        name, emulator = func
+        launches.append((name, grid, block, emulator))
+        emulator.launch_raw(name, grid, block, [a.value for a in args])
 
     monkeypatch.setattr(ql._cuda, "launch", fake_launch)
-    monkeypatch.setattr(ql, "_module_for", lambda device: _ByName())
+    monkeypatch.setattr(ql, "_module_for", lambda device, defines=None: _Image(builds[defines]))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: SimpleNamespace(cuda_stream=0))
     pw, rng = _case(300, 40, bits, group, seed=bits)
     layer = ql.QuantLinear(pw, rng.standard_normal(40).astype(np.float32))
     layer._sm_count = 4
+    layer.kernel_defines = variant
     x = torch.from_numpy(rng.standard_normal((2, 300, 3)).astype(np.float32)).transpose(1, 2)  # [2, 3, 300], strided
     with torch.no_grad():
         y = layer._forward_kernel(x)
         ref = layer(x)  # the CPU path: x @ dequantized(W).T + b
-    assert launches == [(ql.ops.kernel_name(bits, layer.group_blocks), (3, 1, 1), (32, 2, 1))]
+    assert launches == [(ql.ops.kernel_name(bits, layer.group_blocks), (3, 1, 1), (32, 2, 1), builds[variant])]
     assert y.shape == (2, 3, 40) and y.dtype == torch.float32
     err = (y - ref).abs().max().item() / ref.abs().max().item()
     assert err <= TOL, err

@@ -55,6 +55,7 @@ inline half2 __hfma2(half2 a, half2 b, half2 c) {  // a*b+c with one rounding (e
 }
 template <class T> inline T __ldg(const T* p) { return *p; }
 inline int __ffs(int v) { return __builtin_ffs(v); }
+inline int __clz(int v) { return v ? __builtin_clz(static_cast<unsigned>(v)) : 32; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
