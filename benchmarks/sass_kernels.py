@@ -1,0 +1,137 @@
+"""Static cost of the low-bit kernels, no GPU needed: registers and resident warps per SM (ptxas),
+and SASS instructions of one (tile, chunk) of work (cuobjdump), for the default build and tuning
+variants side by side.
+
+    python benchmarks/sass_kernels.py [--arch sm_90] [--variants 'EDGEINF_LOP3_DEQUANT' ...] [--out F.json]
+
+The chunk count compiles a probe kernel that runs load_stage + compute_stage once (groups of 128,
+M <= 8, no bounds checks): the instructions a warp issues per 16 x 256 weights. These are proxies
+for speed; the timings come from benchmarks/bench_kernels.py on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgeinf.kernels import build  # noqa: E402
+
+BITS = (2, 3, 4, 5, 6, 8)
+PROBE = """#include "{src}"
+template <int BITS>
+__global__ void probe(const uint8_t* pa, const uint8_t* pb, const __half* s, const __half* x, float* out, int K) {{
+  using namespace edgeinf;
+  Stage<BITS, 2> st;
+  load_stage<BITS, 2>(st, pa, pb, s, blockIdx.x, 0, 1, 16, 4, threadIdx.x);
+  float acc[2][4] = {{}}, ct[2][4] = {{}};
+  compute_stage<BITS, 2, false>(st, acc, ct, x, x, K, 0, 4, true, false, threadIdx.x);
+  for (int i = 0; i < 4; ++i) out[threadIdx.x * 4 + i] = acc[0][i];
+}}
+""" + "".join(f"template __global__ void probe<{b}>(const uint8_t*, const uint8_t*, const __half*, const __half*, float*, int);\n"
+              for b in BITS)
+
+
+def find_cuobjdump() -> str | None:
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        cand = Path(root or "/nonexistent") / "bin" / "cuobjdump"
+        if cand.is_file():
+            return str(cand)
+    spec = importlib.util.find_spec("triton")  # triton wheels bundle the CUDA binary utilities
+    if spec and spec.origin:
+        cand = Path(spec.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        if cand.is_file():
+            return str(cand)
+    return None
+
+
+def registers(nvcc: str, arch: str, defines: tuple[str, ...]) -> dict[str, int]:
+    out = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-O3", "-std=c++14", "-Xptxas", "-v", "-o", os.devnull,
+                          *(f"-D{d}" for d in defines), str(build.SOURCE)], capture_output=True, text=True, check=True)
+    regs, name = {}, None
+    for line in out.stderr.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        name = m.group(1) if m else name
+        m = re.search(r"Used (\d+) registers", line)
+        if m and name:
+            regs[name.replace("edgeinf_qgemm_", "")] = int(m.group(1))
+    return regs
+
+
+def warps_per_sm(regs: int, block_warps: int = 8) -> int:
+    """Resident warps per SM in blocks of ``block_warps`` with 64K registers (allocated per warp in 256s)."""
+    per_warp = -(-regs * 32 // 256) * 256
+    return (65536 // per_warp) // block_warps * block_warps
+
+
+def chunk_instructions(nvcc: str, cuobjdump: str, arch: str, defines: tuple[str, ...], tmp: Path) -> dict[int, int]:
+    src = tmp / "probe.cu"
+    src.write_text(PROBE.format(src=build.SOURCE))
+    cubin = tmp / "probe.cubin"
+    subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-O3", "-std=c++14", *(f"-D{d}" for d in defines),
+                    "-o", str(cubin), str(src)], check=True, capture_output=True)
+    sass = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    counts = {}
+    for fn in re.split(r"\n\s*Function : ", sass)[1:]:
+        m = re.match(r"_Z5probeILi(\d+)E", fn)
+        ops = re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", fn)
+        if m:
+            counts[int(m.group(1))] = sum(1 for o in ops if not o.startswith(("NOP", "BRA", "EXIT")))
+    return dict(sorted(counts.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--variants", nargs="*", default=["EDGEINF_LOP3_DEQUANT", "EDGEINF_MIN_BLOCKS=2",
+                                                      "EDGEINF_MIN_BLOCKS=2 EDGEINF_LOP3_DEQUANT"])
+    ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
+    args = ap.parse_args(argv)
+    nvcc = build.find_nvcc()
+    if nvcc is None:
+        print("sass_kernels: needs nvcc (the CUDA toolkit)", file=sys.stderr)
+        return 2
+    cuobjdump = find_cuobjdump()
+    builds = [("default", ())] + [(v, tuple(v.split())) for v in args.variants]
+    res = {"arch": args.arch, "nvcc": build.nvcc_version(nvcc), "builds": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, defines in builds:
+            regs = registers(nvcc, args.arch, defines)
+            entry = {"registers": regs, "warps_per_sm_8warp_blocks": {k: warps_per_sm(v) for k, v in regs.items()}}
+            if cuobjdump:
+                entry["sass_per_chunk"] = chunk_instructions(nvcc, cuobjdump, args.arch, defines, Path(tmp))
+            res["builds"][name] = entry
+    base = res["builds"]["default"]
+    print(f"{args.arch}, {res['nvcc']}: registers / resident warps per SM (8-warp blocks)"
+          + ("" if cuobjdump else "; no cuobjdump found, SASS counts skipped"))
+    for kernel in base["registers"]:
+        cells = [f"{b['registers'][kernel]:3d}r/{b['warps_per_sm_8warp_blocks'][kernel]:2d}w" for b in res["builds"].values()]
+        print(f"  {kernel:9s} " + "  ".join(f"{n[:28]:>28s}: {c}" for n, c in zip(res["builds"], cells)))
+    if cuobjdump:
+        print("SASS instructions per (tile, chunk) of work, and the ratio to the default build:")
+        for bits in BITS:
+            d = base["sass_per_chunk"][bits]
+            print(f"  W{bits}: default {d}" + "".join(
+                f"  | {n}: {b['sass_per_chunk'][bits]} (x{b['sass_per_chunk'][bits] / d:.2f})"
+                for n, b in list(res["builds"].items())[1:]))
+    if args.out:
+        from edgeinf import _atomic
+
+        _atomic.write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
