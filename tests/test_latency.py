@@ -1,6 +1,7 @@
 """Latency model: Kalman slowdown + contention regression + empirical-quantile margin (deterministic)."""
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -93,6 +94,33 @@ def test_quantile_margin_is_nonnegative_and_covers(residuals, target):
     assert q >= 0.0
     above = sum(r > q + 1e-12 for r in residuals) / len(residuals)
     assert above <= target + 1.0 / len(residuals)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=1, max_size=450), st.floats(0.001, 0.49))
+def test_quantile_margin_equals_numpys_linear_quantile(residuals, target):
+    """The partial-sort estimate is numpy's default quantile, to the bit."""
+    expect = max(0.0, float(np.quantile(np.asarray(residuals, float), 1.0 - target)))
+    assert quantile_margin(collections.deque(residuals), target) == expect
+
+
+def test_kalman_update_matches_the_textbook_form():
+    """The in-place Kalman step equals P+Q, K = Ph/s, x += K*innovation, P -= K (Ph)^T."""
+    m = LatencyModel()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h = np.array((1.0, *Snapshot(other_cpu=float(rng.uniform()), runnable_per_core=float(rng.uniform(0, 2))).features()))
+        P = m.P + m.Q
+        Ph = P @ h
+        s = float(h @ Ph) + m.config.r_measure
+        bound = m.config.clip_sigma * np.sqrt(s)
+        y = float(rng.normal(0.2, 0.3))
+        x = m.x + Ph / s * min(bound, max(-bound, y - float(h @ m.x)))
+        P = P - np.outer(Ph / s, Ph)
+        m._kalman(h, y)
+        np.testing.assert_allclose(m.x, x, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(m.P, P, rtol=1e-12, atol=1e-15)
+        assert m._coef == m.x.tolist()
 
 
 @pytest.mark.parametrize("kw", [{"mode": "psychic"}, {"target_miss_rate": 0.0}, {"target_miss_rate": 0.7},

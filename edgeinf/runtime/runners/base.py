@@ -6,6 +6,7 @@ against the runner's input specs and records the time of every call.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -13,6 +14,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
+
+
+@functools.lru_cache(maxsize=None)
+def _dtype(name: str) -> np.dtype:
+    return np.dtype(name)
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class TensorSpec:
         """Raise :class:`EdgeinfError` if ``array`` does not match this spec."""
         if not isinstance(array, np.ndarray):
             raise EdgeinfError(f"{where}: input '{self.name}' must be a numpy array, got {type(array).__name__}")
-        if str(array.dtype) != self.dtype:
+        if array.dtype != _dtype(self.dtype):
             raise EdgeinfError(
                 f"{where}: input '{self.name}' has dtype {array.dtype}, expected {self.dtype}; "
                 f"convert it with x.astype(np.{self.dtype})")
