@@ -86,7 +86,7 @@ def cublas_us(torch, k: int, n: int, m: int, l2: int) -> float:
     return t
 
 
-def _rel_err(torch, q, x, y, wdq) -> float:
+def _rel_err(q, x, y, wdq) -> float:
     y.fill_(float("nan"))
     q._launch(x, y)
     ref = x.double() @ wdq.T
@@ -115,7 +115,7 @@ def bench_shape(torch, QuantLinear, P, reference, k, n, bits_list, ms, l2, bw, l
                 return len(qs)
 
             t = graph_time_us(torch, seq, reps=max(1, 60 // len(qs)))
-            err = _rel_err(torch, q, x, y, wdq)
+            err = _rel_err(q, x, y, wdq)
             timed = {}
             for v in variants:  # the same weights and inputs, right after the default build
                 for qq in qs:
@@ -123,7 +123,7 @@ def bench_shape(torch, QuantLinear, P, reference, k, n, bits_list, ms, l2, bw, l
                 tv = graph_time_us(torch, seq, reps=max(1, 60 // len(qs)))
                 timed[" ".join(v)] = {"us": round(tv, 2), "vs_default": round(t / tv, 3),
                                       "speedup": round(base[m] / tv, 2),
-                                      "max_rel_err": float(f"{_rel_err(torch, q, x, y, wdq):.3g}")}
+                                      "max_rel_err": float(f"{_rel_err(q, x, y, wdq):.3g}")}
                 for qq in qs:
                     qq.kernel_defines = None
             row = {"K": k, "N": n, "M": m, "bits": bits, "group_size": 128, "us": round(t, 2),

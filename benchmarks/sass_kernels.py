@@ -14,7 +14,6 @@ import argparse
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,13 +40,9 @@ __global__ void probe(const uint8_t* pa, const uint8_t* pb, const __half* s, con
 
 
 def find_cuobjdump() -> str | None:
-    found = shutil.which("cuobjdump")
+    found = build.find_cuda_tool("cuobjdump")
     if found:
         return found
-    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        cand = Path(root or "/nonexistent") / "bin" / "cuobjdump"
-        if cand.is_file():
-            return str(cand)
     spec = importlib.util.find_spec("triton")  # triton wheels bundle the CUDA binary utilities
     if spec and spec.origin:
         cand = Path(spec.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -56,9 +51,14 @@ def find_cuobjdump() -> str | None:
     return None
 
 
+def _nvcc(nvcc: str, arch: str, out, defines: tuple[str, ...], source: Path | None = None, verbose: bool = False):
+    """The project's own build command (same flags as the shipped images), optionally with ptxas -v."""
+    cmd = build.nvcc_command(nvcc, arch, Path(out), defines=defines, source=source) + (["-Xptxas", "-v"] if verbose else [])
+    return subprocess.run(cmd, capture_output=True, text=True, check=True)
+
+
 def registers(nvcc: str, arch: str, defines: tuple[str, ...]) -> dict[str, int]:
-    out = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-O3", "-std=c++14", "-Xptxas", "-v", "-o", os.devnull,
-                          *(f"-D{d}" for d in defines), str(build.SOURCE)], capture_output=True, text=True, check=True)
+    out = _nvcc(nvcc, arch, os.devnull, defines, verbose=True)
     regs, name = {}, None
     for line in out.stderr.splitlines():
         m = re.search(r"Compiling entry function '(\w+)'", line)
@@ -79,8 +79,7 @@ def chunk_instructions(nvcc: str, cuobjdump: str, arch: str, defines: tuple[str,
     src = tmp / "probe.cu"
     src.write_text(PROBE.format(src=build.SOURCE))
     cubin = tmp / "probe.cubin"
-    subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-O3", "-std=c++14", *(f"-D{d}" for d in defines),
-                    "-o", str(cubin), str(src)], check=True, capture_output=True)
+    _nvcc(nvcc, arch, cubin, defines, source=src)
     sass = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
     counts = {}
     for fn in re.split(r"\n\s*Function : ", sass)[1:]:

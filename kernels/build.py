@@ -39,18 +39,22 @@ def cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def find_nvcc() -> str | None:
-    """The nvcc to use: ``$EDGEINF_NVCC``, then PATH, then ``$CUDA_HOME/bin`` and /usr/local/cuda/bin."""
-    if os.environ.get("EDGEINF_NVCC"):
-        return os.environ["EDGEINF_NVCC"]
-    found = shutil.which("nvcc")
+def find_cuda_tool(name: str) -> str | None:
+    """A CUDA toolkit program (``nvcc``, ``cuobjdump``...): PATH, then ``$CUDA_HOME/bin``,
+    ``$CUDA_PATH/bin`` and /usr/local/cuda/bin."""
+    found = shutil.which(name)
     if found:
         return found
     for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        cand = Path(root or "/nonexistent") / "bin" / "nvcc"
+        cand = Path(root or "/nonexistent") / "bin" / name
         if cand.is_file():
             return str(cand)
     return None
+
+
+def find_nvcc() -> str | None:
+    """The nvcc to use: ``$EDGEINF_NVCC``, else :func:`find_cuda_tool`."""
+    return os.environ.get("EDGEINF_NVCC") or find_cuda_tool("nvcc")
 
 
 def nvcc_version(nvcc: str) -> str:
@@ -84,9 +88,9 @@ def tuning_defines() -> tuple[str, ...]:
     return tuple(os.environ.get("EDGEINF_KERNEL_DEFINES", "").split())
 
 
-def _key(arch: str, nvcc: str, ptx: bool, defines: tuple[str, ...] | None = None) -> str:
+def _key(arch: str, nvcc: str, ptx: bool, defines: tuple[str, ...]) -> str:
+    """The cache key of an image: source, architecture, compiler, flags and the defines it is built with."""
     h = hashlib.sha256(SOURCE.read_bytes())
-    defines = tuning_defines() if defines is None else defines
     h.update(f"{arch}|{ptx}|{nvcc_version(nvcc)}|{' '.join(NVCC_FLAGS)}|{defines}".encode())
     return h.hexdigest()[:16]
 
@@ -137,7 +141,8 @@ def build_all(archs: tuple[str, ...] = ARCHS, out_dir: Path | None = None, jobs:
     out_dir = Path(out_dir) if out_dir else cache_dir()
 
     def one(arch: str) -> Path:
-        name = _image_name(arch, False) if out_dir != cache_dir() else f"{_key(arch, nvcc, False)}-{_image_name(arch, False)}"
+        # the default build (no tuning defines), keyed as image_for looks it up
+        name = _image_name(arch, False) if out_dir != cache_dir() else f"{_key(arch, nvcc, False, ())}-{_image_name(arch, False)}"
         return compile_image(arch, out_dir / name, nvcc=nvcc)
 
     with ThreadPoolExecutor(max_workers=jobs or min(len(archs), os.cpu_count() or 1)) as pool:

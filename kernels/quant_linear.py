@@ -20,7 +20,7 @@ from edgeinf.kernels import _cuda, build, ops
 from edgeinf.kernels.layout import KernelWeight, repack, row_scales, unpack_kernel_codes
 from edgeinf.kernels.packing import PackedWeight, quantize
 
-_MODULES: dict[tuple[int, int], _cuda.Module] = {}
+_MODULES: dict[tuple[int, int, tuple[str, ...] | None], _cuda.Module] = {}  # (device, context, defines)
 
 
 def _module_for(device: torch.device, defines: tuple[str, ...] | None = None) -> _cuda.Module:
