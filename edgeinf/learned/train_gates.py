@@ -54,19 +54,24 @@ class GateTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.cluster_on not in ("probs", "sorted"):
-            raise EdgeinfError(f"cluster_on must be 'probs' or 'sorted', got {self.cluster_on!r}")
         if self.hidden < 1 or self.epochs < 1 or self.batch_size < 1:
             raise EdgeinfError("hidden, epochs and batch_size must be >= 1")
-        if not 0.0 < self.holdout < 1.0:
-            raise EdgeinfError(f"holdout must be in (0, 1), got {self.holdout}")
-        if not self.k_choices or any(k < 0 for k in self.k_choices):
-            raise EdgeinfError(f"k_choices must be non-negative cluster counts, got {self.k_choices}")
+        check_target_options(self.cluster_on, self.holdout, self.k_choices)
 
     def lambda_grid(self) -> np.ndarray:
         if self.lambdas is not None:
             return np.sort(np.asarray(self.lambdas, dtype=np.float64))
         return np.concatenate([[0.0], np.logspace(-3, 1.5, 28)])
+
+
+def check_target_options(cluster_on: str, holdout: float, k_choices: tuple[int, ...]) -> None:
+    """Validate the eq. 11 target options both gate trainers share (EdgeinfError naming the bad one)."""
+    if cluster_on not in ("probs", "sorted"):
+        raise EdgeinfError(f"cluster_on must be 'probs' or 'sorted', got {cluster_on!r}")
+    if not 0.0 < holdout < 1.0:
+        raise EdgeinfError(f"holdout must be in (0, 1), got {holdout}")
+    if not k_choices or any(k < 0 for k in k_choices):
+        raise EdgeinfError(f"k_choices must be non-negative cluster counts, got {k_choices}")
 
 
 # -- targets --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from edgeinf.costs import TorchThreads
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.next_step import NextStepGates, State, Weights, step_targets
 from edgeinf.learned.paths import PathSet, gate_features
+from edgeinf.learned.train_gates import check_target_options
 
 FINE_GRID = np.concatenate([[0.0], np.logspace(-3, 1.5, 28)])  # what the default grid is chosen from
 
@@ -57,12 +58,7 @@ class NextStepTrainConfig:
             raise EdgeinfError("num_lambdas, hidden, epochs, patience and batch_size must be >= 1")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise EdgeinfError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
-        if not 0.0 < self.holdout < 1.0:
-            raise EdgeinfError(f"holdout must be in (0, 1), got {self.holdout}")
-        if not self.k_choices or any(k < 0 for k in self.k_choices):
-            raise EdgeinfError(f"k_choices must be non-negative cluster counts, got {self.k_choices}")
-        if self.cluster_on not in ("probs", "sorted"):
-            raise EdgeinfError(f"cluster_on must be 'probs' or 'sorted', got {self.cluster_on!r}")
+        check_target_options(self.cluster_on, self.holdout, self.k_choices)
 
 
 def train_next_step(pathset: PathSet, probs: np.ndarray, labels: np.ndarray,
