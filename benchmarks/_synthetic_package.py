@@ -6,7 +6,11 @@ their accuracies are synthetic (rising with depth) and say so in the manifest.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -52,3 +56,27 @@ def write_synthetic_package(target, n_blocks: int = 8, hidden: int = 768, seed: 
         pkg.manifest.update(blocks=[{"index": i} for i in range(n_blocks)], exits=list(range(n_blocks - 1)),
                             bit_levels=[32], branches=rows,
                             io={"input": {"name": "x", "shape": ["N", IN], "dtype": "float32"}})
+
+
+def add_package_source(parser) -> None:
+    """The benchmarks' ``--package DIR | --synthetic`` choice (one of them is required)."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--package", help="a package directory (edgeinf demo --out DIR writes DIR/package)")
+    src.add_argument("--synthetic", action="store_true", help="build a synthetic residual-MLP package (needs onnx)")
+
+
+@contextlib.contextmanager
+def package_source(args, copy: bool = False):
+    """The package path for ``args`` of :func:`add_package_source`: the synthetic one written to a
+    temporary directory, else ``args.package`` (copied there when ``copy``: the benchmark may write
+    into it). The temporary directory is removed afterwards."""
+    if not args.synthetic and not copy:
+        yield Path(args.package)
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeinf-bench-") as tmp:
+        pkg = Path(tmp) / "package"
+        if args.synthetic:
+            write_synthetic_package(pkg)
+        else:
+            shutil.copytree(args.package, pkg)
+        yield pkg

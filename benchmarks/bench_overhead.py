@@ -11,16 +11,15 @@ It matters where a branch runs in tens of microseconds (small models, fast board
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
-from edgeinf.runtime.measure import sample_input
+from edgeinf.runtime.measure import profile_package, sample_input
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runtime import Runtime
 
@@ -61,28 +60,16 @@ def bench(pkg: str, calls: int, rounds: int, threads: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--package", help="a package directory (edgeinf demo --out DIR writes DIR/package)")
-    src.add_argument("--synthetic", action="store_true", help="build a synthetic residual-MLP package (needs onnx)")
+    add_package_source(p)
     p.add_argument("--calls", type=int, default=20_000, help="calls per round and configuration")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/overhead-<host>.json)")
     args = p.parse_args(argv)
-    tmp = None
-    try:
-        pkg = args.package
-        if args.synthetic:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from _synthetic_package import write_synthetic_package
-
-            tmp = tempfile.mkdtemp(prefix="edgeinf-overhead-")
-            pkg = str(Path(tmp) / "package")
-            write_synthetic_package(pkg)
-        res = bench(pkg, args.calls, args.rounds, args.threads)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with package_source(args) as pkg:
+        if args.synthetic:  # a fresh package has no latency table yet: measure it here
+            profile_package(pkg, repeats=20, warmup=3, intra_op_threads=args.threads)
+        res = bench(str(pkg), args.calls, args.rounds, args.threads)
     for name, r in res.items():
         print(f"{name:9s} Runtime.infer {r['runtime_us']:7.1f} us  executor {r['executor_us']:7.1f} us  "
               f"overhead {r['overhead_us']:6.1f} us  (x{r['runtime_over_executor']:.2f})  branch {r['branch']}")

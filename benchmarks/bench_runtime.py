@@ -15,10 +15,8 @@ would have met the budget in that phase (from a calibration of every branch unde
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
 from edgeinf.contention import ContentionGenerator, LoadTrace
 from edgeinf.runtime._package import open_package
@@ -156,9 +155,7 @@ def load_data(rt_spec, n: int = 360):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--package", help="the demo package directory (edgeinf demo --out DIR writes DIR/package)")
-    src.add_argument("--synthetic", action="store_true", help="build a synthetic residual-MLP package (needs onnx)")
+    add_package_source(p)
     p.add_argument("--phase-s", type=float, default=4.0, help="seconds per contention phase")
     p.add_argument("--phases", type=int, default=12, help="contention phases per run")
     p.add_argument("--budget-step-s", type=float, default=2.5, help="seconds between budget changes")
@@ -175,14 +172,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/runtime-<host>.json)")
     args = p.parse_args(argv)
     out = Path(args.out or Path(__file__).parent / "results" / f"runtime-{socket.gethostname()}.json")
-    with tempfile.TemporaryDirectory(prefix="edgeinf-bench-") as tmp:
-        pkg = Path(tmp) / "package"
-        if args.synthetic:
-            from _synthetic_package import write_synthetic_package
-
-            write_synthetic_package(pkg)
-        else:
-            shutil.copytree(args.package, pkg)
+    with package_source(args, copy=True) as pkg:
         doc = bench(pkg, args, "synthetic residual MLP" if args.synthetic else str(args.package))
     write_json(out, doc)
     print(f"wrote {out}", file=sys.stderr)
