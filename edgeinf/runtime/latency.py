@@ -161,18 +161,20 @@ class LatencyModel:
         level = self.level(snapshot)
         self.bin_residuals[level].append(residual)
         h = np.array((1.0, *snapshot.features()[: self.n_features]))
-        self._kalman(h, y)
+        self._kalman(h, y, ls)
         self.observations += 1
         if self.observations % self.config.margin_every == 0:
             self._update_margins(level)
 
-    def _kalman(self, h: np.ndarray, y: float) -> None:
+    def _kalman(self, h: np.ndarray, y: float, pred: float | None = None) -> None:
+        """One filter step on observation ``y`` with regressors ``h``; ``pred`` = ``h . x`` when the
+        caller has it already (the out-of-sample prediction)."""
         P = self.P
         P.flat[:: P.shape[0] + 1] += self._q_diag  # random-walk prediction step (Q is diagonal), in place
         Ph = P @ h
         s = float(h @ Ph) + self.config.r_measure
         bound = self.config.clip_sigma * math.sqrt(s)
-        innovation = min(bound, max(-bound, y - float(h @ self.x)))
+        innovation = min(bound, max(-bound, y - (float(h @ self.x) if pred is None else pred)))
         Ph /= s  # the gain
         self.x += Ph * innovation
         P -= np.multiply.outer(Ph, Ph * s)
