@@ -33,14 +33,16 @@ class Source:
 
 
 def load_source(spec: str, adapter: str | None = None, input_shape: Sequence[int] | None = None,
-                cache: Any = None, seed: int = 0, arch: str | None = None) -> Source:
+                cache: Any = None, seed: int = 0, arch: str | None = None,
+                arch_kwargs: dict | None = None) -> Source:
     """A zoo model name (trained or from the cache, with the digits validation split), or a
     checkpoint file (a state dict) loaded into the architecture ``arch`` and split by ``adapter``
     (None = detect).
 
     Checkpoints are read with ``torch.load(weights_only=True)`` only: a file never runs code.
     ``arch`` names the code that builds the model: a zoo name, ``timm:MODEL_NAME``, or
-    ``package.module:factory`` (called with no arguments, e.g. ``torchvision.models:resnet18``).
+    ``package.module:factory`` (e.g. ``torchvision.models:resnet18``), built with ``arch_kwargs``
+    (e.g. ``{"num_classes": 10}``); see :func:`edgeinf.zoo.checkpoint.model_from_checkpoint`.
     """
     from edgeinf import zoo
 
@@ -55,51 +57,21 @@ def load_source(spec: str, adapter: str | None = None, input_shape: Sequence[int
     if arch is None:
         raise EdgeinfError(f"{path} is a checkpoint: say which architecture it belongs to with --arch "
                            "(a zoo name, timm:MODEL_NAME, or package.module:factory such as torchvision.models:resnet18)")
-    model = _load_checkpoint(path, arch, adapter, input_shape, cache)
+    require("torch", "edgeinf export")
+    from edgeinf.zoo.checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint(path, arch, arch_kwargs, adapter, input_shape)
     if arch in zoo.list_models():  # a zoo architecture (e.g. fine-tuned): its validation split profiles it
         data = zoo.load_digits(model.input_shape[-1], zoo.DATA_SEED)
         return Source(model, data.x_val, data.y_val)
     return Source(model)
 
 
-def build_arch(arch: str) -> "Any":
-    """The untrained model named by ``arch`` (see :func:`load_source`)."""
-    import importlib
+def build_arch(arch: str, arch_kwargs: dict | None = None) -> "Any":
+    """The untrained model named by ``arch`` (see :func:`edgeinf.zoo.checkpoint.build_arch`)."""
+    from edgeinf.zoo.checkpoint import build_arch as build
 
-    from edgeinf import zoo
-
-    if arch in zoo.list_models():
-        return zoo.build(arch)
-    module_name, _, attr = arch.partition(":")
-    if not module_name or not attr:
-        raise EdgeinfError(f"--arch {arch!r} is not a zoo name ({', '.join(zoo.list_models())}), timm:MODEL_NAME "
-                           "or package.module:factory")
-    if module_name == "timm":
-        timm = require("timm", "--arch timm:...")
-        return timm.create_model(attr, pretrained=False)
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-        return factory()
-    except (ImportError, AttributeError, TypeError) as exc:
-        raise EdgeinfError(f"--arch {arch!r}: cannot build the model ({type(exc).__name__}: {exc}); "
-                           "name an importable factory that takes no arguments") from None
-
-
-def _load_checkpoint(path: Path, arch: str, adapter: str | None, input_shape: Sequence[int] | None,
-                     cache: Any) -> "SplitModel":
-    require("torch", "edgeinf export")
-    from edgeinf.adapters import split
-    from edgeinf.model import SplitModel
-    from edgeinf.zoo import load_checkpoint
-    from edgeinf.zoo.checkpoint import mismatch, read_state_dict
-
-    model = build_arch(arch)
-    options = {"input_shape": tuple(int(s) for s in input_shape)} if input_shape else {}
-    if isinstance(model, SplitModel) or mismatch(model, read_state_dict(path)) is None:
-        model = load_checkpoint(model, path)  # the original model's weights: load, then split
-        return model.eval() if isinstance(model, SplitModel) else split(model.eval(), adapter, **options).eval()
-    # a checkpoint of the split model (e.g. with trained exit heads): split first, then load
-    return load_checkpoint(split(model.eval(), adapter, **options), path).eval()
+    return build(arch, arch_kwargs)
 
 
 def quick_profile(source: Source, out_dir: Path, bit_levels: Sequence[int], quant: Any, max_branches: int = 64,
