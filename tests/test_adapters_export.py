@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SLOW = pytest.mark.slow  # ~20-60 s each on a 2-core host (convnext_tiny: 28 M parameters)
 MODELS = ["tv_resnet18", "tv_mobilenet_v3_small", "tv_mobilenet_v2", "tv_efficientnet_b0", "tv_regnet_y_400mf",
-          "timm_resnet18", "timm_deit_tiny", "timm_deit_tiny_distilled", "timm_convnext_atto",
+          "timm_resnet18", "timm_deit_tiny", "timm_convnext_atto", pytest.param("timm_deit_tiny_distilled", marks=SLOW),
           pytest.param("tv_convnext_tiny", marks=SLOW), pytest.param("timm_mobilenetv3_small", marks=SLOW),
           pytest.param("timm_efficientnet_b0", marks=SLOW), pytest.param("timm_regnety_002", marks=SLOW)]
 SAMPLES = 16
@@ -123,3 +123,26 @@ def test_timm_attention_is_fused_in_torch_and_exports_unchanged():
     sess = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"x": h.numpy()})[0]
     assert np.abs(got - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tv_mobilenet_v3_small", "timm_convnext_atto", "timm_deit_tiny_distilled"])
+def test_low_bit_blocks_export_and_match_their_quantized_torch_form(name, tmp_path):
+    from edgeinf.exporters.export import export_package
+    from edgeinf.exporters.onnx.check import TOLERANCES
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    sm = split(bb.FACTORIES[name](), input_shape=bb.input_shape(name)).eval()
+    variants = BlockVariants(sm, QuantConfig(group_size=32), kernels="simulate")
+    x = torch.randn(4, *sm.input_shape, generator=torch.Generator().manual_seed(0))
+    pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(32, 8, 4),
+                         branches=[Branch.full(len(sm.blocks), 4)])
+    with torch.no_grad():
+        h = sm.stem(x)
+        for i in range(len(sm.blocks)):
+            entry = next(e for e in pkg.artifacts if e["role"] == "block" and e["index"] == i and e["bits"] == 4)
+            ref = variants.block(i, 4)(h)
+            got = _ort(pkg.root / entry["path"], h.numpy())
+            rule = TOLERANCES[entry["tolerance_rule"]]  # MatMulNBits may quantize activations to int8
+            assert np.abs(got - ref.numpy()).max() <= 2 * rule.limit(ref.numpy()), (name, i)
+            h = sm.blocks[i](h)
