@@ -163,15 +163,14 @@ def _threads(threads: int | None) -> int | None:
 
 # -- the stages ------------------------------------------------------------------------------
 def stage_models(ctx: DemoContext) -> None:
-    """Train or load the zoo models (cached) and load the digits test split."""
+    """Train or load the zoo models (cached) and load the first model's data (digits or MNIST)."""
     from edgeinf import zoo
 
     for name in ctx.config.models:
         zoo.entry(name)  # unknown names fail before anything is trained
     for name in ctx.config.models:
         ctx.models[name] = zoo.get(name, cache=ctx.config.cache, seed=ctx.config.seed)
-    size = ctx.models[ctx.config.models[0]].input_shape[-1]
-    ctx.data = zoo.load_digits(size, zoo.DATA_SEED)
+    ctx.data = zoo.load_data(ctx.config.models[0])
 
 
 def stage_profile(ctx: DemoContext) -> None:

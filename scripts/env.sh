@@ -12,4 +12,4 @@ fi
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q torch==2.14.1 torchvision==0.29.1 timm 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q -e '.[build,dev]' 2>&1 | grep -v "^WARNING: Location" || true
-python -c "import torch, torchvision, timm, onnx, onnxruntime, edgeinf; print('edgeinf', edgeinf.__version__, '| torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"
+python -c "import torch, torchvision, timm, onnx, onnxruntime, mlxtend, edgeinf; print('edgeinf', edgeinf.__version__, '| torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"

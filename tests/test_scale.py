@@ -9,7 +9,7 @@ from edgeinf import zoo
 from edgeinf.data import CORRUPTIONS, MAX_SEVERITY, corrupt, graded_set
 from edgeinf.errors import EdgeinfError
 from edgeinf.zoo.mnist import resize, split_indices
-from edgeinf.zoo.training import TrainConfig, sample_blocks, train_backbone
+from edgeinf.zoo.training import TrainConfig, finetune_skip_robust, sample_blocks, train_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,10 +107,22 @@ def test_mnist_zoo_nets_structure_and_keys():
     for name, blocks in (("mnist-resnet18", 8), ("mnist-mobilenetv3", 12), ("mnist-deit-tiny", 12)):
         m = zoo.build(name)
         e = zoo.entry(name)
-        assert len(m.blocks) == blocks and m.input_shape == (3, 64, 64) and m.num_classes == 10
+        assert len(m.blocks) == blocks and m.input_shape == (3, 48, 48) and m.num_classes == 10
         assert m.exit_points() == list(e.model_config.exits) and e.skip_prob > 0 and e.data == "mnist"
     r = zoo.build("mnist-resnet18")
     assert r.skippable() == [True, True, False, True, False, True, False, True]
     assert zoo.entry("mnist-resnet18").key(0) != zoo.entry("mnist-resnet18-plain").key(0)
     with torch.no_grad():
-        assert r(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+        assert r(torch.zeros(2, 3, 48, 48)).shape == (2, 10)
+
+
+def test_finetune_skip_robust_changes_only_the_backbone():
+    model = zoo.build("digits-resnet")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = zoo.load_digits(32)
+    assert finetune_skip_robust(model, data.x_train[:128], data.y_train[:128], epochs=1) > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("exits."))
+    assert not torch.equal(before["blocks.0.conv1.weight"], after["blocks.0.conv1.weight"])
+    with pytest.raises(EdgeinfError, match="epochs"):
+        finetune_skip_robust(model, data.x_train[:8], data.y_train[:8], epochs=0)

@@ -71,22 +71,22 @@ register_model(ZooEntry(
     ExitTrainConfig(epochs=100, lr=1e-2)))
 register_model(ZooEntry(
     "mnist-resnet18", "torchvision resnet18 (8 BasicBlocks, 5 skippable), skip-robust, exits after blocks "
-    "1/3/5, 3x64x64 MNIST", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
-    TrainConfig(epochs=4, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
-    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
+    "1/3/5, 3x48x48 MNIST", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
+    TrainConfig(epochs=3, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
+    ExitTrainConfig(epochs=15, lr=1e-2), skip_prob=0.25, data="mnist"))
 register_model(ZooEntry(
     "mnist-resnet18-plain", "mnist-resnet18 trained without skip-robust training (the reference it is "
     "compared with)", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
-    TrainConfig(epochs=4, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
-    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.0, data="mnist"))
+    TrainConfig(epochs=3, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
+    ExitTrainConfig(epochs=15, lr=1e-2), skip_prob=0.0, data="mnist"))
 register_model(ZooEntry(
     "mnist-mobilenetv3", "torchvision MobileNetV3-small (11 blocks + final conv, 6 skippable), skip-robust, "
-    "exits after blocks 4/7/9, 3x64x64 MNIST", scale_model, ScaleConfig("mobilenet_v3_small", exits=(4, 7, 9)),
+    "exits after blocks 4/7/9, 3x48x48 MNIST", scale_model, ScaleConfig("mobilenet_v3_small", exits=(4, 7, 9)),
     TrainConfig(epochs=6, lr=3e-3, batch_size=64, weight_decay=1e-4, warmup_epochs=1),
     ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
 register_model(ZooEntry(
     "mnist-deit-tiny", "timm DeiT-tiny form (12 blocks, width 192, 8-pixel patches), skip-robust, exits after "
-    "blocks 3/6/9, 3x64x64 MNIST", scale_model, ScaleConfig("deit_tiny", exits=(3, 6, 9)),
+    "blocks 3/6/9, 3x48x48 MNIST", scale_model, ScaleConfig("deit_tiny", exits=(3, 6, 9)),
     TrainConfig(epochs=6, lr=1e-3, batch_size=64, weight_decay=0.05, warmup_epochs=1),
     ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
 

@@ -138,3 +138,17 @@ def _epoch(model, xt, yt, config, gen, opt, sched, loss_fn, skip=((), 0.0)) -> f
         sched.step()
         total += float(loss.detach()) * len(idx)
     return total / len(xt)
+
+
+def finetune_skip_robust(model: SplitModel, x: np.ndarray, y: np.ndarray, epochs: int = 2,
+                         skip_prob: float = 0.25, lr: float = 5e-4, seed: int = 0) -> float:
+    """Short skip-robust fine-tune of an already trained model (a user's own, split by an adapter).
+
+    Trains the stem, blocks and final head for ``epochs`` passes with every skippable block left
+    out with probability ``skip_prob`` per step (a low, constant-then-cosine learning rate, no
+    augmentation beyond small shifts), so that branches skipping blocks keep their accuracy.
+    Exit heads are not touched: retrain them afterwards with :func:`edgeinf.exits.train_exits`.
+    Returns the wall time in seconds.
+    """
+    config = TrainConfig(epochs=int(epochs), lr=lr, warmup_epochs=0, rotate_deg=0.0, shift_px=1.0, seed=seed)
+    return train_backbone(model, x, y, config, skip_prob=skip_prob)
