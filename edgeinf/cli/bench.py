@@ -33,6 +33,7 @@ class BenchTool(Tool):
     name = "bench"
     help = "latency of an ONNX file, TensorRT engine or package branch: percentiles, throughput, A/B ratios"
     option_groups = (TimingOptions, JsonOutput, PlotOutput)
+    outputs = {"results_file": "file", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("target", metavar="TARGET",

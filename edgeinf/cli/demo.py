@@ -16,6 +16,7 @@ class DemoTool(Tool):
     help = "run the built-in demo: digits models -> branch spaces -> profiles -> oracle report"
     requires = ("torch", "sklearn")
     option_groups = (JsonOutput,)
+    outputs = {"out": "dir"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")

@@ -35,6 +35,7 @@ class ExportTool(Tool):
     help = "export a model to a package: ONNX per block x bit-width, fused branches, TensorRT engines, manifest"
     requires = ("torch", "onnx", "onnxruntime")
     option_groups = (JsonOutput,)
+    outputs = {"out": "package"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("model", metavar="MODEL", help="a zoo model name (digits-resnet, digits-vit) or a state-dict checkpoint (with --arch)")

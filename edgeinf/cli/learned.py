@@ -25,6 +25,7 @@ class TrainSchedulerTool(Tool):
     help = "train the QuEE gates or AdaInf's content-aware scheduler and store it in the package"
     requires = ("torch", "sklearn")
     option_groups = (JsonOutput,)
+    outputs = {"checkpoint_out": "pt"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
@@ -104,6 +105,7 @@ class EvaluateTool(Tool):
     help = "accuracy and mean/p95 latency per budget of static, lut, threshold, gates, gates-next, content and the oracle"
     requires = ("torch", "onnxruntime")
     option_groups = (JsonOutput, PlotOutput)
+    outputs = {"out": "json", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)

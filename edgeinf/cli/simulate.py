@@ -28,6 +28,7 @@ class SimulateTool(Tool):
     name = "simulate"
     help = "replay a data set through the runtime under a budget trace and live CPU contention; write records + summary"
     option_groups = (RuntimeOptions, PlotOutput)
+    outputs = {"out": "json", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--budget-trace", metavar="JSON", default=None,
