@@ -11,7 +11,7 @@ import logging
 import sys
 
 from edgeinf import __version__
-from edgeinf.cli.base import ForceOutput, Tool
+from edgeinf.cli.base import ForceOutput, Parser, Tool
 from edgeinf.errors import EdgeinfError
 
 # name -> "module:Class". Tool modules import their heavy dependencies lazily, inside run().
@@ -45,7 +45,7 @@ def _setup_logging(verbosity: int) -> None:
 def build_parser(tools: dict[str, Tool] | None = None) -> argparse.ArgumentParser:
     """The full argument parser; unavailable tools stay listed, with the reason."""
     tools = tools if tools is not None else {n: _load_tool(s) for n, s in TOOLS.items()}
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgeinf",
         description="Adaptive inference on edge devices: branch spaces, oracle bounds, export, budgeted runtime.",
     )

@@ -4,12 +4,52 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from typing import Any, ClassVar
 
 from edgeinf import _lazy
 
 log = logging.getLogger("edgeinf")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error convention: one line on stderr, exit 1."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        self.exit(1, f"edgeinf: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _number(kind, text: str, lo: float, strict: bool):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value < lo or (strict and value == lo):
+        raise argparse.ArgumentTypeError(f"expected a number {'>' if strict else '>='} {lo:g}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, 1, False)
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, 0, False)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, 0.0, True)
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(float, text, 0.0, False)
 
 
 class OptionGroup:
