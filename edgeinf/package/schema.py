@@ -222,6 +222,11 @@ def _check_consistency(manifest: dict) -> None:
         check_relative_path(entry["path"], f"schedulers.{kind}")
         if entry["path"] in paths:
             raise _fail(f"schedulers.{kind}.path is also another file of the package")
+    for i, entry in enumerate(arts):
+        for key, value in entry.get("ort_session_config", {}).items():
+            if value not in ORT_SESSION_CONFIG[key]:
+                raise _fail(f"artifacts[{i}].ort_session_config.{key} is {value[:20]!r}, allowed: "
+                            f"{', '.join(ORT_SESSION_CONFIG[key])}")
     roles = {a["key"]: a["role"] for a in arts}
     for i, entry in enumerate(arts):
         for key in entry.get("external_data", ()):
