@@ -352,3 +352,14 @@ def test_package_writer_refuses_a_directory_of_user_files(tmp_path):
     assert (target / "n.txt").read_text() == "keep"
     _write_named(target, "x", force=True)
     assert load_package(target).name == "x"
+
+
+def test_inspect_prints_every_schema_valid_value_form(pkg, cli):
+    def edit(m):
+        m["branches"][0].update(latency_ms=0.5, macs=0)
+        m["branches"][1].update(latency_ms={"p50": 0.2, "n": 3})
+        m["artifacts"][0].update(max_abs_error=1e-6, tolerance=None)
+    rehash(pkg, edit)
+    code, out, err = cli("inspect", pkg, "--all-branches")
+    assert code == 0, err
+    assert "verified" in out and "0.500" in out

@@ -61,7 +61,8 @@ SHORT = Str(max_len=256)
 STATS = Map(OneOf((Num(), Null())), key=Str(max_len=64))
 LATENCY = OneOf((MS, STATS, Null()))
 SHAPE = List(OneOf((Int(0, 1 << 31), Str(max_len=64), Null())), max_len=16)
-TENSOR = Obj({"name": SHORT, "shape": SHAPE, "dtype": Str(max_len=32)})
+DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool")
+TENSOR = Obj({"name": SHORT, "shape": SHAPE, "dtype": Str(max_len=32, choices=DTYPES)})
 
 ARTIFACT_FIELDS = {
     "key": KEY, "role": Str(max_len=32, choices=ROLES), "backend": Str(max_len=32, choices=BACKENDS),
@@ -232,8 +233,12 @@ def _check_consistency(manifest: dict) -> None:
         for key in entry.get("external_data", ()):
             if roles.get(key) != "weights":
                 raise _fail(f"artifacts[{i}].external_data names {key!r}, which is not a weights artifact")
-    n_blocks = len(manifest["blocks"])
+    n_blocks, exits = len(manifest["blocks"]), set(manifest["exits"])
     for i, entry in enumerate(manifest["branches"]):
+        if entry["exit"] is not None and entry["exit"] not in exits:
+            raise _fail(f"branches[{i}].exit {entry['exit']} is not one of the model's exits {sorted(exits)}")
+        if any(b >= a for a, b in zip(entry["blocks"][1:], entry["blocks"])):
+            raise _fail(f"branches[{i}].blocks must be strictly increasing block indices")
         if any(b >= n_blocks for b in entry["blocks"]):
             raise _fail(f"branches[{i}].blocks has an index outside 0..{n_blocks - 1}")
         if len(entry["bits"]) != len(entry["blocks"]):

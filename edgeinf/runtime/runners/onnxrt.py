@@ -113,16 +113,22 @@ class OnnxRuntimeRunner(Runner):
         model = self.model_bytes if self.model_bytes is not None else str(self.path)
         try:
             self.session = ort.InferenceSession(model, sess_options=so, providers=providers)
+            self.input_specs = specs_from(
+                [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
+            self.output_names = tuple(o.name for o in self.session.get_outputs())
         except Exception as exc:  # onnxruntime raises its own exception types for a model it cannot load
+            self.session = None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
             raise PackageError(f"{self.name} ({self.path.name}) is not an ONNX model onnxruntime can load "
                                f"({type(exc).__name__}: {first}); re-export it") from None
-        self.input_specs = specs_from(
-            [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
-        self.output_names = tuple(o.name for o in self.session.get_outputs())
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, dict(feed))
+        try:
+            outs = self.session.run(None, dict(feed))
+        except Exception as exc:  # onnxruntime's own types: a graph whose inputs do not match its package
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            raise EdgeinfError(f"{self.name} ({self.path.name}) failed to run ({type(exc).__name__}: {first}); "
+                               "check the input, or re-export the package if its graphs disagree") from None
         return dict(zip(self.output_names, outs))
 
     def deactivate_impl(self) -> None:
