@@ -172,8 +172,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     inner = tmp / target.name
     try:
         yield inner
-        if target.is_dir() and not target.is_symlink():
-            _replace_dir(inner, target, tmp / (target.name + _OLD))
+        if os.path.lexists(target) and (inner.is_dir() or (target.is_dir() and not target.is_symlink())):
+            _replace_dir(inner, target, tmp / (target.name + _OLD))  # a directory, or a type change (--force)
         else:
             os.replace(inner, target)
     finally:

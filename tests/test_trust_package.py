@@ -370,3 +370,15 @@ def test_inspect_prints_every_schema_valid_value_form(pkg, cli):
     code, out, err = cli("inspect", pkg, "--all-branches")
     assert code == 0, err
     assert "verified" in out and "0.500" in out
+
+
+def test_force_replaces_a_file_with_a_package_and_a_directory_with_a_file(tmp_path):
+    target = tmp_path / "f"
+    target.write_text("user data")
+    with pytest.raises(EdgeinfError, match="existing file"):
+        _write_named(target, "x")
+    assert target.read_text() == "user data"
+    _write_named(target, "x", force=True)
+    assert load_package(target).name == "x"
+    _atomic.write_json(target, {"now": "a file"})  # library primitive: the caller checked with check_out
+    assert json.loads(target.read_text()) == {"now": "a file"}
