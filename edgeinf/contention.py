@@ -47,6 +47,8 @@ class LoadTrace:
     def __post_init__(self):
         if not self.times_s or len(self.times_s) != len(self.loads):
             raise EdgeinfError("a load trace needs one or more (t, load) points")
+        if not all(math.isfinite(t) for t in self.times_s):
+            raise EdgeinfError("load trace times must be finite numbers of seconds")
         if any(b < a for a, b in zip(self.times_s, self.times_s[1:])) or self.times_s[0] < 0:
             raise EdgeinfError("load trace times must be >= 0 and non-decreasing")
         if any(not (0.0 <= x <= self.MAX_VALUE) for x in self.loads):
@@ -102,7 +104,7 @@ class LoadTrace:
             rows = data["points"] if isinstance(data, dict) else data
             pts = [(r["t"], cls._value(r)) if isinstance(r, dict) else tuple(r) for r in rows]
             return cls.from_points(pts, duration)
-        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError, OverflowError) as exc:
             raise EdgeinfError(f"{path} is not a trace (JSON points [[t_s, {cls.VALUE_KEYS[0]}], ...] or CSV "
                               f"t,{cls.VALUE_KEYS[0]}): {exc}") from None
 

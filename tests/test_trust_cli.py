@@ -179,3 +179,12 @@ def test_contention_stops_when_the_shell_that_started_it_dies(tmp_path):
     while any(_alive(p) for p in [pid, *children]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in [pid, *children])
+
+
+@pytest.mark.parametrize("text", ['{"points": [[NaN, 1]], "duration_s": 2}', "[" * 50_000 + "]" * 50_000,
+                                  '{"points": [[0]], "duration_s": 2}', '{"points": 3}', '[[0, 1e999]]', "7"])
+def test_bad_trace_files_are_one_line(run_cli, tmp_path, text):
+    trace = tmp_path / "t.json"
+    trace.write_text(text)
+    code, _, err = run_cli("contention", "--trace", trace, "--duration", "1")
+    _one_line_error(code, err)
