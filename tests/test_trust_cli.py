@@ -188,3 +188,19 @@ def test_bad_trace_files_are_one_line(run_cli, tmp_path, text):
     trace.write_text(text)
     code, _, err = run_cli("contention", "--trace", trace, "--duration", "1")
     _one_line_error(code, err)
+
+
+def test_contention_cli_exits_1_when_a_child_fails(run_cli, monkeypatch):
+    import edgeinf.contention as contention
+
+    class OneDies(contention.ContentionGenerator):
+        def start(self):
+            super().start()
+            os.kill(self.procs[0].pid, signal.SIGKILL)  # as the kernel's OOM killer would
+            return self
+
+    monkeypatch.setattr(contention, "ContentionGenerator", OneDies)
+    t0 = time.monotonic()
+    code, _, err = run_cli("contention", "--load", "1", "--duration", "30", "--cores", 1)
+    assert code == 1 and "failed" in err and time.monotonic() - t0 < 10
+    assert err.strip().splitlines()[-1].startswith("edgeinf: error:")

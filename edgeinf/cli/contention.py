@@ -54,11 +54,15 @@ class ContentionTool(Tool):
         trace = trace_from_args(args)
         parent = os.getppid()
         set_parent_death_signal(signal.SIGTERM)  # the shell that started this dies: so does this run
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # ... and cleans up its children first
-        with ContentionGenerator(trace, cores=args.cores, mem_hog_mb=args.mem_mb) as gen:
-            print(f"edgeinf contention: {len(gen.pids)} processes (pids {' '.join(map(str, gen.pids))}) "
-                  f"for {trace.duration_s:g} s, peak {trace.peak:g} spinners per core", file=sys.stderr, flush=True)
-            failed = gen.wait(trace.duration_s + gen.startup_s + 5.0, parent_pid=parent)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # ... cleaning up its children first
+        try:
+            with ContentionGenerator(trace, cores=args.cores, mem_hog_mb=args.mem_mb) as gen:
+                print(f"edgeinf contention: {len(gen.pids)} processes (pids {' '.join(map(str, gen.pids))}) "
+                      f"for {trace.duration_s:g} s, peak {trace.peak:g} spinners per core", file=sys.stderr, flush=True)
+                failed = gen.wait(trace.duration_s + gen.startup_s + 5.0, parent_pid=parent)
+        finally:  # in-process callers (tests, scripts) get their process back as it was
+            signal.signal(signal.SIGTERM, previous)
+            set_parent_death_signal(0)
         if failed:
             pid, code = failed[0]
             raise EdgeinfError(f"contention child {pid} failed (exit code {code}); every other child was stopped"
