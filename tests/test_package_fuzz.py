@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import signal
 import sys
 import traceback
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +224,29 @@ def m_corrupt_onnx(root, rng, w):
     return "consistent", None
 
 
-MUTATIONS = [m_flip, m_flip, m_truncate, m_append, m_delete, m_add_file, m_symlink, m_symlink, m_external, m_external,
+def m_scheduler(root, rng, w):
+    """A trained-scheduler entry: a garbage or truncated npz with its checksum, a missing file, a bad path."""
+    (root / "schedulers").mkdir(exist_ok=True)
+    kind = rng.choice(["gates", "content", "gates-next", "nope"])
+    f = root / "schedulers" / f"{kind}.npz"
+    choice = rng.random()
+    if choice < 0.4:
+        with zipfile.ZipFile(f, "w") as z:
+            z.writestr("format.npy", os.urandom(rng.randint(0, 64)))
+            z.writestr("paths.npy", b"\x93NUMPY" + os.urandom(rng.randint(0, 64)))
+    elif choice < 0.7:
+        f.write_bytes(os.urandom(rng.randint(0, 200)))
+    path = rng.choice([f"schedulers/{kind}.npz", "onnx/stem.onnx", "../outside/w.bin", "schedulers/missing.npz"])
+
+    def edit(m):
+        data = (root / path).read_bytes() if path.startswith("schedulers/") and (root / path).is_file() else b""
+        m["schedulers"] = {kind: {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
+                                  "format": kind}}
+    rehash(root, edit)
+    return "consistent", None
+
+
+MUTATIONS = [m_scheduler, m_flip, m_flip, m_truncate, m_append, m_delete, m_add_file, m_symlink, m_symlink, m_external, m_external,
              m_hostile_value, m_hostile_value, m_hostile_value, m_raw_json, m_corrupt_onnx, m_corrupt_onnx]
 
 
@@ -241,10 +265,14 @@ def attempt(root: Path) -> tuple[str, list | None]:
         pkg = load_package(root)
     except PackageError:
         return "refused", None
-    with contextlib.redirect_stdout(io.StringIO()):  # what `edgeinf inspect` prints for a verified package
-        inspect_cli._print_header(pkg)
-        inspect_cli._print_artifacts(pkg.artifacts)
-        inspect_cli._print_branches(pkg.branches, True)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # what `edgeinf inspect` prints for a verified package
+            inspect_cli._print_header(pkg)
+            inspect_cli._print_artifacts(pkg.artifacts)
+            inspect_cli._print_branches(pkg.branches, True)
+            inspect_cli._print_schedulers(pkg)  # loads every trained scheduler
+    except EdgeinfError:
+        return "refused-at-load", None
     try:
         with Runtime.load(pkg, monitor=False, compose=False, segments=False, intra_op_threads=1,
                           inter_op_threads=1) as rt:
