@@ -126,3 +126,31 @@ def test_finetune_skip_robust_changes_only_the_backbone():
     assert not torch.equal(before["blocks.0.conv1.weight"], after["blocks.0.conv1.weight"])
     with pytest.raises(EdgeinfError, match="epochs"):
         finetune_skip_robust(model, data.x_train[:8], data.y_train[:8], epochs=0)
+
+
+@pytest.fixture(scope="module")
+def bench_scale():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+    spec = importlib.util.spec_from_file_location("bench_scale", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_branch_space_and_shared_prefix_predictions_match_forward_branch(bench_scale):
+    model = zoo.build("digits-resnet", seed=1).eval()
+    branches = bench_scale._branches(model)
+    skip, n = model.skippable(), len(model.blocks)
+    heads = [n - 1] + model.exit_points()
+    expected = sum(2 ** sum(skip[: last + 1]) for last in heads)
+    assert len(branches) == len(set(branches)) == expected
+    assert sum(not bench_scale.skips_a_block(b, n) for b in branches) == len(heads)
+    x = zoo.load_digits(32).x_test[:24]
+    preds = bench_scale._predict_all(model, x, branches, batch=10)
+    with torch.no_grad():
+        for kept, exit_ in branches[::7]:
+            ref = model.forward_branch(torch.as_tensor(x), kept, exit_).argmax(1).numpy()
+            assert np.array_equal(preds[(kept, exit_)], ref), (kept, exit_)
