@@ -154,3 +154,17 @@ def test_bench_branch_space_and_shared_prefix_predictions_match_forward_branch(b
         for kept, exit_ in branches[::7]:
             ref = model.forward_branch(torch.as_tensor(x), kept, exit_).argmax(1).numpy()
             assert np.array_equal(preds[(kept, exit_)], ref), (kept, exit_)
+
+
+def test_skip_robust_exit_finetune_changes_only_exits():
+    from edgeinf.zoo.training import train_exits_skip_robust
+
+    model = zoo.build("digits-resnet")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = zoo.load_digits(32)
+    assert train_exits_skip_robust(model, data.x_train[:128], data.y_train[:128], epochs=1) > 0
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("exits.") for k in changed)
+    with pytest.raises(EdgeinfError, match="epochs"):
+        train_exits_skip_robust(model, data.x_train[:8], data.y_train[:8], epochs=0)

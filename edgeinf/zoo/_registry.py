@@ -23,7 +23,7 @@ from edgeinf.zoo.digits import DATA_SEED, DigitsData, load_digits
 from edgeinf.zoo.mnist import load_mnist
 from edgeinf.zoo.nets import ResNetConfig, ViTConfig, config_dict, digits_resnet, digits_vit
 from edgeinf.zoo.scale import ScaleConfig, scale_model
-from edgeinf.zoo.training import TrainConfig, train_backbone
+from edgeinf.zoo.training import TrainConfig, train_backbone, train_exits_skip_robust
 
 log = logging.getLogger("edgeinf")
 
@@ -40,6 +40,7 @@ class ZooEntry:
     exit_config: ExitTrainConfig = field(default_factory=ExitTrainConfig)
     skip_prob: float = 0.0
     data: str = "digits"
+    exit_skip_epochs: int = 0
 
     def key(self, seed: int) -> str:
         """Cache key: name, hash of every config, seed and edgeinf version."""
@@ -47,6 +48,8 @@ class ZooEntry:
                  "exits": config_dict(self.exit_config), "data_seed": DATA_SEED}
         if self.skip_prob or self.data != "digits":  # the digits models keep their keys
             parts.update(skip_prob=self.skip_prob, data=self.data)
+        if self.exit_skip_epochs:
+            parts.update(exit_skip_epochs=self.exit_skip_epochs)
         blob = json.dumps(parts, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}-seed{seed}-v{edgeinf.__version__}"
@@ -73,7 +76,7 @@ register_model(ZooEntry(
     "mnist-resnet18", "torchvision resnet18 (8 BasicBlocks, 5 skippable), skip-robust, exits after blocks "
     "1/3/5, 3x48x48 MNIST", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
     TrainConfig(epochs=3, lr=2e-3, batch_size=64, weight_decay=5e-4, warmup_epochs=1),
-    ExitTrainConfig(epochs=15, lr=1e-2), skip_prob=0.25, data="mnist"))
+    ExitTrainConfig(epochs=15, lr=1e-2), skip_prob=0.25, data="mnist", exit_skip_epochs=2))
 register_model(ZooEntry(
     "mnist-resnet18-plain", "mnist-resnet18 trained without skip-robust training (the reference it is "
     "compared with)", scale_model, ScaleConfig("resnet18", exits=(1, 3, 5)),
@@ -139,6 +142,8 @@ def train(name: str, seed: int = 0, data: DigitsData | None = None) -> tuple[Spl
         train_s = train_backbone(model, data.x_train, data.y_train, config, skip_prob=e.skip_prob)
         t0 = time.perf_counter()
         train_exits(model, data.x_train, data.y_train, replace(e.exit_config, seed=seed))
+        if e.exit_skip_epochs:
+            train_exits_skip_robust(model, data.x_train, data.y_train, e.exit_skip_epochs, e.skip_prob, seed=seed)
         exit_s = time.perf_counter() - t0
     info = {"name": name, "key": e.key(seed), "seed": seed, "edgeinf_version": edgeinf.__version__,
             "train_s": round(train_s, 2), "exit_train_s": round(exit_s, 2), "data_sizes": data.sizes,

@@ -152,3 +152,54 @@ def finetune_skip_robust(model: SplitModel, x: np.ndarray, y: np.ndarray, epochs
     """
     config = TrainConfig(epochs=int(epochs), lr=lr, warmup_epochs=0, rotate_deg=0.0, shift_px=1.0, seed=seed)
     return train_backbone(model, x, y, config, skip_prob=skip_prob)
+
+
+def _branch_exit_features(model: SplitModel, x: torch.Tensor, kept: list[int], points: list[int]) -> list[torch.Tensor]:
+    """Features after each exit point of the branch that keeps ``kept`` (skipped blocks pass through)."""
+    feats, want = [], set(points)
+    h = model.stem(x)
+    for b in range(max(points) + 1):
+        if b in kept:
+            h = model.blocks[b](h)
+        if b in want:
+            feats.append(h)
+    return feats
+
+
+def train_exits_skip_robust(model: SplitModel, x: np.ndarray, y: np.ndarray, epochs: int = 2,
+                            skip_prob: float = 0.25, lr: float = 3e-3, batch_size: int = 64,
+                            seed: int = 0) -> float:
+    """Fine-tune the exit heads (backbone frozen) on the features of sampled skip branches.
+
+    Run after :func:`edgeinf.exits.train_exits` (which trains them on full-depth features): at every
+    step each skippable block is left out with probability ``skip_prob`` and every exit head
+    learns from the features its branch then produces. Returns the wall time in seconds.
+    """
+    if epochs < 1 or not 0.0 <= skip_prob < 1.0:
+        raise EdgeinfError(f"train_exits_skip_robust needs epochs >= 1 and 0 <= skip_prob < 1, got {epochs}, {skip_prob}")
+    points = model.exit_points()
+    if not points:
+        raise EdgeinfError(f"{model.name} has no exits to fine-tune; attach_exits(model, [...]) first")
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long()
+    heads = [model.exits[str(p)] for p in points]
+    opt = torch.optim.AdamW([p for h in heads for p in h.parameters()], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    skippable = [i for i, ok in enumerate(model.skippable()) if ok]
+    t0 = time.perf_counter()
+    model.eval()
+    with Progress(f"skip-robust exits {model.name}", total=epochs) as bar:
+        for _ in range(epochs):
+            order, total = torch.randperm(len(xt), generator=gen), 0.0
+            for i in range(0, len(xt), batch_size):
+                idx = order[i:i + batch_size]
+                kept = sample_blocks(len(model.blocks), skippable, skip_prob, gen)
+                with torch.no_grad():
+                    feats = _branch_exit_features(model, xt[idx], kept, points)
+                loss = sum(nn.functional.cross_entropy(h(f), yt[idx]) for h, f in zip(heads, feats))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            bar.update(1, loss=total / len(xt))
+    model.eval()
+    return time.perf_counter() - t0
