@@ -29,6 +29,7 @@ TOL = 3e-3  # fp16 output rounding; the GPU criterion is 1e-2
 CASES = [
     (600, 40, 1, 2, 2, None, 0, True, 0),      # K and N tails; 16 warps over 9 units: every tile split
     (1300, 33, 9, 1, 3, 10000, 0, False, 7),   # M class 16; 2-chunk slices (3 slab loads); shuffled CTAs
+    (4096, 40, 1, 1, 1, None, 0, True, 0),     # 12 units per warp: the ring wraps, tiles end mid-range
     (300, 20, 3, 2, 1, None, 0, True, 3),      # K % 8 != 0: the slab's element-by-element path
     (512, 16, 2, 1, 1, None, 1, False, 0),     # x not 16-byte aligned
     (520, 24, 17, 1, 2, None, 0, True, 5),     # M = 17: grid z = 2, the second with one row
@@ -101,7 +102,7 @@ def test_host_ring_sizes_match_the_kernel(emu, bits):
 @pytest.mark.parametrize("group", [None, 32, 128, 256])
 @pytest.mark.parametrize("bits", P.SUPPORTED_BITS)
 def test_stream_kernel_matches_reference(emu, bits, group):
-    cases = CASES if group in (None, 128) else CASES[:3]  # the `_g` kernels: two group sizes, fewer shapes
+    cases = CASES if group in (None, 128) else CASES[:4]  # the `_g` kernels: two group sizes, fewer shapes
     for k, n, m, sms, per_sm, slab, offset, with_bias, seed in cases:
         pw, rng = _case(k, n, bits, group, seed=bits * 100 + k + m + (group or 0))
         x = rng.standard_normal((m, k)).astype(np.float16)
