@@ -202,9 +202,10 @@ class QGemm:
         dev = cuda.Context.get_device()
         attr = cuda.device_attribute
         self.sm_count = dev.get_attribute(attr.MULTIPROCESSOR_COUNT)
-        self._smem_optin = dev.get_attribute(attr.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-        self._smem_sm = dev.get_attribute(attr.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
-        self._regs_sm = dev.get_attribute(attr.MAX_REGISTERS_PER_MULTIPROCESSOR)
+        get = lambda name, default: dev.get_attribute(getattr(attr, name)) if hasattr(attr, name) else default  # noqa: E731
+        self._smem_optin = get("MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", 48 << 10)
+        self._smem_sm = get("MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", 64 << 10)
+        self._regs_sm = get("MAX_REGISTERS_PER_MULTIPROCESSOR", 65536)
         self._module = _pycuda_module(dev.compute_capability(), tuple(defines), self.family)
         if self.family == "classic":
             self.func = self._module.get_function(kernel_name(self.kw.bits, self.kw.group_blocks))
