@@ -141,16 +141,16 @@ def _image_name(arch: str, ptx: bool, family: str = "classic") -> str:
 
 
 def cached_image(arch: str, defines: tuple[str, ...] = (), family: str = "classic", verbose: bool = False,
-                 nvcc: str | None = None) -> Path:
-    """The cubin of ``family`` for ``arch`` in the user cache, built once per source, flags and
-    defines (``verbose``: with its ptxas report beside it, see :func:`compile_image`)."""
+                 nvcc: str | None = None, ptx: bool = False) -> Path:
+    """The cubin (or PTX) of ``family`` for ``arch`` in the user cache, built once per source, flags
+    and defines (``verbose``: with its ptxas report beside it, see :func:`compile_image`)."""
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise MissingDependencyError("building the CUDA kernels needs nvcc (the CUDA toolkit); install it or set EDGEINF_NVCC")
     src = source_of(family)
-    target = cache_dir() / f"{_key(arch, nvcc, False, tuple(defines), src)}-{_image_name(arch, False, family)}"
+    target = cache_dir() / f"{_key(arch, nvcc, ptx, tuple(defines), src)}-{_image_name(arch, ptx, family)}"
     if not target.is_file() or (verbose and not Path(f"{target}.ptxas.txt").is_file()):
-        compile_image(arch, target, nvcc=nvcc, defines=tuple(defines), source=src, verbose=verbose)
+        compile_image(arch, target, ptx=ptx, nvcc=nvcc, defines=tuple(defines), source=src, verbose=verbose)
     return target
 
 

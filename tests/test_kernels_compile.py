@@ -80,11 +80,14 @@ def test_ptxas_report_parses_registers_and_spills():
 
 
 @needs_nvcc
-def test_ptx_for_newer_gpus_and_no_mma_path_compile(tmp_path):
-    ptx = build.compile_image(build.ARCHS[-1], tmp_path / "q.ptx", ptx=True, nvcc=NVCC)
+def test_ptx_for_newer_gpus_and_no_mma_path_compile():
+    # through the user cache, as image_for keys them: rebuilt only when the source changes
+    ptx = build.cached_image(build.ARCHS[-1], nvcc=NVCC, ptx=True)
     assert b".entry edgeinf_qgemm_w4_g128" in ptx.read_bytes()
+    sptx = build.cached_image(build.ARCHS[-1], family="stream", nvcc=NVCC, ptx=True)
+    assert b".entry edgeinf_qstream_w4_g128_m8" in sptx.read_bytes()
     # the shuffle path that pre-Turing GPUs build on the device
-    build.compile_image("sm_75", tmp_path / "nomma.cubin", nvcc=NVCC, defines=("EDGEINF_NO_MMA",))
+    build.cached_image("sm_75", defines=("EDGEINF_NO_MMA",), nvcc=NVCC)
 
 
 @needs_nvcc
