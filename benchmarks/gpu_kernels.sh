@@ -32,6 +32,7 @@ part() {  # part NAME TIMEOUT_S COMMAND...: run one part, record its exit status
 }
 
 ARCH=$(python3 -c "import torch; print('sm_%d%d' % torch.cuda.get_device_capability())")
+export EDGEINF_GPU_NAME=$(python3 -c "import torch; print(torch.cuda.get_device_name(0))" 2>/dev/null || echo unknown-gpu)
 part build 150 python3 -m edgeinf.kernels.build --arch "$ARCH"
 part correctness 120 python3 "$ROOT/benchmarks/bench_kernels.py" --correctness --families classic stream \
   --out "$PARTS/correctness.json"
@@ -50,14 +51,15 @@ fi
 python3 - "$PARTS" "$ROOT" <<'PY'
 import glob, json, os, re, shutil, sys, time
 parts, root = sys.argv[1], sys.argv[2]
-res = {"script": "benchmarks/gpu_kernels.sh", "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "parts": {}}
+res = {"script": "benchmarks/gpu_kernels.sh", "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+       "device": os.environ.get("EDGEINF_GPU_NAME") or None, "parts": {}}
 for status in sorted(glob.glob(f"{parts}/*.status.json")):
     st = json.load(open(status))
     name = st["part"]
     data = f"{parts}/{name}.json"
     if os.path.exists(data):
         st["result"] = json.load(open(data))
-        res.setdefault("device", st["result"].get("device"))
+        res["device"] = res["device"] or st["result"].get("device")
     st["log_tail"] = open(f"{parts}/{name}.log", errors="replace").read()[-3000:]
     res["parts"][name] = st
 gpu = re.sub(r"[^a-z0-9]+", "-", (res.get("device") or "unknown-gpu").lower()).strip("-")
