@@ -31,7 +31,7 @@ MS = [1, 16]
 BITS = [2, 3, 4, 8]
 FAMILIES = ["classic", "stream"]
 LARGE_ELEMS = 8192 * 8192  # the goals are judged on shapes of 8192 x 8192 and larger
-# The issue's goals: speed-up vs cuBLAS fp16 (timed the same way), or >= FLOOR_FRAC of the read floor.
+# The roofline goals: speed-up vs cuBLAS fp16 (timed the same way), or >= FLOOR_FRAC of the read floor.
 GOALS = {(1, 8): 1.9, (1, 4): 3.5, (1, 2): 6.0, (16, 4): 3.0}
 FLOOR_FRAC = 0.85
 TOL = 1e-2
@@ -210,7 +210,7 @@ def bench_shape(torch, QuantLinear, P, k, n, bits_list, ms, l2, floor, families,
 
 
 def goals(rows: list[dict], kernel: str) -> list[dict]:
-    """The issue's goals for one kernel over the shapes of 8192 x 8192 and larger."""
+    """The roofline goals for one kernel over the shapes of 8192 x 8192 and larger."""
     out = []
     for (m, bits), target in GOALS.items():
         sel = [r for r in rows if r["M"] == m and r["bits"] == bits and r["K"] * r["N"] >= LARGE_ELEMS

@@ -18,7 +18,7 @@ def _row(k, n, m, bits, speedup, frac):
     return {"K": k, "N": n, "M": m, "bits": bits, "kernels": {"stream": {"us": 1.0, "speedup": speedup, "frac_floor": frac}}}
 
 
-def test_goals_are_the_issue_targets_on_large_shapes_only():
+def test_goals_are_the_roofline_targets_on_large_shapes_only():
     assert bench.GOALS == {(1, 8): 1.9, (1, 4): 3.5, (1, 2): 6.0, (16, 4): 3.0} and bench.FLOOR_FRAC == 0.85
     rows = [_row(8192, 8192, 1, 4, 3.6, 0.5), _row(8192, 28672, 1, 4, 3.0, 0.86),  # met: by speed, by the floor
             _row(4096, 4096, 1, 4, 1.0, 0.1),                                     # small: not judged
