@@ -122,6 +122,8 @@ def test_real_lowbit_kernels_are_reported_truthfully(exported):
         assert w4["real_lowbit"] and not w4["simulated"]
         assert set(w4["weights"].values()) == {"MatMulNBits"}
         assert set(w4["max_abs_error_by_accuracy_level"]) == {"0", "4"}
+        times = w4["latency_ms_by_accuracy_level"]  # both levels are within tolerance here: timed
+        assert str(w4["accuracy_level"]) == min(times, key=times.get) and w4["kernel"] == "nbits"
     else:  # convolutions only dequantize
         assert w4["simulated"] and not w4["real_lowbit"]
     assert not pkg.entry("block1/fp32")["real_lowbit"]
