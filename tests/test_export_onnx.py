@@ -147,7 +147,12 @@ def test_w8a8_conv_blocks_mix_with_fp32_blocks_in_one_branch(tmp_path):
     variants = BlockVariants(model, QuantConfig(act_bits=8, act_method="percentile"), calib_x=torch.randn(32, *model.input_shape))
     n = len(model.blocks)
     mixed = Branch(tuple(range(n)), None, tuple(8 if i % 2 == 0 else 32 for i in range(n)))
-    pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(32, 8), branches=[mixed])
+    drop = next(i for i, s in enumerate(model.skippable()) if s and i > 0)
+    skip = Branch(tuple(i for i in range(n) if i != drop), None, (8,) * (n - 1))
+    pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(32, 8), branches=[mixed, skip])
+    # boundaries share one range per stage, so a chain that skips a block still fuses end to end
+    skipped = pkg.entry(pkg.fused(skip.id))
+    assert skipped["kernel"] == "int8" and "Conv" not in skipped["kernel_ops"], skipped["kernel_ops"]
     stem, w8, fp32 = pkg.entry("stem"), pkg.entry("block0/w8"), pkg.entry("block1/fp32")
     assert stem["form"] == "w8a8" and stem["kernel"] == "int8"  # int8_stem defaults on with act_bits=8
     assert w8["kernel"] == "int8" and "QLinearConv" in w8["kernel_ops"] and "Conv" not in w8["kernel_ops"]

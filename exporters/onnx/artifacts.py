@@ -147,12 +147,13 @@ def _add_kernel(meta: dict, data: bytes, quantized: bool) -> None:
 
 
 def export_int8(module: "nn.Module", x: "torch.Tensor", calib: "torch.Tensor", names: tuple[str, str], *,
-                config: Any, where: str) -> Artifact:
+                config: Any, where: str, ranges: dict | None = None) -> Artifact:
     """The static int8 (``w8a8``) artifact of the fp32 ``module``, calibrated on ``calib`` (its inputs).
 
     The check compares onnxruntime's output on ``x`` with the fp32 torch module: the error is
     quantization error, recorded as ``max_abs_error`` and ``rel_rms_error``; a graph further than
-    :data:`INT8_MAX_REL_RMS` is refused.
+    :data:`INT8_MAX_REL_RMS` is refused. ``ranges``: fixed activation ranges of named tensors
+    (the shared block-boundary ranges, :func:`.int8.boundary_ranges`).
     """
     import torch
 
@@ -162,7 +163,7 @@ def export_int8(module: "nn.Module", x: "torch.Tensor", calib: "torch.Tensor", n
         ref = _to_numpy(module(x))
     fp32, _ = export_graph(module, x, names[0], names[1], where=where)
     data, engine = quantize_static_int8(fp32.SerializeToString(), _to_numpy(calib), method=config.act_method,
-                                        percentile=config.act_percentile, where=where)
+                                        percentile=config.act_percentile, ranges=ranges, where=where)
     out = check.run(data, _to_numpy(x))
     err, rel = float(np.abs(out - ref).max()), relative_rms(out, ref)
     if not rel <= INT8_MAX_REL_RMS:

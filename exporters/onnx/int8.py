@@ -52,7 +52,8 @@ def _reader(input_name: str, calib: np.ndarray):
 
 
 def quantize_static_int8(fp32: bytes, calib: np.ndarray, *, method: str = "minmax", percentile: float = 99.99,
-                         backend: str = "onnxruntime-cpu", where: str = "graph") -> tuple[bytes, dict]:
+                         backend: str = "onnxruntime-cpu", ranges: dict[str, tuple[float, float]] | None = None,
+                         where: str = "graph") -> tuple[bytes, dict]:
     """The ``w8a8`` graph of the fp32 graph ``fp32``, calibrated on ``calib`` (inputs of the graph).
 
     Args:
@@ -61,6 +62,8 @@ def quantize_static_int8(fp32: bytes, calib: np.ndarray, *, method: str = "minma
         method: activation range from ``"minmax"``, ``"percentile"`` or ``"entropy"``.
         percentile: the percentile used by ``method="percentile"``.
         backend: ``"onnxruntime-cpu"`` (uint8 activations) or ``"tensorrt"`` (int8 activations).
+        ranges: ``{tensor name: (min, max)}`` that replace the calibrated range of those tensors
+            (the graph's input and output, see :func:`boundary_ranges`).
         where: names the graph in errors.
 
     Returns:
@@ -80,6 +83,9 @@ def quantize_static_int8(fp32: bytes, calib: np.ndarray, *, method: str = "minma
     act_type = getattr(quant.QuantType, ACT_TYPES[backend])
     extra = {"ActivationSymmetric": backend == "tensorrt", "WeightSymmetric": True,
              "CalibPercentile": float(percentile), "CalibMovingAverage": False}
+    if ranges:
+        extra["TensorQuantOverrides"] = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+                                         for name, (lo, hi) in ranges.items()}
     with tempfile.TemporaryDirectory(prefix="edgeinf-int8-") as tmp:
         src, pre, out = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         with open(src, "wb") as f:
@@ -101,6 +107,8 @@ def quantize_static_int8(fp32: bytes, calib: np.ndarray, *, method: str = "minma
             "per_channel": True, "calibration": method, "calib_samples": int(len(calib))}
     if method == "percentile":
         info["percentile"] = float(percentile)
+    if ranges:
+        info["boundary_ranges"] = {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}
     return model.SerializeToString(), info
 
 
@@ -108,3 +116,30 @@ def relative_rms(out: np.ndarray, ref: np.ndarray) -> float:
     """``rms(out - ref) / rms(ref)``: the error measure of int8 graphs (0 for an exact copy)."""
     denom = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64))))
     return float(np.sqrt(np.mean(np.square(out - ref, dtype=np.float64)))) / max(denom, 1e-12)
+
+
+def boundary_ranges(tensors: list[np.ndarray], method: str = "minmax",
+                    percentile: float = 99.99) -> list[tuple[float, float]]:
+    """One activation range per block boundary, shared by every boundary of the same shape.
+
+    ``tensors`` are the calibration values at each boundary along the full path (stem output,
+    then each block's output). A per-block artifact serves every branch that keeps it, so its
+    input may come from any earlier block of its stage; when the producer's output scale and
+    the consumer's input scale differ, onnxruntime cannot fuse the consumer's convolutions (the
+    int32 bias scale must equal input scale x weight scale) and runs them in float. One range
+    per stage (the union of its boundaries' ranges) makes every kept-block chain line up.
+    ``method`` ``"percentile"`` takes each tensor's percentiles, anything else its min / max.
+    """
+    def one(t: np.ndarray) -> tuple[float, float]:
+        if method == "percentile":
+            lo, hi = np.percentile(t, [100.0 - percentile, percentile])
+            return float(lo), float(hi)
+        return float(t.min()), float(t.max())
+
+    stage: dict[tuple, tuple[float, float]] = {}
+    for t in tensors:
+        lo, hi = one(np.asarray(t, dtype=np.float32))
+        key = tuple(t.shape[1:])
+        old = stage.get(key, (lo, hi))
+        stage[key] = (min(old[0], lo, 0.0), max(old[1], hi, 0.0))
+    return [stage[tuple(t.shape[1:])] for t in tensors]
