@@ -20,6 +20,7 @@ _TOP = {
     "bit_levels": list, "io": dict, "artifacts": list, "branches": list, "build": dict, DIGEST_FIELD: str,
 }
 _ARTIFACT = {"key": str, "role": str, "backend": str, "path": str, "sha256": str, "size_bytes": int}
+KERNELS = ("int8", "nbits", "simulated", "float")  # optional artifact "kernel": what onnxruntime CPU runs
 _BRANCH = {"id": str, "blocks": list, "exit": (int, type(None)), "bits": list}
 
 
@@ -81,6 +82,10 @@ def _check_artifact(entry: Any, i: int) -> None:
         raise _fail(f"{where}.sha256 is not a hex sha256")
     if entry["size_bytes"] < 0:
         raise _fail(f"{where}.size_bytes is negative")
+    if "kernel" in entry and entry["kernel"] not in KERNELS:
+        raise _fail(f"{where}.kernel {entry['kernel']!r} is not one of {', '.join(KERNELS)}")
+    if "kernel_ops" in entry and not isinstance(entry["kernel_ops"], dict):
+        raise _fail(f"{where}.kernel_ops is not an object")
 
 
 def _check_branch(entry: Any, i: int, n_blocks: int) -> None:
