@@ -115,7 +115,7 @@ def export_checked(module: "nn.Module", x: "torch.Tensor", names: tuple[str, str
         "weights": info["weights"], "real_lowbit": report["real_lowbit"], "simulated": report["simulated"],
         "act_qdq": info["act_qdq"],
     }
-    _add_kernel(meta, data, quantized=bool(info["weights"]))
+    record_kernel(meta, data, quantized=bool(info["weights"]))
     if uses_nbits and not isinstance(level, dict):
         meta["accuracy_level"] = level
         meta["max_abs_error_by_accuracy_level"] = errors
@@ -141,7 +141,8 @@ def _time_levels(candidates: list, x: np.ndarray, rounds: int = 9, calls: int = 
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
-def _add_kernel(meta: dict, data: bytes, quantized: bool) -> None:
+def record_kernel(meta: dict, data: bytes, quantized: bool) -> None:
+    """Set ``meta["kernel"]`` / ``meta["kernel_ops"]`` from onnxruntime's optimized graph of ``data``."""
     summary = check.kernel_summary(data, quantized)
     meta["kernel"], meta["kernel_ops"] = summary["kernel"], summary["ops"]
 
@@ -172,7 +173,7 @@ def export_int8(module: "nn.Module", x: "torch.Tensor", calib: "torch.Tensor", n
     meta = {"form": "w8a8", "inputs": [names[0]], "outputs": [names[1]], "max_abs_error": err,
             "rel_rms_error": rel, "tolerance": INT8_MAX_REL_RMS, "tolerance_rule": "w8a8-rel-rms",
             "weights": {}, "real_lowbit": [], "simulated": [], "act_qdq": 0, "int8": engine}
-    _add_kernel(meta, data, quantized=True)
+    record_kernel(meta, data, quantized=True)
     if meta["kernel"] != "int8":
         raise EdgeinfError(f"{where} (w8a8): onnxruntime runs no integer kernel for it (ops {sorted(meta['kernel_ops'])}); "
                            "export this block at another bit-width")

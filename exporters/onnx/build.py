@@ -14,7 +14,7 @@ import numpy as np
 from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 from edgeinf.exporters.onnx import check
-from edgeinf.exporters.onnx.artifacts import Artifact, export_checked, export_int8, form_name
+from edgeinf.exporters.onnx.artifacts import Artifact, export_checked, export_int8, form_name, record_kernel
 from edgeinf.package.loader import artifact_key, bits_tag
 from edgeinf.progress import Progress
 
@@ -199,7 +199,6 @@ def _composed_fused(variants, branch: Branch, spec: OnnxExport) -> Artifact:
     Q/DQ of one block and the input Q/DQ of the next carry the same scale and onnxruntime removes
     the pair: the merged graph runs integer kernels from end to end, and equals the chain exactly.
     """
-    from edgeinf.exporters.onnx.artifacts import _add_kernel
     from edgeinf.exporters.onnx.compose import compose_chain
 
     keys = ["stem"] + [artifact_key("block", i, b) for i, b in zip(branch.blocks, branch.bits)]
@@ -215,7 +214,7 @@ def _composed_fused(variants, branch: Branch, spec: OnnxExport) -> Artifact:
             "max_abs_error": float(np.abs(check.run(data, x) - ref).max()), "composed_from": keys,
             "weights": {}, "real_lowbit": [], "simulated": [], "act_qdq": 0, "branch": branch.id, "block_forms": forms}
     meta["tolerance"], meta["tolerance_rule"] = None, "composed (checked against the chain)"
-    _add_kernel(meta, data, quantized=any(b != 32 for b in branch.bits) or variants.config.stem_int8)
+    record_kernel(meta, data, quantized=any(b != 32 for b in branch.bits) or variants.config.stem_int8)
     return Artifact(data, meta)
 
 
