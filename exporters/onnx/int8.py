@@ -31,6 +31,9 @@ from edgeinf.errors import EdgeinfError
 CALIB_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 ACT_TYPES = {"onnxruntime-cpu": "QUInt8", "tensorrt": "QInt8"}  # activation type per backend
 CALIB_BATCH = 16
+# ops whose output onnxruntime's quantizer gives the scale of their input: a range fixed on their
+# output must be fixed on their input too, or the input's calibrated range wins
+SCALE_SHARING_OPS = frozenset({"MaxPool", "Relu", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 ENGINE = "onnxruntime.quantization.quantize_static"
 
 
@@ -83,15 +86,15 @@ def quantize_static_int8(fp32: bytes, calib: np.ndarray, *, method: str = "minma
     act_type = getattr(quant.QuantType, ACT_TYPES[backend])
     extra = {"ActivationSymmetric": backend == "tensorrt", "WeightSymmetric": True,
              "CalibPercentile": float(percentile), "CalibMovingAverage": False}
-    if ranges:
-        extra["TensorQuantOverrides"] = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
-                                         for name, (lo, hi) in ranges.items()}
+
     with tempfile.TemporaryDirectory(prefix="edgeinf-int8-") as tmp:
         src, pre, out = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         with open(src, "wb") as f:
             f.write(fp32)
         try:
             quant_pre_process(src, pre, skip_symbolic_shape=False)
+            if ranges:
+                extra["TensorQuantOverrides"] = _overrides(onnx.load(pre).graph, ranges)
             quant.quantize_static(pre, out, _reader(input_name, calib), quant_format=quant.QuantFormat.QDQ,
                                   per_channel=True, activation_type=act_type, weight_type=quant.QuantType.QInt8,
                                   calibrate_method=getattr(quant.CalibrationMethod, CALIB_METHODS[method]),
@@ -110,6 +113,19 @@ def quantize_static_int8(fp32: bytes, calib: np.ndarray, *, method: str = "minma
     if ranges:
         info["boundary_ranges"] = {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}
     return model.SerializeToString(), info
+
+
+def _overrides(graph, ranges: dict[str, tuple[float, float]]) -> dict[str, list[dict]]:
+    """onnxruntime TensorQuantOverrides fixing ``ranges``, extended upstream through scale-sharing ops."""
+    producers = {o: n for n in graph.node for o in n.output}
+    out: dict[str, list[dict]] = {}
+    for name, (lo, hi) in ranges.items():
+        tensor = name
+        while tensor is not None and tensor not in out:
+            out[tensor] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+            node = producers.get(tensor)
+            tensor = node.input[0] if node is not None and node.op_type in SCALE_SHARING_OPS else None
+    return out
 
 
 def relative_rms(out: np.ndarray, ref: np.ndarray) -> float:
