@@ -65,11 +65,16 @@ def _print_header(pkg) -> None:
 
 
 def _fmt_err(entry: dict[str, Any]) -> str:
-    err, tol = entry.get("max_abs_error"), entry.get("tolerance")
-    return "-" if err is None else f"{err:.1e}/{tol or 0:.0e}"
+    if entry.get("rel_rms_error") is not None:  # w8a8: relative RMS error against the fp32 block
+        return f"{entry['rel_rms_error']:.1e}/{entry.get('tolerance') or 0:.0e}r"
+    err = entry.get("max_abs_error")
+    return "-" if err is None else f"{err:.1e}/{entry.get('tolerance') or 0:.0e}"
 
 
 def _lowbit(entry: dict[str, Any]) -> str:
+    """The kernel onnxruntime runs (read from its optimized graph at export), else the weight counts."""
+    if entry.get("kernel"):
+        return entry["kernel"]
     real, sim = len(entry.get("real_lowbit", [])), len(entry.get("simulated", []))
     if not real and not sim:
         return "-"
@@ -78,7 +83,7 @@ def _lowbit(entry: dict[str, Any]) -> str:
 
 def _print_artifacts(arts: list[dict[str, Any]]) -> None:
     print()
-    print(f"{'ARTIFACT':<34} {'ROLE':<8} {'FORM':<7} {'KB':>8} {'ERR/TOL':>15} {'ACC':>3} {'LOW-BIT WEIGHTS':<16} PATH")
+    print(f"{'ARTIFACT':<34} {'ROLE':<8} {'FORM':<7} {'KB':>8} {'ERR/TOL':>15} {'ACC':>3} {'KERNEL':<16} PATH")
     for a in arts:
         acc = a.get("accuracy_level", "-")
         print(f"{a['key'][:34]:<34} {a['role']:<8} {a.get('form', '-'):<7} {a['size_bytes'] / 1024:>8.1f} "
