@@ -44,6 +44,39 @@ def load_inputs(path: str, spec) -> "np.ndarray":  # noqa: F821
     return x
 
 
+def load_labels(path: str, n: int) -> "np.ndarray":  # noqa: F821
+    """Integer labels from a .npy file, one per input."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeinfError(f"labels file not found: {p}")
+    try:
+        y = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        raise EdgeinfError(f"{p} is not a .npy array ({exc}); save labels with numpy.save") from None
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+        raise EdgeinfError(f"{p} holds {y.dtype} {list(y.shape)}; give one integer label per input ({n} inputs)")
+    return y
+
+
+def _static_branch(package: str, branch: str):
+    """The static scheduler on ``branch`` (an id from edgeinf inspect, or ``full``)."""
+    from edgeinf.package import load_package
+    from edgeinf.runtime.schedulers import Static
+
+    rows = load_package(package).branches
+    if branch != "full":
+        if branch not in {r["id"] for r in rows}:
+            raise EdgeinfError(f"branch {branch!r} is not in the package; list them with edgeinf inspect PKG --all-branches")
+        return Static(branch)
+    n = 1 + max(max(r["blocks"]) for r in rows)
+    full = [r for r in rows if r["exit"] is None and list(r["blocks"]) == list(range(n))]
+    if not full:
+        raise EdgeinfError("the package has no full branch (every block, final head); pass a branch id")
+    return Static(max(full, key=lambda r: min(r["bits"] or [32]))["id"])
+
+
 class RunTool(Tool):
     """Run inputs through a package under a latency budget and print the records."""
 
@@ -59,6 +92,9 @@ class RunTool(Tool):
                             choices=("lut", "static", "threshold", "gates", "gates-next", "content"),
                             help="gates, gates-next and content load the scheduler trained into the package "
                                  "(edgeinf train-scheduler); default lut")
+        parser.add_argument("--branch", default=None, metavar="ID|full",
+                            help="always run this branch (the static scheduler); full = every block, the final "
+                                 "head, the highest bits")
         parser.add_argument("--repeat", type=int, default=1, help="passes over the inputs")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -66,10 +102,11 @@ class RunTool(Tool):
 
         from edgeinf.runtime.runtime import Runtime
 
-        with Runtime.load(args.package, backend=args.backend, scheduler=args.scheduler, board=args.board,
+        scheduler = _static_branch(args.package, args.branch) if args.branch else args.scheduler
+        with Runtime.load(args.package, backend=args.backend, scheduler=scheduler, board=args.board,
                           **backend_options(args)) as rt:
             xs = load_inputs(args.input, rt.input_spec)
-            ys = np.load(args.labels) if args.labels else None
+            ys = load_labels(args.labels, len(xs)) if args.labels else None
             rows = []
             for _ in range(max(1, args.repeat)):
                 for i in range(len(xs)):
