@@ -25,7 +25,7 @@ from torch import nn
 
 from edgeinf.errors import EdgeinfError
 
-KINDS = ("resnet", "vit", "sequential")
+KINDS = ("resnet", "cnn", "vit", "sequential")
 
 
 class PoolHead(nn.Module):
@@ -101,7 +101,7 @@ class SplitModel(nn.Module):
         stem: everything before the first block.
         blocks: the residual blocks, in order.
         head: the final head (logits from the last block's features).
-        kind: ``"resnet"``, ``"vit"`` or ``"sequential"``.
+        kind: ``"resnet"``, ``"cnn"`` (other convolutional families), ``"vit"`` or ``"sequential"``.
         name: a name for reports and packages.
         input_shape: one input without the batch dimension, e.g. ``(3, 224, 224)``.
         num_classes: None = read from the head's output on a shape trace.

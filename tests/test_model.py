@@ -139,7 +139,7 @@ def test_token_head_token_pool_by_hand():
 
 def test_constructor_errors():
     with pytest.raises(EdgeinfError, match="kind"):
-        SplitModel(nn.Identity(), [nn.Identity()], nn.Identity(), input_shape=(3,), kind="cnn")
+        SplitModel(nn.Identity(), [nn.Identity()], nn.Identity(), input_shape=(3,), kind="rnn")
     with pytest.raises(EdgeinfError, match="at least one block"):
         SplitModel(nn.Identity(), [], nn.Identity(), input_shape=(3,))
     with pytest.raises(EdgeinfError, match="input_shape"):

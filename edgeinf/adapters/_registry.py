@@ -91,15 +91,35 @@ def split(model: nn.Module, adapter: str | None = None, **options) -> SplitModel
 def structural_residual(block: nn.Module) -> bool | None:
     """Whether ``block``'s structure has an identity shortcut: True, False, or None if unknown.
 
-    Recognised: an explicit ``residual`` attribute; ResNet blocks (``downsample`` None ->
-    identity shortcut); torchvision ``EncoderBlock`` (ln_1, self_attention, ln_2, mlp) and
-    timm ``Block`` (norm1, attn, norm2, mlp), which add their input back.
+    Recognised: an explicit ``residual`` attribute; inverted-residual blocks (torchvision
+    ``use_res_connect``, timm ``has_skip``); torchvision RegNet blocks (``proj`` None ->
+    identity); timm RegNet blocks (``downsample`` an ``nn.Identity`` -> identity, None -> no
+    shortcut at all); ResNet blocks (``downsample`` None -> identity shortcut); ConvNeXt blocks
+    (torchvision ``CNBlock``: layer_scale, block, stochastic_depth; timm ``ConvNeXtBlock``:
+    ``shortcut`` an ``nn.Identity``); torchvision ``EncoderBlock`` (ln_1, self_attention, ln_2,
+    mlp) and timm ``Block`` (norm1, attn, norm2, mlp), which add their input back.
     """
     flag = getattr(block, "residual", None)
     if isinstance(flag, bool):
         return flag
+    for attr in ("use_res_connect", "has_skip"):
+        if isinstance(getattr(block, attr, None), bool):
+            return bool(getattr(block, attr))
+    return _conv_residual(block)
+
+
+def _conv_residual(block: nn.Module) -> bool | None:
+    """Shortcut rules of RegNet, ResNet and ConvNeXt blocks, then of transformer blocks."""
+    if hasattr(block, "proj") and hasattr(block, "f") and type(block).__name__ == "ResBottleneckBlock":
+        return block.proj is None
+    if type(block).__module__.startswith("timm.models.regnet") and hasattr(block, "downsample"):
+        return isinstance(block.downsample, nn.Identity)
     if hasattr(block, "downsample") and (hasattr(block, "conv1") or hasattr(block, "conv2")):
         return block.downsample is None
+    if all(hasattr(block, a) for a in ("layer_scale", "block", "stochastic_depth")):
+        return True
+    if hasattr(block, "shortcut") and hasattr(block, "conv_dw"):
+        return isinstance(block.shortcut, nn.Identity)
     if all(hasattr(block, a) for a in ("ln_1", "self_attention", "ln_2", "mlp")):
         return True
     if all(hasattr(block, a) for a in ("norm1", "attn", "norm2", "mlp")):

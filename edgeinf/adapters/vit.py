@@ -8,10 +8,12 @@ from torch import nn
 
 from edgeinf.adapters._registry import register_adapter, structural_residual
 from edgeinf.errors import EdgeinfError
+from edgeinf.adapters.heads import DistilledTokenHead
 from edgeinf.model import SplitModel, TokenHead
 
 TV_EXPECTS = "torchvision VisionTransformer (conv_proj, class_token, encoder.pos_embedding, encoder.layers, encoder.ln, heads)"
 TIMM_EXPECTS = "timm VisionTransformer (patch_embed, cls_token, pos_embed, blocks, norm, fc_norm, head, global_pool)"
+DEIT_EXPECTS = "timm VisionTransformerDistilled (a timm ViT with dist_token and head_dist)"
 
 
 class TorchvisionViTStem(nn.Module):
@@ -52,19 +54,21 @@ def split_torchvision_vit(model: nn.Module, input_shape: Sequence[int] | None = 
 
 
 class TimmViTStem(nn.Module):
-    """timm's patch_embed, _pos_embed (class/register tokens + positions), patch_drop, norm_pre."""
+    """timm's patch_embed, _pos_embed (class, distillation, register tokens + positions), patch_drop, norm_pre."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.patch_embed = model.patch_embed
         self.cls_token, self.reg_token, self.pos_embed = model.cls_token, model.reg_token, model.pos_embed
+        self.dist_token = getattr(model, "dist_token", None)
         self.pos_drop, self.patch_drop, self.norm_pre = model.pos_drop, model.patch_drop, model.norm_pre
         self.no_embed_class = bool(model.no_embed_class)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        tokens = (self.cls_token, self.dist_token, self.reg_token)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in tokens if t is not None]
         if self.pos_embed is not None and self.no_embed_class:
             x = x + self.pos_embed
         x = torch.cat(prefix + [x], dim=1) if prefix else x
@@ -74,6 +78,7 @@ class TimmViTStem(nn.Module):
 
 
 def is_timm_vit(model: nn.Module) -> bool:
+    """True for a timm ``VisionTransformer`` (also DeiT; the distilled form has its own adapter)."""
     return all(hasattr(model, a) for a in ("patch_embed", "cls_token", "pos_embed", "blocks", "norm",
                                            "fc_norm", "head", "global_pool", "num_prefix_tokens"))
 
@@ -111,3 +116,30 @@ def split_timm_vit(model: nn.Module, input_shape: Sequence[int] | None = None,
         input_shape = (pe.proj.in_channels, *pe.img_size)
     return SplitModel(TimmViTStem(model), blocks, head, input_shape=input_shape, kind="vit",
                       name=name or "timm-vit", residual=[structural_residual(b) for b in blocks])
+
+
+def is_timm_deit_distilled(model: nn.Module) -> bool:
+    """True for timm's ``VisionTransformerDistilled`` (deit_*_distilled_*: class + distillation token)."""
+    return (is_timm_vit(model) and isinstance(getattr(model, "dist_token", None), nn.Parameter)
+            and isinstance(getattr(model, "head_dist", None), nn.Module))
+
+
+@register_adapter("timm-deit", matches=is_timm_deit_distilled, expects=DEIT_EXPECTS)
+def split_timm_deit(model: nn.Module, input_shape: Sequence[int] | None = None,
+                    name: str | None = None) -> SplitModel:
+    """Split a distilled timm DeiT: the head averages ``head(token 0)`` and ``head_dist(token 1)``.
+
+    As timm does at inference. The plain ``deit_*_patch16_224`` models are timm ViTs
+    (:func:`split_timm_vit`).
+    """
+    if not is_timm_deit_distilled(model):
+        raise EdgeinfError(f"{type(model).__name__} is not a distilled timm DeiT: expected {DEIT_EXPECTS}")
+    if getattr(model, "dynamic_img_size", False):
+        raise EdgeinfError("cannot split this DeiT: dynamic_img_size=True is not supported; use a fixed image size")
+    blocks = list(model.blocks.children())
+    head = DistilledTokenHead(model.norm, model.head, model.head_dist, getattr(model, "head_drop", None))
+    if input_shape is None:
+        pe = model.patch_embed
+        input_shape = (pe.proj.in_channels, *pe.img_size)
+    return SplitModel(TimmViTStem(model), blocks, head, input_shape=input_shape, kind="vit",
+                      name=name or "timm-deit", residual=[structural_residual(b) for b in blocks])
