@@ -70,14 +70,21 @@ def _checkpoint_model(path: Path, arch: str, arch_kwargs: dict, adapter: str | N
     options = {"input_shape": tuple(int(s) for s in input_shape)} if input_shape else {}
     state = read_state_dict(path)
     if isinstance(model, SplitModel) or mismatch(model, state) is None:
-        model = load_checkpoint(model, path)  # the original model's weights: load, then split
+        try:
+            model = load_checkpoint(model, path)  # the original model's weights: load, then split
+        except EdgeinfError as exc:
+            raise _not_this_arch(path, arch, str(exc).split(": ", 1)[-1]) from None
         return model.eval() if isinstance(model, SplitModel) else split(model.eval(), adapter, **options).eval()
     split_model = split(model.eval(), adapter, **options)
-    if mismatch(split_model, state) is not None and mismatch(model, state) is not None:
-        raise EdgeinfError(f"checkpoint {path} is not a {arch} model: {mismatch(model, state)}; pass the --arch "
-                           "(and --arch-kwargs, e.g. num_classes) it was trained with")
+    if mismatch(split_model, state) is not None:
+        raise _not_this_arch(path, arch, mismatch(model, state))
     # a checkpoint of the split model (e.g. with trained exit heads): split first, then load
     return load_checkpoint(split_model, path).eval()
+
+
+def _not_this_arch(path: Path, arch: str, why: str | None) -> EdgeinfError:
+    return EdgeinfError(f"checkpoint {path} is not a {arch} model ({why}); pass the --arch (and --arch-kwargs, "
+                        "e.g. num_classes) it was trained with")
 
 
 def load_model(spec: Any, arch: str | None = None, arch_kwargs: str | dict | None = None, adapter: str | None = None,

@@ -107,11 +107,13 @@ def export(model: "SplitModel", out: str | Path, *, quant: "QuantConfig", bit_le
            pareto_on: str = "bitops", calib_x: Any = None, formats: Sequence[str] = ("onnx",),
            accuracy_level: int | None = None, command: str | None = None) -> "Package":
     """Export blocks x bits and the fused branches of ``model`` to the package ``out`` (atomically),
-    carrying the profile at ``profile_path`` (None: the full model at each bit level is fused)."""
+    carrying the profile at ``profile_path`` (None: the full model at each bit level is fused).
+
+    ``fused``: ``"pareto"``, ``"all"``, ``N`` Pareto branches, or a list of Branch."""
     from edgeinf.branch import Branch
     from edgeinf.exporters.export import export_package
 
-    levels = sorted({32, *(int(b) for b in bit_levels)}, reverse=True)
+    levels = [int(b) for b in bit_levels]
     variants = quantize(model, quant, calib_x, kernels="simulate")  # ONNX reads plain (dequantized) Linear
     if profile_path is None and isinstance(fused, (str, int)):
         fused = [Branch.full(len(model.blocks), b) for b in levels]
