@@ -56,8 +56,8 @@ def train(name: str, arrays: dict, mean: list[float], std: list[float], epochs: 
     model = getattr(torchvision.models, name)(num_classes=10)
     m, s = torch.tensor(mean).reshape(1, -1, 1, 1), torch.tensor(std).reshape(1, -1, 1, 1)
     x, y = (torch.as_tensor(arrays["x_train"]) - m) / s, torch.as_tensor(arrays["y_train"])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * -(-len(x) // 64))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * -(-len(x) // 64))
     gen, t0, done = torch.Generator().manual_seed(seed), time.perf_counter(), 0
     model.train()
     for _ in range(epochs):
@@ -146,8 +146,8 @@ def machine() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18,mobilenet_v3_small")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--max-train-s", type=float, default=180.0, help="stop training after the epoch that passes this")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--max-train-s", type=float, default=240.0, help="stop training after the epoch that passes this")
     p.add_argument("--exit-epochs", type=int, default=20)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)

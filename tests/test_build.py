@@ -199,3 +199,39 @@ def test_export_refuses_a_profile_of_another_model(tmp_path, capsys):
     assert main(["-q", *argv]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is of another model" in err and listing(tmp_path) == before
+
+
+# -- end to end through the CLI alone -----------------------------------------------------
+def test_tiny_build_then_device_steps_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    x, y = images(90)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    path = tmp_path / "cnn.pt"
+    torch.save(cnn().state_dict(), path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "edgeinf", "-q", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    record = json.loads(cli("build", str(path), "--arch", "_byo_models:cnn", "--data", "data.npz", "--out", "pkg",
+                            "--bits", "32,8", "--max-branches", "6", "--exit-epochs", "2", "--host-latency-repeats", "2",
+                            "--json"))
+    held = record["held_out"]
+    assert held["split"] == "test" and held["samples"] == 18
+    cli("profile", "pkg", "--repeat", "3", "--warmup", "1", "--threads", "1")
+    full = json.loads(cli("run", "pkg", "--input", held["x"], "--labels", held["y"], "--branch", "full",
+                          "--budget-ms", "100", "--threads", "1", "--json"))
+    assert full["summary"]["calls"] == 18
+    # the package (onnxruntime, fp32 full branch) reproduces the torch model's accuracy
+    assert abs(full["summary"]["accuracy"] - record["torch_accuracy"]["test"]) <= 1 / 18 + 1e-9
+    cli("run", "pkg", "--input", held["x"], "--labels", held["y"], "--budget-ms", "5", "--threads", "1")
+    cli("simulate", "pkg", "--data", held["x"], "--labels", held["y"], "--budget-ms", "5", "--duration", "0.5",
+        "--out", "run.json")
+    assert json.loads((tmp_path / "run.json").read_text())
+    shown = cli("inspect", "pkg")
+    assert "HOST MS (torch-cpu, build)" in shown and "DEVICE MS (" in shown and "stages" in shown
