@@ -146,8 +146,8 @@ def machine() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18,mobilenet_v3_small")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--max-train-s", type=float, default=240.0, help="stop training after the epoch that passes this")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--max-train-s", type=float, default=300.0, help="stop training after the epoch that passes this")
     p.add_argument("--exit-epochs", type=int, default=20)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)

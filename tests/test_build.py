@@ -56,7 +56,6 @@ def test_stratified_split_is_deterministic_and_keeps_every_class():
     for split in (a.y_train, a.y_val, a.y_test):
         assert np.bincount(split, minlength=3).min() >= 1
     assert a.sizes == {"train": 54, "val": 18, "test": 18}
-    assert not np.array_equal(stratified_split(x, y, 0.2, 0.2, seed=4).y_val, a.y_val) or True  # other seeds may differ
     with pytest.raises(EdgeinfError, match="class 2 has 2 samples"):
         stratified_split(x[:8], y[:8], 0.2, 0.2, 0)
 
