@@ -103,6 +103,10 @@ def test_build_api_writes_a_package_with_profile_record_and_held_out_split(tmp_p
     result = build(cnn(), {"x": x, "y": y}, BuildConfig(**FAST, mean=(0.5,), std=(0.25,)), tmp_path / "pkg")
     manifest = result.package.manifest
     assert all(b.get("accuracy") is not None for b in manifest["branches"]) and manifest["exits"] == [1, 2]
+    # the full model at every bit level is always profiled, whatever the branch budget
+    full = {b["bits"][0] for b in manifest["branches"] if b["exit"] is None and b["blocks"] == list(range(5))
+            and len(set(b["bits"])) == 1}
+    assert full == {32, 8} and len(manifest["branches"]) == 6
     record = manifest["build_record"]
     assert set(record["stages_s"]) == {*pipeline.STAGES, "total"} and record["resumed"] == []
     assert json.loads((tmp_path / "pkg.build" / "build.json").read_text())["stages_s"] == record["stages_s"]

@@ -203,12 +203,12 @@ def _stage_space(run: _Run, inputs: dict) -> None:
 
 def _stage_quantize(run: _Run, inputs: dict) -> None:
     """Per-block PTQ at every bit level of the sampled branches, calibrated on the training inputs."""
-    from edgeinf.builder.stages import quantize
+    from edgeinf.builder.stages import profiled_branches, quantize
 
     cfg = run.config
     space = run.profiled
     variants = quantize(run.model, cfg.quant(), run.data.x_train, kernels="auto")
-    branches = space.branches(cfg.max_branches, cfg.seed)
+    branches = profiled_branches(space, cfg.max_branches, cfg.seed)
     variants.prepare(branches)
     run.profiled = (space, variants, branches)
 

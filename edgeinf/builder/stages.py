@@ -60,6 +60,20 @@ def make_space(model: "SplitModel", bit_levels: Sequence[int], monotone_bits: bo
     return space
 
 
+def profiled_branches(space: "BranchSpace", max_branches: int, seed: int = 0) -> list:
+    """The branches a build profiles: the full model (every block, final head) at each bit level
+    first, always, then the space's branches (all, or a seeded sample) up to ``max_branches``."""
+    from edgeinf.branch import Branch
+
+    full = [Branch.full(space.num_blocks, b) for b in space.bit_levels]
+    chosen = {b.id: b for b in full}
+    for b in space.branches(max_branches, seed):
+        if len(chosen) >= max(max_branches, len(full)):
+            break
+        chosen.setdefault(b.id, b)
+    return list(chosen.values())
+
+
 def quantize(model: "SplitModel", quant: "QuantConfig", calib_x: Any = None, kernels: str = "auto") -> "BlockVariants":
     """Per-block PTQ variants of ``model``; ``calib_x`` (the user's training inputs) calibrates int8
     activations when ``quant.act_bits`` is set."""
