@@ -35,17 +35,25 @@ class InspectTool(Tool):
         return 0
 
 
+def _numbers(obj: Any) -> dict[str, float]:
+    """The numeric entries of a dict from the manifest (anything else is left out)."""
+    if not isinstance(obj, dict):
+        return {}
+    return {str(k): float(v) for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def _print_build_record(manifest: dict[str, Any]) -> None:
     """The build's stage timings and fp32 torch accuracy (packages made by edgeinf build)."""
     rec = manifest.get("build_record")
-    if not rec:
+    if not isinstance(rec, dict):
         return
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in rec.get("stages_s", {}).items())
-    acc = ", ".join(f"{k} {v:.4f}" for k, v in (rec.get("torch_accuracy") or {}).items())
-    data = rec.get("data") or {}
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in _numbers(rec.get("stages_s")).items())
+    acc = ", ".join(f"{k} {v:.4f}" for k, v in _numbers(rec.get("torch_accuracy")).items())
+    data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
+    resumed = rec.get("resumed") if isinstance(rec.get("resumed"), list) else []
     print()
     print(f"build     data {data.get('source')} {data.get('sizes')}; fp32 torch accuracy {acc}")
-    print(f"stages    {stages}{' (resumed: ' + ', '.join(rec['resumed']) + ')' if rec.get('resumed') else ''}")
+    print(f"stages    {stages}{' (resumed: ' + ', '.join(map(str, resumed)) + ')' if resumed else ''}")
 
 
 def _print_schedulers(pkg) -> str:
