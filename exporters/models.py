@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from edgeinf.branch import Branch
-from edgeinf.builder.source import build_arch  # noqa: F401  (re-exported: the --arch spec)
 from edgeinf.builder.stages import CHECK_SAMPLES
 from edgeinf.errors import EdgeinfError
 
@@ -96,6 +95,13 @@ def export_demo_package(ctx: Any, name: str = "digits-resnet") -> "Package":
                  check_x=inputs(model, ctx.data.x_val), fused="pareto", pareto_on="bitops", command="edgeinf demo")
     ctx.results[name]["package"] = str(pkg.root)
     return pkg
+
+
+def build_arch(arch: str, arch_kwargs: dict | None = None) -> "Any":
+    """The untrained model named by ``arch`` (see :func:`edgeinf.zoo.checkpoint.build_arch`)."""
+    from edgeinf.zoo.checkpoint import build_arch as build
+
+    return build(arch, arch_kwargs)
 
 
 def full_branches(model: "SplitModel", bit_levels: Sequence[int]) -> list[Branch]:

@@ -180,3 +180,21 @@ def test_timm_regnet_block_without_shortcut_is_not_skippable():
     assert structural_residual(block) is True
     block.downsample = None  # timm: None = no shortcut at all (not an identity one)
     assert structural_residual(block) is False
+
+
+def test_form_head_exits_train_with_the_backbone_frozen():
+    import numpy as np
+
+    from edgeinf.exits import ExitTrainConfig, attach_exits, train_exits
+
+    sm = split(bb.tv_mobilenet_v3_small(), input_shape=bb.CNN_SHAPE).eval()
+    attach_exits(sm, [2, 6], seed=0)
+    before = {k: v.clone() for k, v in sm.state_dict().items() if not k.startswith("exits.")}
+    gen = np.random.default_rng(0)
+    x = gen.standard_normal((32, *bb.CNN_SHAPE)).astype(np.float32)
+    y = gen.integers(0, bb.NUM_CLASSES, 32)
+    first = train_exits(sm, x, y, ExitTrainConfig(epochs=1, lr=1e-2, batch_size=16, seed=0))
+    last = train_exits(sm, x, y, ExitTrainConfig(epochs=15, lr=1e-2, batch_size=16, seed=0))
+    assert all(last[p] < first[p] for p in (2, 6))  # the heads learn (memorise the random labels)
+    after = sm.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # BatchNorm statistics included

@@ -171,7 +171,7 @@ def test_cli_bad_input_cases(tmp_path, ckpt, capsys):
     for extra, words in cases:
         _cli_fails(capsys, base + extra, words, tmp_path)
     other = ["build", str(vit_ckpt), "--arch", "_byo_models:cnn", "--data", str(tmp_path / "ok.npz"), "--out", str(tmp_path / "pkg")]
-    _cli_fails(capsys, other, "is not a _byo_models:cnn model", tmp_path)
+    _cli_fails(capsys, other, "does not fit --arch _byo_models:cnn", tmp_path)
     out_dir = ["build", str(ckpt), "--arch", "_byo_models:cnn", "--data", str(tmp_path / "ok.npz"), "--out", str(tmp_path / "notpkg")]
     _cli_fails(capsys, out_dir, "is a directory that is not an edgeinf package", tmp_path)
     assert (tmp_path / "notpkg" / "keep.txt").read_text() == "user data"

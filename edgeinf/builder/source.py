@@ -6,8 +6,6 @@ to be attached to (:func:`check_profile`).
 """
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -20,71 +18,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeinf.model import SplitModel
 
 
-def parse_arch_kwargs(text: str | dict | None) -> dict[str, Any]:
-    """``--arch-kwargs`` JSON (an object) -> dict; None = {}."""
+def parse_arch_kwargs(text: str | dict | None) -> dict[str, Any] | None:
+    """``--arch-kwargs`` JSON (or a dict) -> dict; None = none (:func:`edgeinf.zoo.checkpoint.parse_arch_kwargs`)."""
     if text is None or isinstance(text, dict):
-        return dict(text or {})
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise EdgeinfError(f"--arch-kwargs {text!r} is not JSON ({exc.msg}); e.g. '{{\"num_classes\": 10}}'") from None
-    if not isinstance(value, dict):
-        raise EdgeinfError(f"--arch-kwargs must be a JSON object such as '{{\"num_classes\": 10}}', got {text!r}")
-    return value
+        return None if text is None else dict(text)
+    from edgeinf.zoo.checkpoint import parse_arch_kwargs as parse
 
-
-def build_arch(arch: str, arch_kwargs: dict[str, Any] | None = None) -> "nn.Module":
-    """The untrained model named by ``arch``: a zoo name, ``timm:MODEL_NAME`` or ``package.module:factory``
-    (e.g. ``torchvision.models:resnet18``), called with ``arch_kwargs``."""
-    from edgeinf import zoo
-
-    kwargs = dict(arch_kwargs or {})
-    if arch in zoo.list_models():
-        if kwargs:
-            raise EdgeinfError(f"--arch {arch} is a zoo model; it takes no --arch-kwargs")
-        return zoo.build(arch)
-    module_name, _, attr = arch.partition(":")
-    if not module_name or not attr:
-        raise EdgeinfError(f"--arch {arch!r} is not a zoo name ({', '.join(zoo.list_models())}), timm:MODEL_NAME "
-                           "or package.module:factory")
-    if module_name == "timm":
-        timm = require("timm", "--arch timm:...")
-        return timm.create_model(attr, pretrained=False, **kwargs)
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-        return factory(**kwargs)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise EdgeinfError(f"--arch {arch!r}: cannot build the model ({type(exc).__name__}: {exc}); name an "
-                           "importable factory and give its arguments with --arch-kwargs JSON") from None
-
-
-def _checkpoint_model(path: Path, arch: str, arch_kwargs: dict, adapter: str | None,
-                      input_shape: Sequence[int] | None) -> "SplitModel":
-    require("torch", "loading a checkpoint")
-    from edgeinf.adapters import split
-    from edgeinf.model import SplitModel
-    from edgeinf.zoo import load_checkpoint
-    from edgeinf.zoo.checkpoint import mismatch, read_state_dict
-
-    model = build_arch(arch, arch_kwargs)
-    options = {"input_shape": tuple(int(s) for s in input_shape)} if input_shape else {}
-    state = read_state_dict(path)
-    if isinstance(model, SplitModel) or mismatch(model, state) is None:
-        try:
-            model = load_checkpoint(model, path)  # the original model's weights: load, then split
-        except EdgeinfError as exc:
-            raise _not_this_arch(path, arch, str(exc).split(": ", 1)[-1]) from None
-        return model.eval() if isinstance(model, SplitModel) else split(model.eval(), adapter, **options).eval()
-    split_model = split(model.eval(), adapter, **options)
-    if mismatch(split_model, state) is not None:
-        raise _not_this_arch(path, arch, mismatch(model, state))
-    # a checkpoint of the split model (e.g. with trained exit heads): split first, then load
-    return load_checkpoint(split_model, path).eval()
-
-
-def _not_this_arch(path: Path, arch: str, why: str | None) -> EdgeinfError:
-    return EdgeinfError(f"checkpoint {path} is not a {arch} model ({why}); pass the --arch (and --arch-kwargs, "
-                        "e.g. num_classes) it was trained with")
+    return parse(text)
 
 
 def load_model(spec: Any, arch: str | None = None, arch_kwargs: str | dict | None = None, adapter: str | None = None,
@@ -112,7 +52,9 @@ def load_model(spec: Any, arch: str | None = None, arch_kwargs: str | dict | Non
     if arch is None:
         raise EdgeinfError(f"{path} is a checkpoint: say which architecture it belongs to with --arch (a zoo name, "
                            "timm:MODEL_NAME, or package.module:factory such as torchvision.models:resnet18)")
-    return _checkpoint_model(path, arch, parse_arch_kwargs(arch_kwargs), adapter, input_shape)
+    from edgeinf.zoo.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(path, arch, parse_arch_kwargs(arch_kwargs), adapter, input_shape)
 
 
 # -- normalisation ----------------------------------------------------------------------------

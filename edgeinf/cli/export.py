@@ -60,7 +60,10 @@ class ExportTool(Tool):
         m = parser.add_argument_group("Checkpoint models (MODEL is a state-dict file, read with weights_only=True)")
         m.add_argument("--arch", default=None, metavar="SPEC", help="the architecture the checkpoint belongs to: a zoo "
                        "name, timm:MODEL_NAME or package.module:factory (e.g. torchvision.models:resnet18)")
-        m.add_argument("--adapter", default=None, help="adapter that splits the model (resnet, vit, sequential; default: detect)")
+        m.add_argument("--arch-kwargs", default=None, metavar="JSON", help="keyword arguments for the architecture's factory, "
+                       """as a JSON object, e.g. '{"num_classes": 10}' (default: none)""")
+        m.add_argument("--adapter", default=None, help="adapter that splits the model (default: detect; "
+                       "edgeinf.adapters.list_adapters() names them)")
         m.add_argument("--input-shape", type=_int_list, default=None, metavar="C,H,W", help="one input without the batch dimension")
         m.add_argument("--cache", default=None, metavar="DIR", help="zoo cache directory")
         m.add_argument("--seed", type=int, default=0, help="zoo training / sampling seed")
@@ -87,8 +90,11 @@ class ExportTool(Tool):
         from edgeinf.exporters import models
         from edgeinf.profile import load_profile
         from edgeinf.quant import QuantConfig
+        from edgeinf.zoo.checkpoint import parse_arch_kwargs
 
-        source = models.load_source(args.model, args.adapter, args.input_shape, args.cache, args.seed, args.arch)
+        arch_kwargs = parse_arch_kwargs(args.arch_kwargs)
+        source = models.load_source(args.model, args.adapter, args.input_shape, args.cache, args.seed, args.arch,
+                                    arch_kwargs)
         group = args.group_size if args.group_size is not None else (0 if args.act_bits else 32)
         quant = QuantConfig(group_size=group or None, method=args.method, act_bits=args.act_bits)
         command = "edgeinf " + " ".join(shlex.quote(a) for a in sys.argv[1:])

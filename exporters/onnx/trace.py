@@ -5,6 +5,7 @@ parameter's name as its initializer name and leaves BatchNorm unfused, which the
 needs to find each packed weight; the dynamo exporter's optimizer folds BatchNorm into the
 convolution weights under the same name (the values then no longer match the packed codes) and
 takes ~100x longer per block on this host (5.4 s vs 0.04 s for a conv block).
+timm attention is exported with its fused SDPA switched off (:func:`unfuse_attention`).
 """
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ def _swap_act_hooks(module: "nn.Module") -> int:
     return count
 
 
+def unfuse_attention(module: "nn.Module") -> int:
+    """Switch timm's fused attention off in every submodule (``fused_attn = False``); returns how many.
+
+    timm's ``Attention`` calls ``F.scaled_dot_product_attention`` by default, which the
+    TorchScript exporter cannot trace (it passes ``is_causal`` as a tensor). With
+    ``fused_attn = False`` the same module computes ``softmax(q k^T * scale) v`` explicitly:
+    the same function, expressed in MatMul / Softmax ONNX ops. Call it on a copy.
+    """
+    count = 0
+    for sub in module.modules():
+        if isinstance(getattr(sub, "fused_attn", None), bool) and sub.fused_attn:
+            sub.fused_attn = False
+            count += 1
+    return count
+
+
 def export_graph(module: "nn.Module", sample: "torch.Tensor", input_name: str, output_name: str, *,
                  packed: dict[str, "PackedWeight"] | None = None, fp16: bool = False, use_nbits: bool = True,
                  accuracy_level: int | dict[str, int] = 4, where: str = "graph") -> tuple["onnx.ModelProto", dict]:
@@ -92,6 +109,7 @@ def export_graph(module: "nn.Module", sample: "torch.Tensor", input_name: str, o
     torch = require("torch", "ONNX export")
     onnx = require("onnx", "ONNX export")
     module = copy.deepcopy(module).eval()
+    unfuse_attention(module)
     act_qdq = _swap_act_hooks(module)
     graph_module = _fp16_wrapper(module) if fp16 else module
     raw = _trace(torch, graph_module, sample, input_name, output_name, where)
@@ -127,4 +145,4 @@ def _trace(torch, module, sample, input_name: str, output_name: str, where: str)
     return buf.getvalue()
 
 
-__all__ = ["BATCH", "EXPORT_OPSET", "OPSET", "export_graph"]
+__all__ = ["BATCH", "EXPORT_OPSET", "OPSET", "export_graph", "unfuse_attention"]
