@@ -173,7 +173,7 @@ def test_cli_bad_input_cases(tmp_path, ckpt, capsys):
     other = ["build", str(vit_ckpt), "--arch", "_byo_models:cnn", "--data", str(tmp_path / "ok.npz"), "--out", str(tmp_path / "pkg")]
     _cli_fails(capsys, other, "does not fit --arch _byo_models:cnn", tmp_path)
     out_dir = ["build", str(ckpt), "--arch", "_byo_models:cnn", "--data", str(tmp_path / "ok.npz"), "--out", str(tmp_path / "notpkg")]
-    _cli_fails(capsys, out_dir, "is a directory that is not an edgeinf package", tmp_path)
+    _cli_fails(capsys, out_dir, "is a non-empty directory that is not an edgeinf package", tmp_path)
     assert (tmp_path / "notpkg" / "keep.txt").read_text() == "user data"
 
 

@@ -57,6 +57,7 @@ class _Run:
     out: Path
     work: Path
     command: str | None
+    force: bool = False
     model: Any = None
     data: BuildData | None = None
     cache: Path | None = None
@@ -69,15 +70,12 @@ class _Run:
 
 
 # -- --out --------------------------------------------------------------------------------------
-def check_out(out: str | Path) -> Path:
-    """``--out`` may be new or an edgeinf package (replaced atomically); refuse anything else."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EdgeinfError(f"--out {out} is a file, not a package directory; choose another path")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise EdgeinfError(f"--out {out} is a directory that is not an edgeinf package; nothing was written. "
-                           "Choose a new path or remove that directory yourself")
-    return out
+def check_out(out: str | Path, force: bool = False) -> Path:
+    """``--out`` may be new or an edgeinf package (replaced atomically); anything else is refused
+    unless ``force`` (the project's output policy, :func:`edgeinf._atomic.check_out`)."""
+    from edgeinf._atomic import check_out as check
+
+    return check(out, "package", force=force, flag="--out")
 
 
 def work_dir(out: Path) -> Path:
@@ -88,7 +86,7 @@ def work_dir(out: Path) -> Path:
 # -- the pipeline -------------------------------------------------------------------------------
 def build(model: Any, data: Any, config: BuildConfig | None = None, out: str | Path = "package", *,
           arch: str | None = None, arch_kwargs: Any = None, adapter: str | None = None,
-          command: str | None = None) -> BuildResult:
+          command: str | None = None, force: bool = False) -> BuildResult:
     """Build a package from ``model`` and labelled ``data``.
 
     Args:
@@ -99,6 +97,7 @@ def build(model: Any, data: Any, config: BuildConfig | None = None, out: str | P
         config: None = ``BuildConfig()``.
         out: the package directory (new, or an existing package: replaced atomically).
         command: the command line recorded in the manifest.
+        force: replace an ``out`` that is not a package (default: refuse before any work).
 
     Example:
         >>> import torchvision, edgeinf
@@ -108,8 +107,8 @@ def build(model: Any, data: Any, config: BuildConfig | None = None, out: str | P
     from edgeinf.costs import TorchThreads
 
     config = BuildConfig() if config is None else config
-    out = check_out(out)
-    run = _Run(config, out, work_dir(out), command)
+    out = check_out(out, force)
+    run = _Run(config, out, work_dir(out), command, force=force)
     t_all = time.perf_counter()
     with TorchThreads(config.threads), Progress("build", total=len(STAGES)) as bar:
         for name in STAGES:
@@ -245,7 +244,8 @@ def _stage_export(run: _Run, inputs: dict) -> None:
     cfg = run.config
     run.package = export(run.model, run.out, quant=cfg.quant(), bit_levels=cfg.bits,
                          profile_path=run.cache / "profile.json", check_x=check_inputs(run.model, run.data.x_val),
-                         fused=cfg.fused, pareto_on=cfg.pareto_on, calib_x=run.data.x_train, command=run.command)
+                         fused=cfg.fused, pareto_on=cfg.pareto_on, calib_x=run.data.x_train, command=run.command,
+                         force=run.force)
 
 
 _STAGE_FNS = {"data": _stage_data, "split": _stage_split, "exits": _stage_exits, "space": _stage_space,

@@ -119,11 +119,12 @@ def check_inputs(model: "SplitModel", x: Any = None, n: int = CHECK_SAMPLES, see
 def export(model: "SplitModel", out: str | Path, *, quant: "QuantConfig", bit_levels: Sequence[int],
            profile_path: str | Path | None, check_x: Any, fused: str | int | Sequence = "pareto",
            pareto_on: str = "bitops", calib_x: Any = None, formats: Sequence[str] = ("onnx",),
-           accuracy_level: int | None = None, command: str | None = None) -> "Package":
+           accuracy_level: int | None = None, command: str | None = None, force: bool = False) -> "Package":
     """Export blocks x bits and the fused branches of ``model`` to the package ``out`` (atomically),
     carrying the profile at ``profile_path`` (None: the full model at each bit level is fused).
 
-    ``fused``: ``"pareto"``, ``"all"``, ``N`` Pareto branches, or a list of Branch."""
+    ``fused``: ``"pareto"``, ``"all"``, ``N`` Pareto branches, or a list of Branch; ``force``:
+    replace an ``out`` that is not a package (default: refuse)."""
     from edgeinf.branch import Branch
     from edgeinf.exporters.export import export_package
 
@@ -133,4 +134,4 @@ def export(model: "SplitModel", out: str | Path, *, quant: "QuantConfig", bit_le
         fused = [Branch.full(len(model.blocks), b) for b in levels]
     return export_package(variants, out, check_x=check_x, bit_levels=levels, profile_path=profile_path,
                           branches=fused, formats=formats, accuracy_level=accuracy_level, resource=pareto_on,
-                          command=command)
+                          command=command, force=force)

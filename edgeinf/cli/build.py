@@ -35,6 +35,7 @@ class BuildTool(Tool):
             "folder): exits, PTQ, profile, export")
     requires = ("torch", "onnx", "onnxruntime")
     option_groups = (JsonOutput,)
+    outputs = {"out": "package"}  # checked (one line, --force to override) before anything runs
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("model", metavar="MODEL", help="a zoo model name or a state-dict checkpoint (with --arch)")
@@ -90,7 +91,7 @@ class BuildTool(Tool):
             threads=args.threads)
         command = "edgeinf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = build(args.model, args.data, config, args.out, arch=args.arch, arch_kwargs=args.arch_kwargs,
-                       adapter=args.adapter, command=command)
+                       adapter=args.adapter, command=command, force=args.force)
         if args.json:
             self.print_json(result.record)
             return 0

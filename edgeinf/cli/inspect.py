@@ -87,8 +87,8 @@ def _print_header(pkg) -> None:
 
 
 def _fmt_err(entry: dict[str, Any]) -> str:
-    err = entry.get("max_abs_error")
-    return "-" if err is None else f"{err:.1e}/{entry.get('tolerance', 0):.0e}"
+    err, tol = entry.get("max_abs_error"), entry.get("tolerance")
+    return "-" if err is None else f"{err:.1e}/{tol or 0:.0e}"
 
 
 def _lowbit(entry: dict[str, Any]) -> str:

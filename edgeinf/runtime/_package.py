@@ -113,8 +113,11 @@ def _runner(package, key: str, backend: str, options: dict) -> Runner:
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
 
     # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
+    # (allowlisted by the manifest schema)
     config = tuple(sorted((str(k), str(v)) for k, v in package.entry(key).get("ort_session_config", {}).items()))
-    return OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key)
+    runner = OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key)
+    runner.external_data = bool(getattr(package, "external", {}).get(key))
+    return runner
 
 
 def build_executor(package, backend: str, compose: bool | None = None, segments: bool | None = None,
@@ -191,6 +194,8 @@ def _composed(package, chain: ChainRunner, fused: dict, backend: str, compose: b
                  chain.exits.get(b["exit"]) if b["exit"] is not None else chain.head]
         if any(p is None or not hasattr(p, "path") for p in parts):
             continue  # a part this package does not carry: the chain reports it when the branch runs
+        if any(getattr(p, "external_data", False) for p in parts):
+            continue  # external data resolves beside the file, not in memory: the chain runs it
         config = dict(kv for p in parts for kv in p.options.session_config)
         model = compose_chain([p.path.read_bytes() for p in parts])
         opts = OrtOptions(providers=BACKENDS[backend], session_config=tuple(sorted(config.items())), **options)
