@@ -137,7 +137,8 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    return {"host": platform.node(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"commit": commit or None, "host": platform.node(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "loadavg_1m": os.getloadavg()[0], "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "backend": "onnxruntime CPU (device steps), torch CPU (training, build)",
             "note": "a 2-core x86 VM shared with other work during the run: wall times are indicative"}
@@ -147,7 +148,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18,mobilenet_v3_small")
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--max-train-s", type=float, default=300.0, help="stop training after the epoch that passes this")
+    p.add_argument("--max-train-s", type=float, default=180.0, help="stop training after the epoch that passes this")
     p.add_argument("--exit-epochs", type=int, default=20)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
