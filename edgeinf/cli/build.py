@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from edgeinf.cli.base import JsonOutput, Tool
+from edgeinf.cli.base import JsonOutput, Tool, nonneg_int, positive_int
 from edgeinf.cli.export import _branches, _int_list
 
 
@@ -62,22 +62,22 @@ class BuildTool(Tool):
                        help="bit-widths of every block; 32 is always added (default 32,16,8,4)")
         s.add_argument("--exits", type=_exits, default=None, metavar="auto|none|I,I",
                        help="blocks after which exit heads are trained (default auto: two, evenly spaced)")
-        s.add_argument("--exit-epochs", type=int, default=30, help="exit-head training epochs (default 30)")
-        s.add_argument("--max-branches", type=int, default=64, help="branch budget: branches profiled (default 64)")
+        s.add_argument("--exit-epochs", type=positive_int, default=30, help="exit-head training epochs (default 30)")
+        s.add_argument("--max-branches", type=positive_int, default=64, help="branch budget: branches profiled (default 64)")
         s.add_argument("--branches", type=_branches, default="pareto", metavar="pareto|all|N",
                        help="branches exported as fused graphs (default pareto)")
         s.add_argument("--pareto-on", default="bitops", choices=("macs", "bitops", "latency_ms", "param_bytes"))
         q = parser.add_argument_group("Quantization and profile")
-        q.add_argument("--group-size", type=int, default=32, help="weights per PTQ scale along K; 0 = per channel")
+        q.add_argument("--group-size", type=nonneg_int, default=32, help="weights per PTQ scale along K; 0 = per channel")
         q.add_argument("--method", default="mse", choices=("mse", "percentile", "rtn"))
         q.add_argument("--act-bits", type=int, default=None, choices=(8,), help="8 = int8 activations, calibrated")
-        q.add_argument("--host-latency-repeats", type=int, default=10,
+        q.add_argument("--host-latency-repeats", type=nonneg_int, default=10,
                        help="timed torch calls per branch on this host (0 = none; edgeinf profile measures the device)")
         d = parser.add_argument_group("Data split (when DATA is one set)")
         d.add_argument("--val-fraction", type=float, default=0.2)
         d.add_argument("--test-fraction", type=float, default=0.2)
         d.add_argument("--seed", type=int, default=0, help="split, exit heads and branch sampling seed")
-        d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+        d.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
 
     def run(self, args: argparse.Namespace) -> int:
         from edgeinf.builder import BuildConfig, build
