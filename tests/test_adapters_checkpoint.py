@@ -104,6 +104,8 @@ def test_export_cli_arch_kwargs(cli, r18_10, tmp_path):
     assert not out.exists()  # nothing written
     code, _, err = cli("export", path, "--arch", R18, "--arch-kwargs", "{num", "--out", out)
     assert code == 1 and "not valid JSON" in err and not out.exists()
+    code, _, err = cli("export", path, "--arch", "torchvision.models:mobilenet_v2", "--out", out)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "another architecture" in err and not out.exists()
     code, stdout, err = cli("export", path, "--arch", R18, "--arch-kwargs", json.dumps({"num_classes": 10}),
                             "--input-shape", "3,32,32", "--bits", "32", "--out", out, "--json")
     assert code == 0, err
