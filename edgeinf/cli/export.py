@@ -92,11 +92,11 @@ class ExportTool(Tool):
         return 0
 
     def _export(self, args: argparse.Namespace, formats: list[str]):
+        from edgeinf.builder.source import check_profile
+        from edgeinf.builder.stages import export
         from edgeinf.exporters import models
-        from edgeinf.exporters.export import export_package
         from edgeinf.profile import load_profile
-        from edgeinf.quant import BlockVariants, QuantConfig
-
+        from edgeinf.quant import QuantConfig
         from edgeinf.zoo.checkpoint import parse_arch_kwargs
 
         arch_kwargs = parse_arch_kwargs(args.arch_kwargs)
@@ -109,20 +109,19 @@ class ExportTool(Tool):
             profile_path = Path(args.profile) if args.profile else None
             if profile_path is not None:
                 profile = load_profile(profile_path)[0]
+                check_profile(profile, source.model, f"--profile {profile_path}")  # before anything is written
                 quant = QuantConfig.from_dict(profile["quant"])
                 levels = args.bits or profile["space"]["bit_levels"]
             else:
                 levels = args.bits or [32, 16, 8, 4, 2]
                 profile_path = models.quick_profile(source, Path(tmp), sorted({32, *levels}, reverse=True), quant, args.max_branches, args.seed)
             levels = sorted({32, *levels}, reverse=True)
-            calib = models.calib_inputs(source) if quant.act_bits else None
-            variants = BlockVariants(source.model, quant, calib_x=calib, kernels="simulate")  # ONNX reads plain Linear
             branches = args.branches if profile_path is not None else models.full_branches(source.model, levels)
             level = None if args.accuracy_level == "auto" else int(args.accuracy_level)
-            return export_package(variants, args.out, check_x=models.check_inputs(source), bit_levels=levels,
-                                  profile_path=profile_path, branches=branches, formats=formats,
-                                  accuracy_level=level, resource=args.pareto_on, command=command,
-                                  force=args.force)
+            return export(source.model, args.out, quant=quant, bit_levels=levels, profile_path=profile_path,
+                          check_x=models.check_inputs(source), fused=branches, pareto_on=args.pareto_on,
+                          calib_x=models.calib_inputs(source) if quant.act_bits else None, formats=formats,
+                          accuracy_level=level, command=command, force=args.force)
 
 
 def _summary(pkg) -> dict:
