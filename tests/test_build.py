@@ -238,3 +238,18 @@ def test_tiny_build_then_device_steps_from_the_cli(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())
     shown = cli("inspect", "pkg")
     assert "HOST MS (torch-cpu, build)" in shown and "DEVICE MS (" in shown and "stages" in shown
+
+
+def test_build_skip_finetune_trains_sampled_branches_and_is_recorded(tmp_path, monkeypatch):
+    import edgeinf.zoo.training as training
+
+    calls = []
+    for name in ("finetune_skip_robust", "train_exits_skip_robust"):
+        real = getattr(training, name)
+        monkeypatch.setattr(training, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k))
+    x, y = images(60)
+    result = build(cnn(), {"x": x, "y": y}, BuildConfig(**FAST, skip_finetune_epochs=1), tmp_path / "pkg")
+    assert calls == ["finetune_skip_robust", "train_exits_skip_robust"]
+    assert result.package.manifest["build_record"]["config"]["skip_finetune_epochs"] == 1
+    with pytest.raises(EdgeinfError, match="skip_finetune_epochs"):
+        BuildConfig(skip_finetune_epochs=-1)

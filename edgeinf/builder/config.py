@@ -36,6 +36,9 @@ class BuildConfig:
         exits: blocks after which an exit head is attached and trained; None = two, evenly spaced;
             ``()`` = none (the model's own exits, if it has any, are kept).
         exit_epochs: exit-head training epochs (the backbone stays frozen).
+        skip_finetune_epochs: skip-robust fine-tune before the exits are trained: this many epochs
+            of the backbone with each skippable block left out with probability 0.25 per step, then
+            as many of the exit heads on sampled skip branches' features; 0 = none.
         max_branches: branch budget: profile every branch if the space has at most this many,
             else a seeded sample (the anchors always in).
         monotone_bits: QuEE's rule: bits never increase along a path.
@@ -59,6 +62,7 @@ class BuildConfig:
     calib_samples: int = 128
     exits: tuple[int, ...] | None = None
     exit_epochs: int = 30
+    skip_finetune_epochs: int = 0
     max_branches: int = 64
     monotone_bits: bool = True
     fused: str | int = "pareto"
@@ -100,6 +104,8 @@ class BuildConfig:
 
     def _check_numbers(self) -> None:
         checks = [(self.exit_epochs >= 1, f"exit_epochs must be >= 1, got {self.exit_epochs}"),
+                  (self.skip_finetune_epochs >= 0,
+                   f"skip_finetune_epochs must be >= 0, got {self.skip_finetune_epochs}"),
                   (self.max_branches >= 1, f"the branch budget must be >= 1, got {self.max_branches}"),
                   (self.calib_samples >= 1, f"calib_samples must be >= 1, got {self.calib_samples}"),
                   (self.host_latency_repeats >= 0, f"host_latency_repeats must be >= 0, got {self.host_latency_repeats}"),

@@ -185,8 +185,16 @@ def _stage_exits(run: _Run, inputs: dict) -> None:
         return
     cfg = run.config
     points = cfg.exits if cfg.exits is not None else ([] if run.model.exit_points() else default_exits(run.model))
+    if cfg.skip_finetune_epochs:
+        from edgeinf.zoo.training import finetune_skip_robust
+
+        finetune_skip_robust(run.model, run.data.x_train, run.data.y_train, cfg.skip_finetune_epochs, seed=cfg.seed)
     run.exit_losses = train_exit_heads(run.model, list(points), run.data.x_train, run.data.y_train,
                                        cfg.exit_epochs, cfg.seed)
+    if cfg.skip_finetune_epochs and run.model.exit_points():
+        from edgeinf.zoo.training import train_exits_skip_robust
+
+        train_exits_skip_robust(run.model, run.data.x_train, run.data.y_train, cfg.skip_finetune_epochs, seed=cfg.seed)
     run.model.eval()
     with _atomic.atomic_path(cached) as tmp:
         torch.save(run.model.state_dict(), tmp)

@@ -63,6 +63,9 @@ class BuildTool(Tool):
         s.add_argument("--exits", type=_exits, default=None, metavar="auto|none|I,I",
                        help="blocks after which exit heads are trained (default auto: two, evenly spaced)")
         s.add_argument("--exit-epochs", type=positive_int, default=30, help="exit-head training epochs (default 30)")
+        s.add_argument("--skip-finetune-epochs", type=nonneg_int, default=0, metavar="N",
+                       help="skip-robust fine-tune: N epochs of the backbone with blocks randomly skipped, "
+                            "then N of the exit heads (default 0 = none; docs/scale.md)")
         s.add_argument("--max-branches", type=positive_int, default=64, help="branch budget: branches profiled (default 64)")
         s.add_argument("--branches", type=_branches, default="pareto", metavar="pareto|all|N",
                        help="branches exported as fused graphs (default pareto)")
@@ -85,7 +88,7 @@ class BuildTool(Tool):
         config = BuildConfig(
             input_shape=args.input_shape, mean=args.mean, std=args.std, bits=tuple(args.bits),
             group_size=args.group_size or None, method=args.method, act_bits=args.act_bits, exits=args.exits,
-            exit_epochs=args.exit_epochs, max_branches=args.max_branches, fused=args.branches,
+            exit_epochs=args.exit_epochs, skip_finetune_epochs=args.skip_finetune_epochs, max_branches=args.max_branches, fused=args.branches,
             pareto_on=args.pareto_on, host_latency_repeats=args.host_latency_repeats,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, name=args.name,
             threads=args.threads)
