@@ -127,6 +127,21 @@ def latency_vs_macs(profile: dict[str, Any], stat: str = "p50") -> dict[str, flo
             "same_structure_spread": float(np.median(spreads)) if spreads else 0.0}
 
 
+TERMS = [
+    "## Terms", "",
+    "- **branch id** `b0_1_3-e5-w8_8_4`: the kept blocks (`b`, block indices; the others are skipped), "
+    "the head (`e5` = the exit after block 5, `ef` = the final head) and one bit-width per kept block "
+    "(`w`, 32 = fp32, 16 = fp16, else integer weight bits).",
+    "- **R_N, A_N**: resource use (MACs, BitOPs or measured ms) and accuracy of the reference state, "
+    "the most accurate Pareto state (usually the full model).",
+    "- **R_oracle, A_oracle**: what an oracle that runs, per input, the cheapest state that gets it right "
+    "(the reference when none does) would use and score (eq. 5).",
+    "- **R_ratio** = R_N / R_oracle: the most any adaptive scheme could save on this space at accuracy "
+    ">= A_N; the conservative bound takes alpha = 1.",
+    "- **alpha_i**: the probability that the cheaper states are all wrong on an input given that state i "
+    "is wrong; alpha = 1 (the conservative bound) assumes errors are nested.", ""]
+
+
 def write_report(ctx: "DemoContext") -> None:
     """Write report.md (tables + plots) and summary.json for every profiled model."""
     mnist = ctx.config.models[0].startswith("mnist-")
@@ -136,7 +151,8 @@ def write_report(ctx: "DemoContext") -> None:
              f"Built-in {source}, {len(_test_tensors(ctx)[1])} held-out "
              f"{ctx.config.split} images), their branch "
              "spaces (skipped blocks x exits x per-block bit-widths), profiled on this machine, and what "
-             "an adaptive oracle could gain on them (exact oracle from the per-sample correctness matrix).", ""]
+             "an adaptive oracle could gain on them (exact oracle from the per-sample correctness matrix).", "",
+             *TERMS]
     # earlier stages may have put their own results (e.g. "runtime") into ctx.summary
     summary: dict[str, Any] = {**ctx.summary, "models": {}, "timings_s": dict(ctx.timings_s)}
     for name, res in ctx.results.items():

@@ -38,6 +38,7 @@ def test_tiny_pipeline_writes_valid_outputs(tmp_path):
     assert load_profile(tmp_path / "tiny-vit" / "profile.json")[0]["model"]["name"] == "tiny-vit"
     report = (tmp_path / "report.md").read_text()
     assert "## tiny-cnn" in report and "R_ratio" in report and "measured ms" in report
+    assert "## Terms" in report and "branch id" in report and "alpha" in report
     summary = json.loads((tmp_path / "summary.json").read_text())
     macs = summary["models"]["tiny-cnn"]["oracle"]["macs"]
     # the exact oracle recomputed by hand from the matrix over the Pareto states it kept
