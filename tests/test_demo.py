@@ -89,11 +89,25 @@ def test_config_and_cli_errors(cli, tmp_path):
     assert code == 1 and "--group-size" in err
     code, _, err = cli("demo", "--out", tmp_path, "--models", "nope")
     assert code == 1 and "unknown zoo model" in err
+    code, _, err = cli("demo", "--quick", "--out", tmp_path, "--models", "nope2")
+    assert code == 1 and "nope2" in err
+
+
+def test_cli_default_is_the_scale_workload_and_quick_the_digits(monkeypatch, cli, tmp_path):
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda config: seen.append(config) or (_ for _ in ()).throw(
+        EdgeinfError("stop here")))
+    cli("demo", "--out", tmp_path / "a")
+    cli("demo", "--quick", "--out", tmp_path / "b")
+    cli("demo", "--models", "digits-resnet", "--out", tmp_path / "c")
+    assert seen[0].models == ("mnist-resnet18",) and seen[0].bit_levels == (32, 8, 4) and seen[0].max_branches == 60
+    assert seen[1].models == ("digits-resnet", "digits-vit") and seen[1].max_branches == 160
+    assert seen[2].bit_levels == (32, 16, 8, 6, 4, 2) and seen[2].max_branches == 160
 
 
 @pytest.mark.slow
 def test_full_demo_cli(cli, tmp_path):
-    code, out, err = cli("demo", "--out", tmp_path / "demo", "--cache", tmp_path / "cache")
+    code, out, err = cli("demo", "--quick", "--out", tmp_path / "demo", "--cache", tmp_path / "cache")
     assert code == 0, err
     out_dir = tmp_path / "demo"
     profile, correct = load_profile(out_dir / "profile.json")

@@ -11,23 +11,32 @@ from edgeinf.errors import EdgeinfError
 log = logging.getLogger("edgeinf")
 
 
+# the default workload: real-scale, <= 5 min warm / 15 min cold on a 2-core CPU (docs/scale.md)
+SCALE_DEFAULTS = (("mnist-resnet18",), (32, 8, 4), 60)
+
+
 class DemoTool(Tool):
     name = "demo"
-    help = "run the built-in demo: digits models -> branch spaces -> profiles -> oracle report"
+    help = "run the built-in demo: MNIST resnet18 (--quick: digits models) -> branch spaces -> profiles -> oracle report"
     requires = ("torch", "sklearn")
     option_groups = (JsonOutput,)
     outputs = {"out": "dir"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+        parser.add_argument("--quick", action="store_true",
+                            help="the small digits workload (digits-resnet,digits-vit, bits 32,16,8,6,4,2, 160 "
+                                 "branches) instead of mnist-resnet18 (bits 32,8,4, 60 branches)")
         parser.add_argument("--models", default=None, metavar="A,B",
-                            help="zoo models, comma-separated (default digits-resnet,digits-vit; the first "
-                                 "one's profile is DIR/profile.json)")
+                            help="zoo models, comma-separated (default mnist-resnet18; with --quick "
+                                 "digits-resnet,digits-vit; the first one's profile is DIR/profile.json)")
         parser.add_argument("--bits", default=None, metavar="B,B",
-                            help="bit levels of the spaces (default 32,16,8,6,4,2; 32 = fp32, 16 = fp16)")
+                            help="bit levels of the spaces (default 32,8,4 for mnist-* models, else "
+                                 "32,16,8,6,4,2; 32 = fp32, 16 = fp16)")
         parser.add_argument("--group-size", default="32", metavar="N",
                             help="PTQ group size: 32, 64, 128, 256 or 'channel' (default 32)")
-        parser.add_argument("--max-branches", type=positive_int, default=160, help="branches profiled per model (default 160)")
+        parser.add_argument("--max-branches", type=positive_int, default=None,
+                            help="branches profiled per model (default 60 for mnist-* models, else 160)")
         parser.add_argument("--repeats", type=nonneg_int, default=20, help="timed calls per branch (default 20; 0 = no latency)")
         parser.add_argument("--allow-increasing-bits", action="store_true",
                             help="also profile paths whose bits increase (QuEE's rule forbids them by default)")
@@ -43,10 +52,13 @@ class DemoTool(Tool):
         from edgeinf.costs import LatencyConfig
         from edgeinf.demo import DemoConfig, run_demo
 
+        models = _names(args.models) or (DemoConfig.models if args.quick else SCALE_DEFAULTS[0])
+        scale = models[0].startswith("mnist-")  # the bit levels and branch budget follow the workload
+        bits, branches = SCALE_DEFAULTS[1:] if scale else (DemoConfig.bit_levels, DemoConfig.max_branches)
         config = DemoConfig(
-            out_dir=Path(args.out), models=_names(args.models) or DemoConfig.models,
-            bit_levels=_ints(args.bits, "--bits") or DemoConfig.bit_levels, group_size=_group(args.group_size),
-            monotone_bits=not args.allow_increasing_bits, max_branches=args.max_branches, seed=args.seed,
+            out_dir=Path(args.out), models=models,
+            bit_levels=_ints(args.bits, "--bits") or bits, group_size=_group(args.group_size),
+            monotone_bits=not args.allow_increasing_bits, max_branches=args.max_branches or branches, seed=args.seed,
             latency=None if args.repeats == 0 else LatencyConfig(warmup=3, repeats=args.repeats, threads=1),
             cache=args.cache, split=args.split, threads=args.threads)
         from edgeinf.demo_steps import summary_lines
