@@ -66,7 +66,8 @@ def _model_info(model) -> dict[str, Any]:
 def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torch.Tensor",
                    bit_levels: Sequence[int] = (32, 8, 4, 2), profile_path: str | Path | None = None,
                    branches: str | int | Sequence[Branch] = "pareto", formats: Sequence[str] = ("onnx",),
-                   accuracy_level: int | None = None, resource: str = "macs", command: str | None = None) -> Package:
+                   accuracy_level: int | None = None, resource: str = "macs", command: str | None = None,
+                   merged: str = "reachable") -> Package:
     """Export ``variants.model`` into the package directory ``out`` (atomically) and load it back verified.
 
     Args:
@@ -80,8 +81,13 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
         accuracy_level: MatMulNBits precision; None = 4 where within tolerance, else 0.
         resource: the cost the Pareto set is taken on.
         command: the command line recorded in the manifest.
+        merged: branches without a fused graph that get one merged from their per-block graphs
+            (so the runtime runs them in one call without composing anything): ``"reachable"``
+            (those the lookup table can pick under the exported latencies: fastest Pareto set),
+            ``"all"`` (every branch of the table) or ``"none"``.
     """
     from edgeinf.exporters.onnx.build import IO_NAMES, OnnxExport, export_parts
+    from edgeinf.exporters.onnx.merged import add_merged_graphs
     from edgeinf.profile import load_profile
 
     bad = sorted(set(formats) - set(FORMATS))
@@ -107,6 +113,7 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
             pkg.add_file("profile", "profile", "profile.json", src, backend="json")
             pkg.add_file("profile-correct", "correct", profile["correct"]["file"], src.with_name(profile["correct"]["file"]), backend="npy")
         pkg.manifest["branches"] = _branch_table(profile, fused, resource)
+        add_merged_graphs(pkg, merged)
         if "trt" in formats:
             from edgeinf.exporters.tensorrt import add_engines
 

@@ -64,9 +64,14 @@ class SegmentRunner:
     Args:
         chain: the per-block runners; every part must be an ONNX file run by onnxruntime.
         max_segments: how many composed sessions to keep (>= 1).
+        compose: ``compose(models, tap) -> bytes``, one graph of the parts' ONNX bytes (and the
+            tap's); the build side's ``edgeinf.exporters.onnx.compose.compose_segment``.
     """
 
-    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS):
+    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS, compose: Callable | None = None):
+        if compose is None:
+            raise EdgeinfError("a SegmentRunner needs a compose function (segments=True composes them on this machine)")
+        self.compose = compose
         if not isinstance(max_segments, int) or max_segments < 1:
             raise EdgeinfError(f"max_segments must be an integer >= 1, got {max_segments!r}")
         self.chain, self.max_segments = chain, max_segments
@@ -161,7 +166,7 @@ class SegmentRunner:
                 self.hits += 1
                 return entry
             self.misses += 1
-            runner = _build(seg)
+            runner = _build(seg, self.compose)
             entry = (runner, runner.session.run, runner.input_specs[0].name)
             self._sessions[seg.key] = entry
             while len(self._sessions) > self.max_segments:
@@ -195,9 +200,8 @@ def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | Non
     return Segment(key, tuple(parts), tap, pos, block)
 
 
-def _build(seg: Segment) -> Runner:
+def _build(seg: Segment, compose_segment: Callable) -> Runner:
     """One activated session of the segment's parts (and tap), with the parts' ORT options."""
-    from edgeinf.exporters.onnx.compose import compose_segment
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
     every = (*seg.parts, *((seg.tap,) if seg.tap is not None else ()))
