@@ -47,6 +47,8 @@ class LoadTrace:
     def __post_init__(self):
         if not self.times_s or len(self.times_s) != len(self.loads):
             raise EdgeinfError("a load trace needs one or more (t, load) points")
+        if not all(math.isfinite(t) for t in self.times_s):
+            raise EdgeinfError("load trace times must be finite numbers of seconds")
         if any(b < a for a, b in zip(self.times_s, self.times_s[1:])) or self.times_s[0] < 0:
             raise EdgeinfError("load trace times must be >= 0 and non-decreasing")
         if any(not (0.0 <= x <= self.MAX_VALUE) for x in self.loads):
@@ -102,7 +104,7 @@ class LoadTrace:
             rows = data["points"] if isinstance(data, dict) else data
             pts = [(r["t"], cls._value(r)) if isinstance(r, dict) else tuple(r) for r in rows]
             return cls.from_points(pts, duration)
-        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError, OverflowError) as exc:
             raise EdgeinfError(f"{path} is not a trace (JSON points [[t_s, {cls.VALUE_KEYS[0]}], ...] or CSV "
                               f"t,{cls.VALUE_KEYS[0]}): {exc}") from None
 
@@ -129,8 +131,8 @@ class ContentionGenerator:
     """
 
     def __init__(self, trace: LoadTrace, cores: int | None = None, mem_hog_mb: int = 0, startup_s: float = 0.3):
-        self.trace, self.cores = trace, cores or os.cpu_count() or 1
-        self.mem_hog_mb, self.startup_s = int(mem_hog_mb), startup_s
+        self.trace, self.cores = trace, check_cores(cores)
+        self.mem_hog_mb, self.startup_s = check_mem_mb(mem_hog_mb), startup_s
         self.procs: list[subprocess.Popen] = []
         self.t0: float | None = None
 
@@ -158,12 +160,24 @@ class ContentionGenerator:
         """Seconds since the trace's t = 0 (negative during start-up)."""
         return time.monotonic() - self.t0 if self.t0 is not None else 0.0
 
-    def wait(self, timeout_s: float | None = None) -> None:
-        """Wait for the children to finish the trace on their own (then reap them)."""
+    def wait(self, timeout_s: float | None = None, parent_pid: int | None = None) -> list[tuple[int, int]]:
+        """Wait for the children to finish the trace on their own, then reap them.
+
+        Stops everyone early when a child fails or, with ``parent_pid``, when this process's
+        parent is no longer ``parent_pid`` (the shell that started it died). Returns the
+        failed children as (pid, exit code); a child stopped by this process does not count.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for p in self.procs:
-            p.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        failed: list[tuple[int, int]] = []
+        while self.procs and not failed:
+            codes = [p.poll() for p in self.procs]
+            failed = [(p.pid, c) for p, c in zip(self.procs, codes) if c not in (None, 0)]
+            orphaned = parent_pid is not None and os.getppid() != parent_pid
+            if all(c is not None for c in codes) or orphaned or (deadline is not None and time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
         self.stop()
+        return failed
 
     def stop(self) -> None:
         """Terminate and reap every child (SIGTERM, then SIGKILL after 1 s). Idempotent."""
@@ -184,6 +198,69 @@ class ContentionGenerator:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def machine_cores() -> int:
+    """CPU cores this process may run on (its affinity set where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def available_mem_mb() -> float | None:
+    """Memory available to new allocations in MB (``/proc/meminfo`` or psutil), None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20
+    except Exception:  # psutil missing or unsupported here
+        return None
+
+
+def check_cores(cores: int | None) -> int:
+    """``cores`` (``None`` = all), refused unless 1 <= cores <= the cores of this machine."""
+    have = machine_cores()
+    if cores is None:
+        return have
+    if isinstance(cores, bool) or not isinstance(cores, int) or not 1 <= cores <= have:
+        raise EdgeinfError(f"cores must be an integer in 1..{have} (the cores this machine gives this process), got {cores!r}")
+    return cores
+
+
+MEM_SHARE = 0.5  # the hog may take at most this share of the available memory
+
+
+def check_mem_mb(mem_mb: int) -> int:
+    """The memory hog's size, refused unless 0 <= mem_mb <= half the memory available now."""
+    if isinstance(mem_mb, bool) or not isinstance(mem_mb, int) or mem_mb < 0:
+        raise EdgeinfError(f"mem_mb must be an integer >= 0, got {mem_mb!r}")
+    avail = available_mem_mb()
+    if mem_mb and avail is not None and mem_mb > MEM_SHARE * avail:
+        raise EdgeinfError(f"a {mem_mb} MB memory hog is more than {MEM_SHARE:.0%} of the {avail:.0f} MB available here; "
+                           f"use --mem-mb {int(MEM_SHARE * avail)} or less")
+    return mem_mb
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``prctl``); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 # -- child processes ------------------------------------------------------------------------
@@ -232,10 +309,17 @@ def _child_main(argv: list[str]) -> None:
     p.add_argument("--trace", required=True)
     p.add_argument("--cores", type=int, required=True)
     args = p.parse_args(argv)
+    set_parent_death_signal(signal.SIGTERM)  # besides the orphan check in the loop
+    if os.getppid() != args.parent:
+        return  # the parent died before the death signal was armed
     if args.mode == "memhog":
         args.index = 0  # on whenever the load is > 0
         args.cores = 10**6
-    _child_loop(args, _spin if args.mode == "spin" else _memhog(args.mb))
+    try:
+        _child_loop(args, _spin if args.mode == "spin" else _memhog(args.mb))
+    except MemoryError:
+        sys.stderr.write(f"edgeinf contention: the {args.mb} MB memory hog does not fit in memory\n")
+        os._exit(3)
 
 
 if __name__ == "__main__":

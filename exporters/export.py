@@ -67,12 +67,13 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
                    bit_levels: Sequence[int] = (32, 8, 4, 2), profile_path: str | Path | None = None,
                    branches: str | int | Sequence[Branch] = "pareto", formats: Sequence[str] = ("onnx",),
                    accuracy_level: int | None = None, resource: str = "macs", command: str | None = None,
-                   merged: str = "reachable") -> Package:
+                   force: bool = False, merged: str = "reachable") -> Package:
     """Export ``variants.model`` into the package directory ``out`` (atomically) and load it back verified.
 
     Args:
         variants: the model's quantized blocks (their config sets group size, method, act bits).
-        out: the package directory (replaced atomically if it exists).
+        out: the package directory (an existing package there is replaced atomically; anything
+            else is refused unless ``force``).
         check_x: a few real inputs; every graph is checked against torch on them.
         bit_levels: bit-widths exported for every block (32 = fp32, 16 = fp16).
         profile_path: profile.json to embed (its branch table goes into the manifest).
@@ -103,7 +104,7 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
     model = variants.model
     spec = OnnxExport(bit_levels=tuple(bit_levels), fused=fused, check_x=check_x, accuracy_level=accuracy_level)
     artifacts = export_parts(variants, spec)
-    with PackageWriter(out, model=_model_info(model), command=command) as pkg:
+    with PackageWriter(out, model=_model_info(model), command=command, force=force) as pkg:
         _fill_manifest(pkg.manifest, model, variants, bit_levels, IO_NAMES)
         for key, art in artifacts.items():
             role = key.split("/")[0].rstrip("0123456789")

@@ -21,7 +21,7 @@ def _write(root, payloads=None):
         w.manifest["blocks"] = [{"index": 0, "skippable": True}]
         w.manifest["bit_levels"] = [32]
         for key, data in payloads.items():
-            w.add_bytes(key, key.split("/")[0].rstrip("0123456789"), f"onnx/{key.replace('/', '.')}.onnx", data, backend="onnx")
+            w.add_bytes(key, key.split("/")[0].rstrip("0123456789"), f"onnx/{key.replace('/', '.')}.onnx", data, backend="binary")
         w.manifest["branches"] = [{"id": "b0", "blocks": [0], "exit": None, "bits": [32]}]
     return root
 

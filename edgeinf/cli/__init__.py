@@ -11,7 +11,7 @@ import logging
 import sys
 
 from edgeinf import __version__
-from edgeinf.cli.base import Tool
+from edgeinf.cli.base import ForceOutput, Parser, Tool
 from edgeinf.errors import EdgeinfError
 
 # name -> "module:Class". Tool modules import their heavy dependencies lazily, inside run().
@@ -45,7 +45,7 @@ def _setup_logging(verbosity: int) -> None:
 def build_parser(tools: dict[str, Tool] | None = None) -> argparse.ArgumentParser:
     """The full argument parser; unavailable tools stay listed, with the reason."""
     tools = tools if tools is not None else {n: _load_tool(s) for n, s in TOOLS.items()}
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgeinf",
         description="Adaptive inference on edge devices: branch spaces, oracle bounds, export, budgeted runtime.",
     )
@@ -60,6 +60,8 @@ def build_parser(tools: dict[str, Tool] | None = None) -> argparse.ArgumentParse
         sub.set_defaults(_tool=tool, _unavailable=reason)
         for group in tool.option_groups:
             group().add_to(sub)
+        if tool.outputs and ForceOutput not in tool.option_groups:
+            ForceOutput().add_to(sub)
         tool.add_arguments(sub)
     return parser
 
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args._unavailable:
             raise EdgeinfError(f"edgeinf {args.tool} is unavailable here: {args._unavailable}")
+        args._tool.check_outputs(args)
         return int(args._tool.run(args) or 0)
     except EdgeinfError as exc:
         message = " ".join(str(exc).split())  # always one line

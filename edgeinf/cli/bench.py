@@ -5,7 +5,7 @@ import argparse
 import logging
 from typing import Any
 
-from edgeinf.cli.base import JsonOutput, OptionGroup, PlotOutput, Tool
+from edgeinf.cli.base import JsonOutput, OptionGroup, PlotOutput, Tool, nonneg_float, nonneg_int, positive_float, positive_int
 
 log = logging.getLogger("edgeinf")
 
@@ -17,12 +17,12 @@ class TimingOptions(OptionGroup):
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group(self.title)
-        g.add_argument("--warmup", type=int, default=None, metavar="N", help="untimed calls first (default 10)")
-        g.add_argument("--warmup-s", type=float, default=None, metavar="S", help="or warm up for S seconds")
-        g.add_argument("--iters", type=int, default=None, metavar="N",
+        g.add_argument("--warmup", type=nonneg_int, default=None, metavar="N", help="untimed calls first (default 10)")
+        g.add_argument("--warmup-s", type=nonneg_float, default=None, metavar="S", help="or warm up for S seconds")
+        g.add_argument("--iters", type=positive_int, default=None, metavar="N",
                        help="timed calls, or A/B pairs with --vs (default 100)")
-        g.add_argument("--duration-s", type=float, default=None, metavar="S", help="or measure for S seconds")
-        g.add_argument("--concurrency", type=int, default=1, metavar="N",
+        g.add_argument("--duration-s", type=positive_float, default=None, metavar="S", help="or measure for S seconds")
+        g.add_argument("--concurrency", type=positive_int, default=1, metavar="N",
                        help="threads calling at once, each call timed on its own (default 1)")
         g.add_argument("--seed", type=int, default=0, help="seed of the generated inputs and the bootstrap (default 0)")
 
@@ -33,15 +33,16 @@ class BenchTool(Tool):
     name = "bench"
     help = "latency of an ONNX file, TensorRT engine or package branch: percentiles, throughput, A/B ratios"
     option_groups = (TimingOptions, JsonOutput, PlotOutput)
+    outputs = {"results_file": "file", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("target", metavar="TARGET",
                             help="model.onnx, model.engine, or PACKAGE_DIR#BRANCH (BRANCH: an id, full, fastest or all)")
         parser.add_argument("--vs", metavar="OTHER", default=None,
                             help="also time OTHER, interleaved A B A B, and report the per-pair ratios A/B")
-        parser.add_argument("--threads", type=int, default=None, metavar="N",
+        parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                             help="ONNX Runtime intra-op threads (default: its own choice)")
-        parser.add_argument("--batch", type=int, default=None, metavar="N", help="size of dynamic input dimensions (default 1)")
+        parser.add_argument("--batch", type=positive_int, default=None, metavar="N", help="size of dynamic input dimensions (default 1)")
         parser.add_argument("--provider", action="append", default=None, choices=("cpu", "cuda", "tensorrt"),
                             help="ONNX Runtime execution provider, repeatable in priority order (default cpu)")
         parser.add_argument("--results-file", metavar="FILE", default=None,

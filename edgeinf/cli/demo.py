@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from edgeinf.cli.base import JsonOutput, Tool
+from edgeinf.cli.base import JsonOutput, Tool, nonneg_int, positive_int
 from edgeinf.errors import EdgeinfError
 
 log = logging.getLogger("edgeinf")
@@ -16,6 +16,7 @@ class DemoTool(Tool):
     help = "run the built-in demo: digits models -> branch spaces -> profiles -> oracle report"
     requires = ("torch", "sklearn")
     option_groups = (JsonOutput,)
+    outputs = {"out": "dir"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
@@ -26,14 +27,14 @@ class DemoTool(Tool):
                             help="bit levels of the spaces (default 32,16,8,6,4,2; 32 = fp32, 16 = fp16)")
         parser.add_argument("--group-size", default="32", metavar="N",
                             help="PTQ group size: 32, 64, 128, 256 or 'channel' (default 32)")
-        parser.add_argument("--max-branches", type=int, default=160, help="branches profiled per model (default 160)")
-        parser.add_argument("--repeats", type=int, default=20, help="timed calls per branch (default 20; 0 = no latency)")
+        parser.add_argument("--max-branches", type=positive_int, default=160, help="branches profiled per model (default 160)")
+        parser.add_argument("--repeats", type=nonneg_int, default=20, help="timed calls per branch (default 20; 0 = no latency)")
         parser.add_argument("--allow-increasing-bits", action="store_true",
                             help="also profile paths whose bits increase (QuEE's rule forbids them by default)")
         parser.add_argument("--split", choices=("test", "val"), default="test",
                             help="held-out digits split to profile on (default test)")
         parser.add_argument("--seed", type=int, default=0, help="sampling and training seed (default 0)")
-        parser.add_argument("--threads", type=int, default=None,
+        parser.add_argument("--threads", type=positive_int, default=None,
                             help="torch threads (default: 1 on a busy machine, else torch's default)")
         parser.add_argument("--cache", default=None, metavar="DIR",
                             help="model cache (default $EDGEINF_CACHE or ~/.cache/edgeinf)")

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgeinf.cli.base import JsonOutput, Tool
+from edgeinf.cli.base import JsonOutput, Tool, nonneg_int, positive_int
 
 
 def _int_list(text: str) -> list[int]:
@@ -35,10 +35,12 @@ class ExportTool(Tool):
     help = "export a model to a package: ONNX per block x bit-width, fused branches, TensorRT engines, manifest"
     requires = ("torch", "onnx", "onnxruntime")
     option_groups = (JsonOutput,)
+    outputs = {"out": "package"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("model", metavar="MODEL", help="a zoo model name (digits-resnet, digits-vit) or a state-dict checkpoint (with --arch)")
-        parser.add_argument("--out", required=True, metavar="PKG", help="package directory to write (replaced atomically)")
+        parser.add_argument("--out", required=True, metavar="PKG", help="package directory to write (an existing package is replaced atomically; "
+                            "anything else there is refused unless --force)")
         parser.add_argument("--bits", type=_int_list, default=None, metavar="B,B,..",
                             help="bit-widths exported for every block; fp32 (32) is always added "
                                  "(default: the profile's bit levels, else 32,16,8,4,2)")
@@ -49,9 +51,9 @@ class ExportTool(Tool):
                             help="the cost the Pareto set is taken on (default: bitops)")
         parser.add_argument("--profile", default=None, metavar="PROFILE", help="profile.json whose branch table goes into the "
                             "manifest (default for zoo models: profile the validation split now, without latency)")
-        parser.add_argument("--max-branches", type=int, default=64, help="branches profiled when profiling now (default 64)")
+        parser.add_argument("--max-branches", type=positive_int, default=64, help="branches profiled when profiling now (default 64)")
         q = parser.add_argument_group("Quantization (ignored with --profile: its settings are used)")
-        q.add_argument("--group-size", type=int, default=None, help="weights per scale along K; 0 = per output channel "
+        q.add_argument("--group-size", type=nonneg_int, default=None, help="weights per scale along K; 0 = per output channel "
                        "(default 32; with --act-bits 8: per channel, which onnxruntime fuses into int8 MatMul kernels)")
         q.add_argument("--method", default="mse", choices=("mse", "percentile", "rtn"), help="weight scale method")
         q.add_argument("--act-bits", type=int, default=None, choices=(8,), help="8 = int8 QDQ activations (calibrated)")
@@ -114,7 +116,8 @@ class ExportTool(Tool):
             level = None if args.accuracy_level == "auto" else int(args.accuracy_level)
             return export_package(variants, args.out, check_x=models.check_inputs(source), bit_levels=levels,
                                   profile_path=profile_path, branches=branches, formats=formats,
-                                  accuracy_level=level, resource=args.pareto_on, command=command)
+                                  accuracy_level=level, resource=args.pareto_on, command=command,
+                                  force=args.force)
 
 
 def _summary(pkg) -> dict:

@@ -65,8 +65,8 @@ def _print_header(pkg) -> None:
 
 
 def _fmt_err(entry: dict[str, Any]) -> str:
-    err = entry.get("max_abs_error")
-    return "-" if err is None else f"{err:.1e}/{entry.get('tolerance', 0):.0e}"
+    err, tol = entry.get("max_abs_error"), entry.get("tolerance")
+    return "-" if err is None else f"{err:.1e}/{tol or 0:.0e}"
 
 
 def _lowbit(entry: dict[str, Any]) -> str:
@@ -86,6 +86,8 @@ def _print_artifacts(arts: list[dict[str, Any]]) -> None:
 
 
 def _print_branches(rows: list[dict[str, Any]], show_all: bool) -> None:
+    from edgeinf.runtime._package import latency_value
+
     shown = [r for r in rows if show_all or r.get("pareto") or r.get("fused")]
     if not rows:
         return
@@ -93,7 +95,7 @@ def _print_branches(rows: list[dict[str, Any]], show_all: bool) -> None:
     print(f"branches: {len(rows)} in the table, {len(shown)} shown (Pareto or fused; --all-branches for all)")
     print(f"{'BRANCH':<34} {'ACC':>6} {'MMACS':>8} {'BITOPS':>8} {'P50 MS':>7} {'PARETO':>6}  FUSED")
     for r in shown:
-        p50 = (r.get("latency_ms") or {}).get("p50")
+        p50 = latency_value(r.get("latency_ms"))  # a number or a stats dict (schema-checked)
         macs = r.get("macs")
         print(f"{r['id'][:34]:<34} {r.get('accuracy', float('nan')):>6.3f} {(macs or 0) / 1e6:>8.2f} "
               f"{r.get('bitops_norm', float('nan')):>8.3f} {f'{p50:.3f}' if p50 is not None else '-':>7} "

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgeinf.cli.base import JsonOutput, PlotOutput, Tool
+from edgeinf.cli.base import JsonOutput, PlotOutput, Tool, positive_int
 from edgeinf.errors import EdgeinfError
 
 
@@ -25,6 +25,7 @@ class TrainSchedulerTool(Tool):
     help = "train the QuEE gates or AdaInf's content-aware scheduler and store it in the package"
     requires = ("torch", "sklearn")
     option_groups = (JsonOutput,)
+    outputs = {"checkpoint_out": "pt"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
@@ -32,12 +33,12 @@ class TrainSchedulerTool(Tool):
                             help="which scheduler to train: QuEE's error gates, their next-step variant "
                                  "(QuEE app. 7.3), or AdaInf's content-aware scheduler")
         parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the kind's default)")
-        parser.add_argument("--max-paths", type=int, default=50, help="gates, gates-next: paths to choose among (default 50)")
+        parser.add_argument("--max-paths", type=positive_int, default=50, help="gates, gates-next: paths to choose among (default 50)")
         tune = parser.add_argument_group("Fine-tuning the backbone (content only; AdaInf's option)")
         tune.add_argument("--finetune", choices=("none", "full", "lora"), default="none",
                           help="train blocks 1.. with the scheduler: all their weights, or rank-r LoRA adapters merged "
                                "after; the blocks change, so this writes a checkpoint to export again (default none)")
-        tune.add_argument("--lora-rank", type=int, default=4, help="LoRA rank (default 4)")
+        tune.add_argument("--lora-rank", type=positive_int, default=4, help="LoRA rank (default 4)")
         tune.add_argument("--checkpoint-out", default=None, metavar="CKPT",
                           help="where the fine-tuned model's state dict goes (required with --finetune)")
 
@@ -104,6 +105,7 @@ class EvaluateTool(Tool):
     help = "accuracy and mean/p95 latency per budget of static, lut, threshold, gates, gates-next, content and the oracle"
     requires = ("torch", "onnxruntime")
     option_groups = (JsonOutput, PlotOutput)
+    outputs = {"out": "json", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _common(parser)
@@ -111,7 +113,7 @@ class EvaluateTool(Tool):
                             help="comma-separated list; gates, gates-next and content must be trained into the "
                                  "package (edgeinf train-scheduler), the ones that are not are left out with a note")
         parser.add_argument("--budgets", type=int, default=8, help="number of budgets from fastest to full (default 8)")
-        parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+        parser.add_argument("--threads", type=positive_int, default=1, help="ONNX Runtime intra-op threads (default 1)")
         parser.add_argument("--rounds", type=int, default=1,
                             help="interleaved measured passes per scheduler and budget; the median is kept (default 1)")
         parser.add_argument("--no-runtime", action="store_true", help="offline replay with profiled latencies only")

@@ -90,6 +90,7 @@ class OracleTool(Tool):
     name = "oracle"
     help = "bound what any adaptive scheme could gain on a set of states (adaptive-oracle theory)"
     option_groups = (JsonOutput, PlotOutput)
+    outputs = {"labels": "file", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         # "--costs -1,2" must reach our own check (one-line error), not be taken for an option

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeinf.cli.base import JsonOutput, OptionGroup, Tool
+from edgeinf.cli.base import JsonOutput, OptionGroup, Tool, nonneg_int, positive_float, positive_int
 from edgeinf.errors import EdgeinfError
 
 
@@ -18,7 +18,7 @@ class RuntimeOptions(OptionGroup):
         g.add_argument("package", metavar="PKG", help="package directory (from edgeinf export / edgeinf demo)")
         g.add_argument("--backend", default=None,
                        help="onnxruntime (CPU, default) | onnxruntime-cuda | onnxruntime-tensorrt | tensorrt")
-        g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
+        g.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
         g.add_argument("--board", default=None, help="board profile name (GPU sysfs paths, backend preference)")
 
 
@@ -26,22 +26,59 @@ def backend_options(args: argparse.Namespace) -> dict:
     return {} if args.threads is None else {"intra_op_threads": args.threads}
 
 
+def load_npy(path: str, what: str = "input") -> "np.ndarray":  # noqa: F821
+    """A numeric, non-empty array from a .npy file (no pickle), or a one-line EdgeinfError."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeinfError(f"{what} file not found: {p}")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, zipfile errors... for a bad file
+        raise EdgeinfError(f"{p} is not a readable .npy array ({type(exc).__name__}: {str(exc)[:120]}); "
+                           "save it with numpy.save") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise EdgeinfError(f"{p} is an .npz archive, not one .npy array; save the {what} with numpy.save")
+    if x.dtype.kind not in "biuf":
+        raise EdgeinfError(f"{p} holds {x.dtype} values; the {what} must be numbers")
+    if x.ndim == 0 or x.size == 0:
+        raise EdgeinfError(f"{p} is empty (shape {x.shape}); it needs one {what} per row")
+    return x
+
+
 def load_inputs(path: str, spec) -> "np.ndarray":  # noqa: F821
     """Inputs from a .npy file, one sample per row; a single sample without batch dim gets one."""
     import numpy as np
 
     p = Path(path)
-    if not p.is_file():
-        raise EdgeinfError(f"input file not found: {p}")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise EdgeinfError(f"{p} is not a .npy array ({exc}); save inputs with numpy.save") from None
+    x = load_npy(path, "input")
     if spec is not None and x.ndim == len(spec.shape) - 1:
         x = x[None]
     if spec is not None and str(x.dtype) != spec.dtype and np.issubdtype(x.dtype, np.floating):
         raise EdgeinfError(f"{p} holds {x.dtype}; the package wants {spec.dtype}: save x.astype(np.{spec.dtype})")
     return x
+
+
+def load_labels(path: str | None, n_inputs: int) -> "np.ndarray | None":  # noqa: F821
+    """Integer class labels, exactly one per input row, or a one-line EdgeinfError."""
+    import numpy as np
+
+    if path is None:
+        return None
+    y = load_npy(path, "label")
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and np.all(y == np.round(y))):
+            raise EdgeinfError(f"{path} holds non-integer labels; labels are class indices")
+        y = y.astype(np.int64)
+    y = y.reshape(-1) if y.ndim > 1 and y.size == y.shape[0] else y
+    if y.ndim != 1 or len(y) != n_inputs:
+        raise EdgeinfError(f"{path} has {y.shape[0] if y.ndim else 0} labels (shape {y.shape}) for {n_inputs} inputs; "
+                           "give exactly one label per input row")
+    if y.dtype.kind == "b" or (y < 0).any():
+        raise EdgeinfError(f"{path} holds negative or boolean labels; labels are class indices")
+    return y
 
 
 class RunTool(Tool):
@@ -54,12 +91,12 @@ class RunTool(Tool):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--input", required=True, metavar="NPY", help="inputs, one sample per row (.npy)")
         parser.add_argument("--labels", default=None, metavar="NPY", help="labels (.npy) to report accuracy")
-        parser.add_argument("--budget-ms", type=float, required=True, help="latency budget per call in ms")
+        parser.add_argument("--budget-ms", type=positive_float, required=True, help="latency budget per call in ms")
         parser.add_argument("--scheduler", default="lut",
                             choices=("lut", "static", "threshold", "gates", "gates-next", "content"),
                             help="gates, gates-next and content load the scheduler trained into the package "
                                  "(edgeinf train-scheduler); default lut")
-        parser.add_argument("--repeat", type=int, default=1, help="passes over the inputs")
+        parser.add_argument("--repeat", type=positive_int, default=1, help="passes over the inputs")
 
     def run(self, args: argparse.Namespace) -> int:
         import numpy as np
@@ -69,7 +106,7 @@ class RunTool(Tool):
         with Runtime.load(args.package, backend=args.backend, scheduler=args.scheduler, board=args.board,
                           **backend_options(args)) as rt:
             xs = load_inputs(args.input, rt.input_spec)
-            ys = np.load(args.labels) if args.labels else None
+            ys = load_labels(args.labels, len(xs))
             rows = []
             for _ in range(max(1, args.repeat)):
                 for i in range(len(xs)):
@@ -104,9 +141,9 @@ class ProfileTool(Tool):
     option_groups = (RuntimeOptions, JsonOutput)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--repeat", type=int, default=50, help="timed calls per branch")
-        parser.add_argument("--warmup", type=int, default=5, help="untimed calls per branch first")
-        parser.add_argument("--period-ms", type=float, default=None,
+        parser.add_argument("--repeat", type=positive_int, default=50, help="timed calls per branch")
+        parser.add_argument("--warmup", type=nonneg_int, default=5, help="untimed calls per branch first")
+        parser.add_argument("--period-ms", type=positive_float, default=None,
                             help="frame-paced: one call per period, as your application calls it (default: back to back)")
         parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the package")
 

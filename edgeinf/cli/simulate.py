@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 
-from edgeinf.cli.base import PlotOutput, Tool
-from edgeinf.cli.run import RuntimeOptions, backend_options, format_summary, load_inputs
+from edgeinf.cli.base import PlotOutput, Tool, positive_float
+from edgeinf.cli.run import RuntimeOptions, backend_options, format_summary, load_inputs, load_labels
 from edgeinf.errors import EdgeinfError
 
 
 def replay_data(args: argparse.Namespace, spec):
     """(x, y) from --data/--labels, else the built-in digits test set at the package's input size."""
-    import numpy as np
 
     if args.data:
-        return load_inputs(args.data, spec), (np.load(args.labels) if args.labels else None)
+        xs = load_inputs(args.data, spec)
+        return xs, load_labels(args.labels, len(xs))
+    if args.labels:
+        raise EdgeinfError("--labels needs --data (the built-in digits test set has its own labels)")
     if spec is None or len(spec.shape) != 4:
         raise EdgeinfError("this package's input is not an image batch: pass --data X.npy [--labels y.npy]")
     from edgeinf.zoo.digits import load_digits
@@ -28,15 +30,16 @@ class SimulateTool(Tool):
     name = "simulate"
     help = "replay a data set through the runtime under a budget trace and live CPU contention; write records + summary"
     option_groups = (RuntimeOptions, PlotOutput)
+    outputs = {"out": "json", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--budget-trace", metavar="JSON", default=None,
                             help="budget trace: JSON {points: [[t_s, budget_ms], ...], duration_s} or CSV t,budget_ms")
-        parser.add_argument("--budget-ms", type=float, default=None, help="constant budget (instead of --budget-trace)")
-        parser.add_argument("--duration", type=float, default=None, metavar="S", help="seconds (needed with --budget-ms)")
+        parser.add_argument("--budget-ms", type=positive_float, default=None, help="constant budget (instead of --budget-trace)")
+        parser.add_argument("--duration", type=positive_float, default=None, metavar="S", help="seconds (needed with --budget-ms)")
         parser.add_argument("--contention-trace", metavar="JSON", default=None,
                             help="CPU load trace (spinners per core over time); none = no generated load")
-        parser.add_argument("--period-ms", type=float, default=None,
+        parser.add_argument("--period-ms", type=positive_float, default=None,
                             help="one call per frame period (frame-paced, like a camera); default: back to back")
         parser.add_argument("--scheduler", default="lut", choices=("lut", "static", "threshold"))
         parser.add_argument("--latency-mode", default="aware", choices=("aware", "feedback", "blind"),

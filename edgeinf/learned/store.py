@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeinf.errors import PackageError
+from edgeinf.errors import EdgeinfError, PackageError
 from edgeinf.learned.content import ContentAware, ContentScheduler
 from edgeinf.learned.gates import ErrorGates, GatesScheduler
 from edgeinf.learned.next_step import NextStepGates, NextStepScheduler
@@ -49,7 +49,13 @@ def load_trained(pkg, kind: str) -> ErrorGates | ContentAware:
         raise PackageError(f"the '{kind}' scheduler file points outside {package.root}; re-attach it")
     if not path.is_file() or path.stat().st_size != entry["size_bytes"] or file_sha256(path) != entry["sha256"]:
         raise PackageError(f"the '{kind}' scheduler file {entry['path']} is missing or fails its sha256 check; re-attach it")
-    return KINDS[kind][0].load(path)
+    try:
+        return KINDS[kind][0].load(path)
+    except EdgeinfError:
+        raise
+    except Exception as exc:  # a file with a matching checksum that its reader cannot parse
+        raise PackageError(f"the '{kind}' scheduler file {entry['path']} cannot be read "
+                           f"({type(exc).__name__}: {str(exc)[:160]}); re-attach it") from None
 
 
 def load_scheduler(pkg, kind: str, **options) -> GatesScheduler | ContentScheduler:

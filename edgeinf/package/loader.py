@@ -5,13 +5,15 @@ Light by design (json + hashlib only): a device without torch or onnx loads pack
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from edgeinf.errors import PackageError
-from edgeinf.package.schema import MANIFEST_NAME, check_schema_version, validate_manifest
+from edgeinf._atomic import recover_target
+from edgeinf.package.confine import check_external_data
+from edgeinf.package.schema import MANIFEST_NAME, MAX_MANIFEST_BYTES, check_schema_version, parse_manifest, validate_manifest
 
 _CHUNK = 1 << 20
 
@@ -26,28 +28,54 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
-    """Read and validate ``root/manifest.json`` (schema, digest, fields); artifacts are not checked."""
-    path = Path(root) / MANIFEST_NAME
-    if not Path(root).is_dir():
+    """Read and validate ``root/manifest.json`` (strict JSON, schema, digest); artifacts are not checked."""
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    recover_target(root)
+    if root.is_symlink():
+        raise PackageError(f"{root} is a symbolic link; packages are plain directories: pass the directory it points to")
+    if not root.is_dir():
         raise PackageError(f"{root} is not a package directory (no such directory); export one with: edgeinf export MODEL --out {root}")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise PackageError(f"{path} is a symbolic link or not a regular file; packages hold plain files only: re-export it")
     if not path.is_file():
         raise PackageError(f"{path} is missing: {root} is not a complete package; re-export it")
-    try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackageError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); re-export the package") from None
+    manifest = parse_manifest(_read_plain(path, MAX_MANIFEST_BYTES + 1), str(path))
     check_schema_version(manifest)
     validate_manifest(manifest)
     return manifest
 
 
+def _read_plain(path: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a regular file, opened without following a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise PackageError(f"{path} cannot be read ({exc.strerror}); re-export the package") from None
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit)
+
+
+def check_tree(root: Path) -> None:
+    """Refuse symbolic links and special files anywhere in the package (the manifest included)."""
+    for top, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            p = Path(top) / name
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                raise PackageError(f"{p.relative_to(root)} in {root} is a symbolic link; packages hold plain files "
+                                   "only (a link could point outside): re-export the package")
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                raise PackageError(f"{p.relative_to(root)} in {root} is not a regular file; re-export the package")
+
+
 def verify_artifact(root: Path, entry: dict) -> Path:
-    """Check one artifact's presence, size and sha256; return its path."""
+    """Check one artifact's presence, confinement, size and sha256; return its path."""
     path = root / entry["path"]
+    if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
+        raise PackageError(f"artifact {entry['key']} ({entry['path']}) points outside {root}; re-export the package")
     if not path.is_file():
         raise PackageError(f"artifact {entry['key']} ({entry['path']}) is missing from {root}; re-export the package")
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise PackageError(f"artifact {entry['key']} ({entry['path']}) points outside {root}; re-export the package")
     size = path.stat().st_size
     if size != entry["size_bytes"]:
         raise PackageError(
@@ -71,9 +99,11 @@ class Package:
         ['stem', 'block0/fp32', 'block1/w4', 'head']
     """
 
-    def __init__(self, root: Path, manifest: dict):
+    def __init__(self, root: Path, manifest: dict, external: dict[str, tuple[str, ...]] | None = None):
         self.root = root
         self.manifest = manifest
+        # ONNX artifact key -> the weights artifacts it reads as external data (verified at load)
+        self.external = dict(external or {})
         self._by_key = {a["key"]: a for a in manifest["artifacts"]}
         self._branches = {b["id"]: b for b in manifest["branches"]}
 
@@ -123,9 +153,8 @@ class Package:
         return key if key in self._by_key else None
 
     def verify(self) -> None:
-        """Re-check every artifact now (e.g. after copying the package to a device)."""
-        for entry in self.manifest["artifacts"]:
-            verify_artifact(self.root, entry)
+        """Re-check everything now (e.g. after copying the package to a device)."""
+        self.external = verify_files(self.root, self.manifest)
 
 
 def _key(role: str, index: Any, bits: Any, backend: str) -> str:
@@ -155,10 +184,18 @@ def load_package(root: str | os.PathLike) -> Package:
 
     Raises:
         PackageError: one line naming what is wrong (missing, corrupt, truncated, tampered,
-            newer schema) and the fix.
+            newer schema, a symbolic link, a file outside the package or not listed) and the fix.
     """
     root = Path(root)
     manifest = read_manifest(root)
+    return Package(root, manifest, verify_files(root, manifest))
+
+
+def verify_files(root: Path, manifest: dict) -> dict[str, tuple[str, ...]]:
+    """The file checks of :func:`load_package`: no links or special files, every artifact's size and
+    sha256, every file an ONNX artifact reads listed and checksummed inside the package.
+    Returns ONNX artifact key -> the weights keys it reads as external data."""
+    check_tree(root)
     for entry in manifest["artifacts"]:
         verify_artifact(root, entry)
-    return Package(root, manifest)
+    return check_external_data(root, manifest)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinf import __version__
-from edgeinf._atomic import atomic_path
+from edgeinf._atomic import atomic_path, check_out
 from edgeinf.errors import EdgeinfError
 from edgeinf.package.schema import DIGEST_FIELD, FORMAT, MANIFEST_NAME, SCHEMA_VERSION, check_relative_path, manifest_digest, validate_manifest
 
@@ -50,17 +50,25 @@ def build_info(command: str | None = None) -> dict[str, Any]:
 class PackageWriter:
     """Builds a package directory atomically.
 
-    Everything goes to a temporary directory beside ``target``; :meth:`close` writes the
-    manifest last and renames the directory into place. An exception (or a kill) before
-    that leaves ``target`` as it was: no half-written package ever loads.
+    Everything goes to a temporary directory beside ``target``; leaving the ``with`` block
+    writes the manifest last and swaps the directory into place atomically (the target holds
+    the old or the new package at every instant). An exception (or a kill) before that leaves
+    ``target`` as it was: no half-written package ever loads. A ``target`` that holds
+    something other than a package (a file, a non-empty directory) is refused unless
+    ``force=True``.
+
+    ONNX external data: add each weights file with role ``"weights"`` (backend ``"binary"``)
+    and list its key in every ONNX artifact that reads it, ``external_data=[key, ...]``; the
+    loader checks that every location a graph names is such a listed, checksummed file.
 
     Example:
         >>> with PackageWriter("out/pkg", model={"name": "m"}) as pkg:   # doctest: +SKIP
         ...     pkg.add_bytes("stem", "stem", "onnx/stem.onnx", data, backend="onnx")
     """
 
-    def __init__(self, target: str | os.PathLike, model: dict, command: str | None = None):
+    def __init__(self, target: str | os.PathLike, model: dict, command: str | None = None, force: bool = False):
         self.target = Path(target)
+        self.force = force  # replace a target that is not a package (default: refuse, see _atomic.check_out)
         self.manifest: dict[str, Any] = {
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "model": dict(model),
             "blocks": [], "exits": [], "bit_levels": [], "io": {}, "artifacts": [], "branches": [],
@@ -70,6 +78,7 @@ class PackageWriter:
         self.root: Path | None = None
 
     def __enter__(self) -> "PackageWriter":
+        check_out(self.target, "package", force=self.force, flag="package directory")
         self.root = self._stack.enter_context(atomic_path(self.target))
         self.root.mkdir()
         return self

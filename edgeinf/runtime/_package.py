@@ -113,9 +113,12 @@ def _runner(package, key: str, backend: str, options: dict, pool=None) -> Runner
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
 
     # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
+    # (allowlisted by the manifest schema)
     config = tuple(sorted((str(k), str(v)) for k, v in package.entry(key).get("ort_session_config", {}).items()))
-    return OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key,
-                             pool=pool)
+    runner = OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key,
+                               pool=pool)
+    runner.external_data = bool(getattr(package, "external", {}).get(key))
+    return runner
 
 
 def build_executor(package, backend: str, segments: bool | None = None, max_segments: int | None = None,

@@ -111,6 +111,8 @@ class LatencyModel:
         self.bin_margins: list[float | None] = [start] * n_bins
         self.log_margin: float | None = start  # pooled (used by bins without enough residuals)
         self.observations = 0
+        self.per_sample = 1.0  # beta of batch_factor
+        self.batch_observations = 0
 
     # -- prediction ------------------------------------------------------------------------
     def log_slowdown(self, snapshot: Snapshot) -> float:
@@ -145,14 +147,35 @@ class LatencyModel:
         """The multiplicative part of :meth:`bounds` (all of it in log margin space)."""
         return self.bounds(snapshot, margin)[0]
 
-    def predict_ms(self, base_ms: float, snapshot: Snapshot = IDLE, margin: bool = True) -> float:
+    def predict_ms(self, base_ms: float, snapshot: Snapshot = IDLE, margin: bool = True, batch: int = 1) -> float:
+        """Predicted ms of a call on ``batch`` samples of a branch whose batch-1 base is ``base_ms``."""
         scale, add_ms = self.bounds(snapshot, margin)
-        return base_ms * scale + add_ms
+        return base_ms * scale * self.batch_factor(batch) + add_ms
 
     # -- learning --------------------------------------------------------------------------
-    def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float) -> None:
-        """Learn from one call: ``measured_ms`` of a branch with profiled ``base_ms`` under ``snapshot``."""
-        if self.config.mode == "blind" or not (measured_ms > 0 and base_ms > 0):
+    def batch_factor(self, batch: int) -> float:
+        """How many batch-1 calls' time a batch of ``batch`` samples takes: ``1 + beta (batch - 1)``.
+
+        ``beta`` (the cost of each extra sample, as a share of a batch-1 call) is learned from
+        batched calls; it starts at 1 (linear, the safe side)."""
+        return 1.0 + self.per_sample * (batch - 1) if batch > 1 else 1.0
+
+    def _observe_batch(self, base_ms: float, snapshot: Snapshot, measured_ms: float, batch: int) -> None:
+        """A batched call teaches only the per-sample cost: the slowdown, its margin and the
+        contention weights stay in batch-1 units, so batch size never poisons batch-1 predictions."""
+        one_ms = base_ms * math.exp(self.log_slowdown(snapshot))
+        beta = min(4.0, max(0.0, (measured_ms / one_ms - 1.0) / (batch - 1)))
+        self.batch_observations += 1
+        weight = max(0.1, 1.0 / self.batch_observations)  # mean of the first ten, then an EMA
+        self.per_sample += weight * (beta - self.per_sample)
+
+    def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float, batch: int = 1) -> None:
+        """Learn from one call: ``measured_ms`` of a branch with profiled (batch-1) ``base_ms`` under
+        ``snapshot`` on ``batch`` samples."""
+        if self.config.mode == "blind" or not (measured_ms > 0 and base_ms > 0) or not math.isfinite(measured_ms):
+            return
+        if batch > 1:
+            self._observe_batch(base_ms, snapshot, measured_ms, batch)
             return
         y = math.log(measured_ms / base_ms)
         ls = self.log_slowdown(snapshot)  # out of sample: before the update
@@ -195,7 +218,8 @@ class LatencyModel:
         unit = "ms" if self.additive else "log"
         return {"mode": self.config.mode, **dict(zip(names, self._coef)), "margin_unit": unit,
                 "margin_pooled": self.log_margin, "bin_margins": list(self.bin_margins),
-                "observations": self.observations}
+                "observations": self.observations, "per_sample": self.per_sample,
+                "batch_observations": self.batch_observations}
 
 
 def quantile_margin(residuals: Sequence[float], target_miss_rate: float) -> float:

@@ -8,6 +8,7 @@ runs and the record says the miss was predicted.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -69,8 +70,9 @@ class Runtime:
     def __init__(self, table: BranchTable, executor: Executor, scheduler: Scheduler | str | None = None,
                  latency: LatencyModel | LatencyModelConfig | None = None, monitor: Monitor | None = None,
                  input_spec: TensorSpec | None = None, clock: Callable[[], float] = time.perf_counter,
-                 history: int = 10_000):
+                 history: int = 10_000, allow_nonfinite: bool = False):
         self.table = table
+        self.allow_nonfinite = bool(allow_nonfinite)  # False: NaN/inf inputs raise EdgeinfError
         self.executor = executor
         self.latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
         self.scheduler = make_scheduler(scheduler).bind(table, self.latency)
@@ -99,7 +101,8 @@ class Runtime:
             board: a board profile name or ``BoardProfile`` (GPU sysfs paths, backend preference).
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
-            **options: backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
+            **options: ``allow_nonfinite=True`` lets NaN/inf inputs through (default: they raise),
+                backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
                 ``segments`` / ``max_segments`` / ``max_sessions`` (see ``_package.build_executor``):
                 ``segments=True`` composes mid-pass segments here (needs onnx).
 
@@ -110,12 +113,14 @@ class Runtime:
         from edgeinf.runtime import _package
 
         t0 = time.perf_counter()
+        allow_nonfinite = bool(options.pop("allow_nonfinite", False))
         view = _package.open_package(pkg, backend, board, **options)
         if isinstance(scheduler, str):
             scheduler = _package.named_scheduler(view.package, scheduler)
         if monitor is True:
             monitor = _package.default_monitor(board)
-        rt = cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec)
+        rt = cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec,
+                 allow_nonfinite=allow_nonfinite)
         mid_pass = type(rt.scheduler).exit_hook is not Scheduler.exit_hook and bool(view.executor.exits)
         warning = _package.fallback_warning(view.package, view.executor, mid_pass)
         if warning:
@@ -130,21 +135,35 @@ class Runtime:
         ``record.measured_ms`` runs from the start of this call's turn (after the input check
         and, with several threads, after waiting for the lock) to the output.
 
+        A batch of N samples is predicted as N batch-1 calls' worth of per-sample cost (learned
+        online, see ``LatencyModel.batch_factor``); the budget is for the whole call.
+
         Raises:
-            EdgeinfError: ``x`` does not match the package's input (shape or dtype), or the
-                budget is not a positive number. Never raised for a budget that cannot be met.
+            EdgeinfError: ``x`` does not match the package's input (shape or dtype), holds NaN or
+                inf (unless the runtime was made with ``allow_nonfinite=True``), or the budget is
+                not a finite positive real number. Never raised for a budget that cannot be met.
         """
-        if not budget_ms > 0:
-            raise EdgeinfError(f"budget_ms must be a positive number of milliseconds, got {budget_ms!r}")
+        budget_ms = check_budget_ms(budget_ms)
         if self.input_spec is not None:
             self.input_spec.check(x, "Runtime.infer")
+        if not self.allow_nonfinite:
+            check_finite(x)
+        batch = self._batch(x)
         with self._lock:
-            return self._infer_locked(x, float(budget_ms), label)
+            return self._infer_locked(x, budget_ms, label, batch)
 
-    def _infer_locked(self, x: np.ndarray, budget_ms: float, label: int | None) -> tuple[np.ndarray, Record]:
+    def _batch(self, x: np.ndarray) -> int:
+        """Samples in ``x``: its first dimension when that is the (dynamic) batch dimension."""
+        spec = self.input_spec
+        if x.ndim == 0 or (spec is not None and spec.shape and spec.shape[0] is not None):
+            return 1
+        return max(1, int(x.shape[0]))
+
+    def _infer_locked(self, x: np.ndarray, budget_ms: float, label: int | None, batch: int = 1) -> tuple[np.ndarray, Record]:
         t0 = self.clock()
         snap = self.monitor.snapshot if self.monitor is not None else IDLE
-        decision = self.scheduler.choose(budget_ms, snap)
+        factor = self.latency.batch_factor(batch)  # the table and the model are in batch-1 units
+        decision = self.scheduler.choose(budget_ms / factor, snap)
         decision_us = (self.clock() - t0) * 1e6
         hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits,
                                         chain=self.executor.chain) if self.executor.exits else None
@@ -153,9 +172,9 @@ class Runtime:
         decision_us += getattr(hook, "decision_us", 0.0)  # the hook's own decisions (gates), not its exit heads
         exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit
         ran = self._ran(decision.branch, exited)
-        self.latency.observe(ran.base_ms, snap, measured_ms)
+        self.latency.observe(ran.base_ms, snap, measured_ms, batch)
         record = Record(
-            self.stats_.calls, ran.id, budget_ms, decision.predicted_ms, measured_ms, measured_ms <= budget_ms,
+            self.stats_.calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
             not decision.fits, decision_us, snap, exited[1] if exited else None,
             None if label is None else _correct(out, label))
         self.stats_.add(record)
@@ -208,3 +227,55 @@ class Runtime:
 def _correct(logits: np.ndarray, label) -> bool:
     pred = np.asarray(logits).reshape(np.shape(logits)[0], -1).argmax(axis=1)
     return bool(np.all(pred == np.asarray(label).reshape(-1)))
+
+
+_MAX_BUDGET_MS = 1e12
+
+
+def check_budget_ms(budget_ms) -> float:
+    """``budget_ms`` as a float, or a one-line EdgeinfError unless it is a finite positive real number
+    (bool, str, None, complex, containers, NaN, inf and absurdly large integers are refused)."""
+    if type(budget_ms) is float and 0.0 < budget_ms <= _MAX_BUDGET_MS:
+        return budget_ms  # the common case, at no cost
+    ok = isinstance(budget_ms, (int, float, np.integer, np.floating)) and not isinstance(budget_ms, (bool, np.bool_))
+    if ok and isinstance(budget_ms, (int, np.integer)):
+        ok = 0 < budget_ms <= _MAX_BUDGET_MS
+    value = float(budget_ms) if ok else float("nan")
+    if not (0.0 < value <= _MAX_BUDGET_MS):
+        shown = _short_repr(budget_ms)
+        raise EdgeinfError(f"budget_ms must be a finite positive number of milliseconds (at most {_MAX_BUDGET_MS:g}), "
+                           f"got {shown} ({type(budget_ms).__name__})")
+    return value
+
+
+_ZEROS: dict[tuple[int, str], np.ndarray] = {}
+
+
+def check_finite(x: np.ndarray) -> None:
+    """Raise EdgeinfError if a floating-point ``x`` holds NaN or inf.
+
+    One pass: the dot product with zeros is 0 for finite values and NaN as soon as one value is
+    NaN or inf (0 x inf = NaN in IEEE arithmetic), and unlike a sum it cannot overflow."""
+    if x.dtype.kind not in "fc" or not x.size:
+        return
+    key = (x.size, x.dtype.str)
+    zeros = _ZEROS.get(key)
+    if zeros is None:
+        if len(_ZEROS) > 16:
+            _ZEROS.clear()
+        zeros = _ZEROS[key] = np.zeros(x.size, x.dtype)
+    with np.errstate(invalid="ignore"):  # 0 x inf: the NaN is the answer, not a warning
+        dot = np.dot(x.reshape(-1), zeros)
+    if not math.isfinite(float(dot) if x.dtype.kind == "f" else abs(complex(dot))):
+        raise EdgeinfError("Runtime.infer: the input holds NaN or inf values; clean the input, or load the runtime "
+                           "with allow_nonfinite=True to let them through")
+
+
+def _short_repr(value) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 40 else text[:40] + "..."

@@ -192,7 +192,7 @@ def _composable(part: Runner) -> bool:
     """An ONNX file run by onnxruntime (not an in-memory graph, not TensorRT, not torch)."""
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
-    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None
+    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None and not part.external_data
 
 
 def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | None) -> Segment:

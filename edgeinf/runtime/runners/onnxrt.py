@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from edgeinf import _lazy
-from edgeinf.errors import EdgeinfError
+from edgeinf.errors import EdgeinfError, PackageError
 from edgeinf.runtime.runners.base import Runner, specs_from
 
 # ORT's type strings -> numpy dtype names
@@ -96,8 +96,11 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(name or Path(path).name)
         self.path = Path(path)
         self.options = options or OrtOptions()
-        self.model_bytes = model_bytes  # an in-memory model; ``path`` then only names it
+        self.model_bytes = model_bytes  # an in-memory model (e.g. a composed segment); ``path`` then only names it
         self.pool = pool
+        # it reads external data files beside ``path``: never composed into an in-memory graph,
+        # which onnxruntime would resolve against the process's current directory
+        self.external_data = False
         self.session = None
 
     def activate_impl(self) -> None:
@@ -109,10 +112,19 @@ class OnnxRuntimeRunner(Runner):
     def open_session(self) -> "OnnxRuntimeRunner":
         """Create the session now (if it is not open) and register it with the pool."""
         if self.session is None:
-            self.session = _session(self.model_bytes if self.model_bytes is not None else str(self.path), self.options)
-            self.input_specs = specs_from(
-                [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
-            self.output_names = tuple(o.name for o in self.session.get_outputs())
+            model = self.model_bytes if self.model_bytes is not None else str(self.path)
+            try:
+                self.session = _session(model, self.options)
+                self.input_specs = specs_from(
+                    [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
+                self.output_names = tuple(o.name for o in self.session.get_outputs())
+            except EdgeinfError:
+                raise
+            except Exception as exc:  # onnxruntime raises its own exception types for a model it cannot load
+                self.session = None
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+                raise PackageError(f"{self.name} ({self.path.name}) is not an ONNX model onnxruntime can load "
+                                   f"({type(exc).__name__}: {first}); re-export it") from None
         if self.pool is not None:
             self.pool.touch(self)
         return self
@@ -127,7 +139,12 @@ class OnnxRuntimeRunner(Runner):
         return super().infer(feed, check)
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, dict(feed))
+        try:
+            outs = self.session.run(None, dict(feed))
+        except Exception as exc:  # onnxruntime's own types: a graph whose inputs do not match its package
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            raise EdgeinfError(f"{self.name} ({self.path.name}) failed to run ({type(exc).__name__}: {first}); "
+                               "check the input, or re-export the package if its graphs disagree") from None
         return dict(zip(self.output_names, outs))
 
     def deactivate_impl(self) -> None:
