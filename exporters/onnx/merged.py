@@ -35,6 +35,9 @@ def add_merged_graphs(pkg, how: str = "reachable") -> list[str]:
         key = f"branch/{r['id']}"
         config = {k: v for p in keys for k, v in entries[p].get("ort_session_config", {}).items()}
         extra = {"ort_session_config": config} if config else {}
+        shared = sorted({w for p in keys for w in entries[p].get("external_data", ())})
+        if shared:  # the parts' weights files, read in place (the merged graph lies beside the parts)
+            extra["external_data"] = shared
         data = compose_chain([(pkg.root / entries[k]["path"]).read_bytes() for k in keys])
         pkg.add_bytes(key, "branch", "onnx/" + key.replace("/", ".") + ".onnx", data, backend="onnx",
                       merged_from=keys, **extra)
