@@ -1,12 +1,14 @@
 """Static cost of the low-bit kernels, no GPU needed: registers and resident warps per SM (ptxas),
-and SASS instructions of one (tile, chunk) of work (cuobjdump), for the default build and tuning
-variants side by side.
+and SASS instructions of one (tile, chunk) of work (cuobjdump), for the classic kernel's default
+build and tuning variants side by side, and for the streaming kernel (qstream.cu).
 
     python benchmarks/sass_kernels.py [--arch sm_90] [--variants 'EDGEINF_LOP3_DEQUANT' ...] [--out F.json]
 
 The chunk count compiles a probe kernel that runs load_stage + compute_stage once (groups of 128,
-M <= 8, no bounds checks): the instructions a warp issues per 16 x 256 weights. These are proxies
-for speed; the timings come from benchmarks/bench_kernels.py on a GPU.
+M <= 8, no bounds checks): the instructions a warp issues per 16 x 256 weights. The streaming
+probe runs issue_unit (the cp.async copies) + compute_unit once (groups of 128, M class 8); its
+count divided by the unit's weight bytes (512 x bits) is the warp instructions per weight byte.
+These are proxies for speed; the timings come from benchmarks/bench_kernels.py on a GPU.
 """
 from __future__ import annotations
 
@@ -37,6 +39,26 @@ __global__ void probe(const uint8_t* pa, const uint8_t* pb, const __half* s, con
 }}
 """ + "".join(f"template __global__ void probe<{b}>(const uint8_t*, const uint8_t*, const __half*, const __half*, float*, int);\n"
               for b in BITS)
+
+
+STREAM_PROBE = """#include "{src}"
+template <int BITS>
+__global__ void sprobe(const uint8_t* pa, const uint8_t* pb, const __half* s, float* out) {{
+  using namespace edgeinf::stream;
+  extern __shared__ __align__(16) uint8_t sm[];
+  const Args a{{pa, pb, s, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 16, 256, 1, 16, 4, 1, 1.f}};
+  issue_unit<BITS, 2>(sm, a, blockIdx.x, 0, threadIdx.x, evict_first_policy());
+  commit_group();
+  wait_group<0>();
+  __syncwarp();
+  Acc<8> acc, ct;
+  acc.zero();
+  ct.zero();
+  const __half* xs = reinterpret_cast<const __half*>(sm + 8192);
+  compute_unit<BITS, 2, 8>(sm, acc, ct, xs, xs, 4, threadIdx.x);
+  for (int i = 0; i < 4; ++i) out[threadIdx.x * 4 + i] = acc.v[0][i];
+}}
+""" + "".join(f"template __global__ void sprobe<{b}>(const uint8_t*, const uint8_t*, const __half*, float*);\n" for b in BITS)
 
 
 def find_cuobjdump() -> str | None:
@@ -75,19 +97,35 @@ def warps_per_sm(regs: int, block_warps: int = 8) -> int:
     return (65536 // per_warp) // block_warps * block_warps
 
 
-def chunk_instructions(nvcc: str, cuobjdump: str, arch: str, defines: tuple[str, ...], tmp: Path) -> dict[int, int]:
-    src = tmp / "probe.cu"
-    src.write_text(PROBE.format(src=build.SOURCE))
-    cubin = tmp / "probe.cubin"
+def chunk_instructions(nvcc: str, cuobjdump: str, arch: str, defines: tuple[str, ...], tmp: Path,
+                       probe: str = PROBE, source: Path | None = None, symbol: str = "probe") -> dict[int, int]:
+    src = tmp / f"{symbol}.cu"
+    src.write_text(probe.format(src=source or build.SOURCE))
+    cubin = tmp / f"{symbol}.cubin"
     _nvcc(nvcc, arch, cubin, defines, source=src)
     sass = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
     counts = {}
     for fn in re.split(r"\n\s*Function : ", sass)[1:]:
-        m = re.match(r"_Z5probeILi(\d+)E", fn)
+        m = re.match(rf"_Z{len(symbol)}{symbol}ILi(\d+)E", fn)
         ops = re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", fn)
         if m:
             counts[int(m.group(1))] = sum(1 for o in ops if not o.startswith(("NOP", "BRA", "EXIT")))
     return dict(sorted(counts.items()))
+
+
+def stream_costs(nvcc: str, cuobjdump: str | None, arch: str, tmp: Path) -> dict:
+    """Registers and spills of every streaming kernel, and SASS per unit / per weight byte by width."""
+    out = subprocess.run(build.nvcc_command(nvcc, arch, Path(os.devnull), source=build.SOURCES["stream"], verbose=True),
+                         capture_output=True, text=True, check=True)
+    report = {k.replace("edgeinf_qstream_", ""): v for k, v in build.ptxas_report(out.stderr).items()
+              if k.startswith("edgeinf_qstream_")}
+    entry = {"registers": {k: v["registers"] for k, v in report.items()},
+             "spill_bytes": sum(v.get("spill_stores", 0) + v.get("spill_loads", 0) for v in report.values())}
+    if cuobjdump:
+        units = chunk_instructions(nvcc, cuobjdump, arch, (), tmp, STREAM_PROBE, build.SOURCES["stream"], "sprobe")
+        entry["sass_per_unit"] = units
+        entry["sass_per_weight_byte"] = {b: round(c / (512 * b), 4) for b, c in units.items()}
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             if cuobjdump:
                 entry["sass_per_chunk"] = chunk_instructions(nvcc, cuobjdump, args.arch, defines, Path(tmp))
             res["builds"][name] = entry
+        res["stream"] = stream_costs(nvcc, cuobjdump, args.arch, Path(tmp))
     base = res["builds"]["default"]
     print(f"{args.arch}, {res['nvcc']}: registers / resident warps per SM (8-warp blocks)"
           + ("" if cuobjdump else "; no cuobjdump found, SASS counts skipped"))
@@ -124,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  W{bits}: default {d}" + "".join(
                 f"  | {n}: {b['sass_per_chunk'][bits]} (x{b['sass_per_chunk'][bits] / d:.2f})"
                 for n, b in list(res["builds"].items())[1:]))
+    st = res["stream"]
+    print(f"streaming kernel (qstream.cu): registers {min(st['registers'].values())}-{max(st['registers'].values())}, "
+          f"spills {st['spill_bytes']} B")
+    if cuobjdump:
+        print("  SASS per unit (cp.async issue + compute, 16 x 256 weights) and warp instructions per weight byte:")
+        for bits in BITS:
+            print(f"  W{bits}: {st['sass_per_unit'][bits]:4d}  {st['sass_per_weight_byte'][bits]:.3f}/B"
+                  f"  (classic default {base['sass_per_chunk'][bits] / (512 * bits):.3f}/B)")
     if args.out:
         from edgeinf import _atomic
 

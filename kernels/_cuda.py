@@ -69,3 +69,29 @@ def launch(func: _void_p, grid: tuple[int, int, int], block: tuple[int, int, int
     code = libcuda().cuLaunchKernel(func, *[ctypes.c_uint(v) for v in grid], *[ctypes.c_uint(v) for v in block],
                                     ctypes.c_uint(shared_bytes), _void_p(stream), params, None)
     check(code, "cuLaunchKernel")
+
+
+_MAX_DYNAMIC_SHARED = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+_NUM_REGS = 4  # CU_FUNC_ATTRIBUTE_NUM_REGS
+
+
+def set_max_dynamic_shared(func: _void_p, nbytes: int) -> None:
+    """Allow ``func`` up to ``nbytes`` of dynamic shared memory (needed above 48 KiB)."""
+    check(libcuda().cuFuncSetAttribute(func, ctypes.c_int(_MAX_DYNAMIC_SHARED), ctypes.c_int(nbytes)),
+          "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)")
+
+
+def num_registers(func: _void_p) -> int:
+    """Registers per thread of a loaded kernel."""
+    value = ctypes.c_int()
+    check(libcuda().cuFuncGetAttribute(ctypes.byref(value), ctypes.c_int(_NUM_REGS), func), "cuFuncGetAttribute(NUM_REGS)")
+    return value.value
+
+
+def occupancy(func: _void_p, threads: int, shared_bytes: int) -> int:
+    """Resident blocks of ``func`` per multiprocessor (the driver's occupancy calculator)."""
+    value = ctypes.c_int()
+    check(libcuda().cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(value), func, ctypes.c_int(threads),
+                                                                 ctypes.c_size_t(shared_bytes)),
+          "cuOccupancyMaxActiveBlocksPerMultiprocessor")
+    return value.value

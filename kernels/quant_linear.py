@@ -20,17 +20,27 @@ from edgeinf.kernels import _cuda, build, ops
 from edgeinf.kernels.layout import KernelWeight, repack, row_scales, unpack_kernel_codes
 from edgeinf.kernels.packing import PackedWeight, quantize
 
-_MODULES: dict[tuple[int, int, tuple[str, ...] | None], _cuda.Module] = {}  # (device, context, defines)
+_MODULES: dict[tuple, _cuda.Module] = {}  # (device, context, defines, family)
+_STREAM_SETUP: dict[tuple, int] = {}  # (function handle, shared bytes) -> CTAs per SM
 
 
-def _module_for(device: torch.device, defines: tuple[str, ...] | None = None) -> _cuda.Module:
-    """The kernel image loaded into ``device``'s primary context (torch's), once per device and
-    tuning variant (``defines``; None = ``$EDGEINF_KERNEL_DEFINES``)."""
+def _module_for(device: torch.device, defines: tuple[str, ...] | None = None, family: str = "classic") -> _cuda.Module:
+    """The kernel image of ``family`` loaded into ``device``'s primary context (torch's), once per
+    device, tuning variant (``defines``; None = ``$EDGEINF_KERNEL_DEFINES``) and family."""
     index = device.index if device.index is not None else torch.cuda.current_device()
-    key = (index, _cuda.current_context(), defines)
+    key = (index, _cuda.current_context(), defines, family)
     if key not in _MODULES:
-        _MODULES[key] = _cuda.Module(build.image_for(torch.cuda.get_device_capability(index), defines))
+        _MODULES[key] = _cuda.Module(build.image_for(torch.cuda.get_device_capability(index), defines, family))
     return _MODULES[key]
+
+
+def _stream_ctas_per_sm(func, shared_bytes: int) -> int:
+    """Raise the function's dynamic shared-memory limit once, and ask the driver how many CTAs fit an SM."""
+    key = (func.value if hasattr(func, "value") else id(func), shared_bytes)
+    if key not in _STREAM_SETUP:
+        _cuda.set_max_dynamic_shared(func, shared_bytes)
+        _STREAM_SETUP[key] = _cuda.occupancy(func, 32 * ops.STREAM_WARPS, shared_bytes)
+    return _STREAM_SETUP[key]
 
 
 class QuantLinear(nn.Module):
@@ -58,6 +68,10 @@ class QuantLinear(nn.Module):
         self._sm_count: int | None = None
         # a tuning variant of the kernels (e.g. ("EDGEINF_MIN_BLOCKS=2",)); None = the default build
         self.kernel_defines: tuple[str, ...] | None = None
+        # "classic" or "stream" (None = ops.kernel_family(): $EDGEINF_KERNEL, else ops.DEFAULT_FAMILY)
+        self.kernel_family: str | None = None
+        self.slab_bytes: int | None = None  # the streaming kernel's activation slab (None = ops.SLAB_BYTES)
+        self._workspace: dict = {}  # device -> (fp32 workspace, int32 counters), zero between launches
         self._w_cpu: torch.Tensor | None = None  # dequantized weight for the CPU path, made on first use
 
     @classmethod
@@ -121,13 +135,45 @@ class QuantLinear(nn.Module):
             raise EdgeinfError(f"QuantLinear weights are on {self.plane_a.device} but the input is on {dev}; call .to({dev})")
         if self._sm_count is None:
             self._sm_count = torch.cuda.get_device_properties(dev).multi_processor_count
-        func = _module_for(dev, self.kernel_defines).function(ops.kernel_name(self.bits, self.group_blocks))
-        lc = ops.launch_for(self.out_features, self.in_features, x2.shape[0], self._sm_count)
         ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None and t.numel() else 0)  # noqa: E731
         m, n, k, nch, npad, gsb, out_mul = ops.kernel_scalars(self.kernel_shape(), x2.shape[0])
-        args = [ptr(self.plane_a), ptr(self.plane_b), ptr(self.scales), ptr(x2), ptr(self.bias), ptr(y),
-                *(ctypes.c_int(v) for v in (m, n, k, nch, npad, gsb)), ctypes.c_float(out_mul)]
-        _cuda.launch(func, lc.grid, lc.block, args, stream=torch.cuda.current_stream(dev).cuda_stream)
+        args = [ptr(self.plane_a), ptr(self.plane_b), ptr(self.scales), ptr(x2), ptr(self.bias), ptr(y)]
+        scalars = [*(ctypes.c_int(v) for v in (m, n, k, nch, npad, gsb)), ctypes.c_float(out_mul)]
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        family = ops.kernel_family(self.kernel_family)
+        module = _module_for(dev, self.kernel_defines, family)
+        if family == "classic":
+            func = module.function(ops.kernel_name(self.bits, self.group_blocks))
+            lc = ops.launch_for(self.out_features, self.in_features, x2.shape[0], self._sm_count)
+            _cuda.launch(func, lc.grid, lc.block, args + scalars, stream=stream)
+            return
+        slab = self._slab_budget(dev)
+        probe = ops.stream_launch(n, k, m, self.bits, self.group_blocks, self._sm_count, 1, slab)
+        func = module.function(probe.name)
+        per_sm = _stream_ctas_per_sm(func, probe.shared_bytes)
+        if per_sm < 1:
+            raise EdgeinfError(f"{probe.name} does not fit an SM of {dev} ({probe.shared_bytes} B shared); "
+                               "use kernel_family='classic' or a smaller slab_bytes")
+        lc = ops.stream_launch(n, k, m, self.bits, self.group_blocks, self._sm_count, per_sm, slab)
+        ws, counters = self._stream_workspace(dev, lc)
+        _cuda.launch(func, lc.grid, lc.block, args + [ptr(ws), ptr(counters)] + scalars + [ctypes.c_int(lc.slice_chunks)],
+                     stream=stream, shared_bytes=lc.shared_bytes)
+
+    def _slab_budget(self, dev: torch.device) -> int:
+        """The slab's shared memory: ``slab_bytes`` (None = SLAB_BYTES), within the device's per-block limit."""
+        optin = getattr(torch.cuda.get_device_properties(dev), "shared_memory_per_block_optin", 48 << 10)
+        room = optin - ops.STREAM_WARPS * ops.ring_bytes(self.bits, self.group_blocks)
+        return max(4096, min(ops.SLAB_BYTES if self.slab_bytes is None else self.slab_bytes, room))
+
+    def _stream_workspace(self, dev: torch.device, lc: "ops.StreamLaunch") -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's zeroed workspace and counters on ``dev``, grown to the launch's size. The kernel
+        leaves them zero, so they are reused by every launch on one stream (CUDA graphs included)."""
+        ws, counters = self._workspace.get(dev, (None, None))
+        if ws is None or ws.numel() < lc.workspace_floats or counters.numel() < lc.counter_ints:
+            ws = torch.zeros(lc.workspace_floats, dtype=torch.float32, device=dev)
+            counters = torch.zeros(lc.counter_ints, dtype=torch.int32, device=dev)
+            self._workspace[dev] = (ws, counters)
+        return ws, counters
 
     def kernel_shape(self) -> KernelWeight:
         """A KernelWeight carrying only the shape fields (no host copies) for the launch arguments."""

@@ -18,7 +18,7 @@ from edgeinf.kernels import packing as P
 from edgeinf.kernels.layout import TILE_N, reference_matmul, repack
 from edgeinf.kernels.ops import Launch, launch_for
 
-from _cuda_emu import Emulator, find_cxx
+from _cuda_emu import Emulator, find_cxx, session_dir
 
 # CI sets EDGEINF_REQUIRE_NVCC=1: the kernel checks that need no GPU must run there, not skip.
 REQUIRED = os.environ.get("EDGEINF_REQUIRE_NVCC") == "1"
@@ -41,12 +41,12 @@ def _build(out_dir, defines=()):
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    return _build(tmp_path_factory.mktemp("emu"))
+    return _build(session_dir(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
 def emu_depth3(tmp_path_factory):
-    return _build(tmp_path_factory.mktemp("emu3"), ("EDGEINF_DEPTH=3", "EDGEINF_DEPTH8=3"))
+    return _build(session_dir(tmp_path_factory), ("EDGEINF_DEPTH=3", "EDGEINF_DEPTH8=3", "EMU_CLASSIC_ONLY"))
 
 
 def _case(k, n, bits, group, seed):
@@ -110,7 +110,7 @@ def test_kernel_source_matches_reference(emu, bits, group):
 
 @pytest.fixture(scope="module")
 def emu_lop3(tmp_path_factory):
-    return _build(tmp_path_factory.mktemp("emulop3"), ("EDGEINF_LOP3_DEQUANT",))
+    return _build(session_dir(tmp_path_factory), ("EDGEINF_LOP3_DEQUANT", "EMU_CLASSIC_ONLY"))
 
 
 @pytest.mark.parametrize("bits", P.SUPPORTED_BITS)
@@ -172,7 +172,7 @@ def test_quant_linear_launch_drives_the_kernel(emu, emu_lop3, monkeypatch, bits,
         emulator.launch_raw(name, grid, block, [a.value for a in args])
 
     monkeypatch.setattr(ql._cuda, "launch", fake_launch)
-    monkeypatch.setattr(ql, "_module_for", lambda device, defines=None: _Image(builds[defines]))
+    monkeypatch.setattr(ql, "_module_for", lambda device, defines=None, family="classic": _Image(builds[defines]))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: SimpleNamespace(cuda_stream=0))
     pw, rng = _case(300, 40, bits, group, seed=bits)
     layer = ql.QuantLinear(pw, rng.standard_normal(40).astype(np.float32))

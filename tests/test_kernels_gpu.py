@@ -1,4 +1,4 @@
-"""GPU correctness of the low-bit kernels against the numpy reference (dequantize, then float64 matmul)."""
+"""GPU correctness of the low-bit kernels (both families) against the numpy reference (dequantize, then float64 matmul)."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,27 +39,30 @@ def _run_poisoned(q: QuantLinear, x: torch.Tensor) -> np.ndarray:
     return y.float().cpu().numpy()
 
 
+@pytest.mark.parametrize("family", ["classic", "stream"])
 @pytest.mark.parametrize("bits", P.SUPPORTED_BITS)
 @pytest.mark.parametrize("k,n", SHAPES)
-def test_quant_linear_matches_reference(bits, k, n):
+def test_quant_linear_matches_reference(bits, k, n, family):
     bs = None if (k + n + bits) % 3 == 0 else (32, 128)[(k + bits) % 2]
     pw, bias, rng = _case(k, n, bits, bs, seed=k * 31 + n * 7 + bits)
     q = QuantLinear(pw, bias).cuda()
+    q.kernel_family = family
     for m in MS:
         x = rng.standard_normal((m, k)).astype(np.float16)
         y = _run_poisoned(q, torch.from_numpy(x).cuda())
         ref = reference_matmul(x.astype(np.float64), pw, bias.astype(np.float16).astype(np.float64))
         err = _rel_err(y, ref)
-        assert err <= TOL, (bits, k, n, m, bs, err)
+        assert err <= TOL, (family, bits, k, n, m, bs, err)
 
 
+@pytest.mark.parametrize("family", ["classic", "stream"])
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_numpy_path_through_pycuda(bits):
+def test_numpy_path_through_pycuda(bits, family):
     from edgeinf.kernels.ops import QGemm
 
     pw, bias, rng = _case(1000, 257, bits, 64, seed=bits)
     x = rng.standard_normal((5, 1000)).astype(np.float32)
-    y = QGemm(pw, bias)(x).astype(np.float64)
+    y = QGemm(pw, bias, family=family)(x).astype(np.float64)
     ref = reference_matmul(x.astype(np.float16).astype(np.float64), pw, bias.astype(np.float16).astype(np.float64))
     assert _rel_err(y, ref) <= TOL
 

@@ -8,14 +8,27 @@
 // GCC's _Float16 (each operation rounds to fp16 as the hardware does). What this cannot show:
 // inline PTX (the tensor-core MMA of sm_75+ and the streaming loads take their portable paths
 // here: warp shuffles and plain loads, the code pre-Turing GPUs run), memory ordering and speed.
+//
+// For the streaming kernel (qstream.cu): dynamic shared memory (one buffer per block, filled with
+// 0xff bytes, a guard after it checked at the block's end), atomics and fences (plain operations:
+// one fiber runs at a time), and cp.async as the latest-possible copy: a copy is deferred until a
+// cp_async_wait leaves its group behind, and its destination reads 0xff bytes until then, so a
+// wait that is one group short, or a stage reissued before it was consumed, changes the result.
+// A thread that ends with copies not waited for fails the launch. Blocks can run in any order
+// (a shuffled order checks that the result does not depend on which CTA arrives last).
 #pragma once
+#define EDGEINF_EMU 1
 #include <ucontext.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <deque>
 #include <functional>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -58,11 +71,20 @@ inline int __ffs(int v) { return __builtin_ffs(v); }
 inline int __clz(int v) { return v ? __builtin_clz(static_cast<unsigned>(v)) : 32; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
 
 namespace emu {
 
+struct Copy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+
 struct Fiber {
   ucontext_t ctx;
+  std::vector<Copy> open;                  // cp.async copies not yet committed
+  std::deque<std::vector<Copy>> groups;    // committed groups, oldest first
   uint3 tid;
   int warp = 0, lane = 0;
   unsigned shuffles = 0;  // this lane's shuffles so far: their parity picks the exchange buffer
@@ -73,7 +95,7 @@ struct Block {
   dim3 grid{1, 1, 1}, dim{1, 1, 1};
   uint3 idx{0, 0, 0};
   std::vector<Fiber> fibers;
-  std::vector<std::vector<char>> stacks;
+  std::vector<std::unique_ptr<char[]>> stacks;  // not zero-filled: fibers touch only what they use
   std::vector<int> warp_count, warp_gen, warp_size;
   std::vector<uint32_t> exchange;  // [warp][parity][lane]
   int block_count = 0, block_gen = 0;
@@ -81,7 +103,12 @@ struct Block {
   int cur = 0;
   ucontext_t sched;
   std::function<void()> body;
+  std::vector<unsigned char> shared;  // dynamic shared memory + guard
+  size_t shared_bytes = 0;
+  std::string error;                  // set by a thread that broke a rule; fails the launch
 };
+constexpr size_t kGuard = 64;
+constexpr unsigned char kGuardByte = 0xa5;
 
 inline Block*& current() {
   static Block* b = nullptr;
@@ -111,6 +138,8 @@ inline void syncwarp() {
 
 inline void entry() {
   current()->body();
+  if (!self().open.empty() || !self().groups.empty())
+    current()->error = "a thread ended with cp.async copies it never waited for";
   self().done = true;
   ++current()->events;
 }
@@ -140,20 +169,50 @@ __attribute__((noinline)) inline int run_block(Block& b) {
   }
 }
 
+inline unsigned char* dynamic_shared() { return current()->shared.data(); }
+
+// cp.async: the destination is undefined (0xff) until a wait completes the copy's group.
+inline void cp_async(void* dst, const void* src, size_t bytes) {
+  std::memset(dst, 0xff, bytes);
+  self().open.push_back({dst, src, bytes});
+}
+inline void cp_async_commit() {
+  Fiber& f = self();
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+inline void cp_async_wait(int pending) {
+  Fiber& f = self();
+  while (static_cast<int>(f.groups.size()) > pending) {
+    for (const Copy& c : f.groups.front()) std::memcpy(c.dst, c.src, c.bytes);
+    f.groups.pop_front();
+  }
+}
+
 // Run `body` as every thread of every block of the grid; "" on success, else what went wrong.
-inline std::string launch(dim3 grid, dim3 dim, std::function<void()> body, size_t stack_bytes = 1 << 17) {
+// `shared_bytes` of dynamic shared memory per block; `order_seed` != 0 runs the blocks shuffled.
+inline std::string launch(dim3 grid, dim3 dim, std::function<void()> body, size_t stack_bytes = 1 << 17,
+                          size_t shared_bytes = 0, unsigned order_seed = 0) {
   Block b;
   b.grid = grid;
   b.dim = dim;
   b.body = std::move(body);
   const int n = static_cast<int>(dim.x * dim.y * dim.z), warps = (n + 31) / 32;
   if (n < 1 || n > 1024) return "block of " + std::to_string(n) + " threads (1..1024)";
-  b.stacks.assign(n, std::vector<char>(stack_bytes));
+  b.stacks.clear();
+  for (int i = 0; i < n; ++i) b.stacks.emplace_back(new char[stack_bytes]);
   current() = &b;
+  std::vector<uint3> order;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        b.idx = {bx, by, bz};
+      for (unsigned bx = 0; bx < grid.x; ++bx) order.push_back({bx, by, bz});
+  if (order_seed) std::shuffle(order.begin(), order.end(), std::mt19937(order_seed));
+  b.shared_bytes = shared_bytes;
+  for (const uint3 idx : order) {
+        const unsigned bx = idx.x, by = idx.y, bz = idx.z;
+        b.idx = idx;
+        b.shared.assign(shared_bytes + kGuard, 0xff);
+        std::memset(b.shared.data() + shared_bytes, kGuardByte, kGuard);
         b.fibers.assign(n, Fiber{});
         b.warp_count.assign(warps, 0);
         b.warp_gen.assign(warps, 0);
@@ -167,15 +226,24 @@ inline std::string launch(dim3 grid, dim3 dim, std::function<void()> body, size_
                    static_cast<unsigned>(i / (dim.x * dim.y))};
           f.warp = i / 32;
           f.lane = i % 32;
-          make_fiber(f.ctx, b.stacks[i].data(), stack_bytes, &b.sched);
+          make_fiber(f.ctx, b.stacks[i].get(), stack_bytes, &b.sched);
         }
         const int stuck = run_block(b);
+        const std::string where = " in block (" + std::to_string(bx) + "," + std::to_string(by) + "," + std::to_string(bz) + ")";
         if (stuck > 0) {
           current() = nullptr;
-          return "deadlock in block (" + std::to_string(bx) + "," + std::to_string(by) + "," + std::to_string(bz) +
-                 "): " + std::to_string(stuck) + " threads wait at a barrier that the others never reach";
+          return "deadlock" + where + ": " + std::to_string(stuck) + " threads wait at a barrier that the others never reach";
         }
-      }
+        if (!b.error.empty()) {
+          current() = nullptr;
+          return b.error + where;
+        }
+        for (size_t i = 0; i < kGuard; ++i)
+          if (b.shared[shared_bytes + i] != kGuardByte) {
+            current() = nullptr;
+            return "a write past the " + std::to_string(shared_bytes) + " bytes of dynamic shared memory" + where;
+          }
+  }
   current() = nullptr;
   return "";
 }
@@ -211,3 +279,16 @@ inline T __shfl_sync(unsigned mask, T v, int src) {
   std::memcpy(&out, &buf[src & 31], 4);
   return out;
 }
+
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (mask != 0xffffffffu) {
+    std::fprintf(stderr, "emu: __syncwarp with a partial mask is not emulated\n");
+    std::abort();
+  }
+  emu::syncwarp();
+}
+inline void __threadfence() {}  // one fiber runs at a time: every write is already visible
+inline float atomicAdd(float* p, float v) { const float old = *p; *p = old + v; return old; }
+inline int atomicAdd(int* p, int v) { const int old = *p; *p = old + v; return old; }
+inline float atomicExch(float* p, float v) { const float old = *p; *p = v; return old; }
+inline int atomicExch(int* p, int v) { const int old = *p; *p = v; return old; }
