@@ -178,17 +178,19 @@ def _segment_composer(backend: str, segments: bool | None):
     return import_module("edgeinf.exporters.onnx.compose").compose_segment
 
 
-def fallback_warning(package, executor: PackageExecutor, hooks_with_points: bool = False) -> str | None:
-    """One line naming what runs slower than the package could: branches without a branch
-    graph (per-block chains: more session calls per inference) and, for a scheduler that
-    decides mid-pass, the per-block chain instead of composed segments; ``None`` if nothing."""
+def fallback_warning(package, executor: PackageExecutor, reachable=None, hooks_with_points: bool = False) -> str | None:
+    """One line naming what runs slower than the package could: branches the scheduler can pick
+    (``reachable`` ids; ``None`` = every branch) without a branch graph (per-block chains: more
+    session calls per inference) and, for a scheduler that decides mid-pass, the per-block chain
+    instead of composed segments; ``None`` if nothing."""
     if executor.chain is None:
         return None
-    missing = [b for b in package.branches if b["id"] not in executor.fused]
+    pickable = [b for b in package.branches if reachable is None or b["id"] in reachable]
+    missing = [b for b in pickable if b["id"] not in executor.fused]
     notes = []
     if missing:
         calls = sorted(len(b["blocks"]) + 2 for b in missing)
-        notes.append(f"{len(missing)} of {len(package.branches)} branches have no branch graph and run as "
+        notes.append(f"{len(missing)} of the {len(pickable)} branches the scheduler can pick have no branch graph and run as "
                      f"per-block chains ({calls[len(calls) // 2]} session calls per inference instead of 1, "
                      f"e.g. {missing[0]['id']}); re-export the package with merged graphs (edgeinf export) to remove this cost")
     if hooks_with_points and executor.segments is None:

@@ -122,7 +122,8 @@ class Runtime:
         rt = cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec,
                  allow_nonfinite=allow_nonfinite)
         mid_pass = type(rt.scheduler).exit_hook is not Scheduler.exit_hook and bool(view.executor.exits)
-        warning = _package.fallback_warning(view.package, view.executor, mid_pass)
+        reachable = {b.id for b in rt.table.pareto()}  # what the table's schedulers can pick
+        warning = _package.fallback_warning(view.package, view.executor, reachable, mid_pass)
         if warning:
             log.warning(warning)
         rt.load_ms = (time.perf_counter() - t0) * 1e3
