@@ -2,14 +2,19 @@
 
 One command writes benchmarks/results/memory-<host>.json:
 
-    .venv/bin/python benchmarks/bench_memory.py --demo DEMO_DIR/package --core-python /tmp/corevenv/bin/python
+    .venv/bin/python benchmarks/bench_memory.py --demo DEMO_DIR/package --core-python /tmp/corevenv/bin/python \
+        --onnx-python /tmp/onnxvenv/bin/python
+
+(corevenv: ``pip install numpy onnxruntime psutil`` + ``pip install --no-deps -e .``; onnxvenv: the
+same plus ``onnx``; both from the same base interpreter, so only onnx differs.)
 
 Every measurement runs in a fresh subprocess (so RSS and load time start from nothing):
 
 * demo package: ``Runtime.load`` to the first ``infer`` and RSS after load / after the first
   call, with the core dependencies only (``--core-python``: numpy, onnxruntime, psutil) and with
-  everything installed (this interpreter, onnx included), rounds interleaved; each reachable
-  branch's p50 (ms, single-sample calls) in both, side by side, and the ratios.
+  the same plus onnx (``--onnx-python``), processes interleaved; each branch
+  the lookup table can pick: p50 (ms, single-sample calls), one timing process per interpreter
+  per round, rounds interleaved, the median over rounds, and the ratios full / core.
 * torchvision resnet18 at 3x224x224 (random weights, 1000 classes) with 5 fused full-depth
   branches: package size against its per-block artifacts alone, and RSS after load, after the
   first call and after every fused branch ran once, against 2.5x the fp32 weight bytes plus the
@@ -43,14 +48,17 @@ out = {"import_ms": (time.perf_counter() - t0) * 1e3, "rss_empty_mib": proc.memo
 if mode != "empty":
     t1 = time.perf_counter()
     rt = Runtime.load(pkg, monitor=False, intra_op_threads=1) if mode == "demo" else None
-    if rt is None:
+    if rt is None:  # a package without a profile (no accuracy): the runtime's executor alone
+        from edgeinf.package import load_package
         from edgeinf.runtime import _package
-        view = _package.open_package(pkg, require_latency=False, intra_op_threads=1)
-        ex = view.executor
+        from edgeinf.runtime.table import BranchInfo
+        package = load_package(pkg)
+        ex = _package.build_executor(package, "onnxruntime", intra_op_threads=1)
         ex.activate()
-        table = view.table
+        rows = [BranchInfo(b["id"], 0.5, 1.0, tuple(b["blocks"]), b["exit"], tuple(b["bits"]), "")
+                for b in package.branches]
     else:
-        ex, table = rt.executor, rt.table
+        ex, rows = rt.executor, list(rt.table.pareto())
     out["load_ms"] = (time.perf_counter() - t1) * 1e3
     out["rss_load_mib"] = proc.memory_info().rss / 2**20
     shape = [1 if d is None else d for d in ex.input_spec.shape]
@@ -58,10 +66,10 @@ if mode != "empty":
     if rt is not None:
         rt.infer(x, budget_ms=1e6)
     else:
-        ex.run(table.most_accurate, x)
+        ex.run(rows[0], x)
     out["load_to_first_infer_ms"] = (time.perf_counter() - t1) * 1e3
     out["rss_first_infer_mib"] = proc.memory_info().rss / 2**20
-    branches = list(table.pareto()) if mode == "demo" else [b for b in table if b.id in ex.fused]
+    branches = [b for b in rows if mode == "demo" or b.id in ex.fused]
     for b in branches:
         ex.run(b, x)
     out["rss_all_branches_mib"] = proc.memory_info().rss / 2**20
@@ -98,17 +106,23 @@ def bench_demo(pkg: str, pythons: dict[str, str], starts: int, rounds: int, call
     for _ in range(starts):
         for name, py in pythons.items():
             runs[name].append(child(py, "demo", pkg))
-    timing = {name: child(py, "demo", pkg, rounds, calls) for name, py in pythons.items()}
+    per_round: dict[str, list] = {k: [] for k in pythons}
+    for _ in range(rounds):  # interleaved: one timing process per interpreter per round
+        for name, py in pythons.items():
+            per_round[name].append(child(py, "demo", pkg, 1, calls)["p50_ms"])
+    timing = {name: {"p50_ms": {b: float(np.median([r[b] for r in rows])) for b in rows[0]},
+                     "p50_ms_rounds": rows} for name, rows in per_round.items()}
     out = {name: {"onnx_importable": rows[0]["onnx_importable"],
                   **{k: median_of(rows, k) for k in ("import_ms", "load_ms", "load_to_first_infer_ms",
                                                      "rss_load_mib", "rss_first_infer_mib", "rss_empty_mib")},
                   "load_to_first_infer_ms_each": [r["load_to_first_infer_ms"] for r in rows],
-                  "p50_ms": timing[name]["p50_ms"]} for name, rows in runs.items()}
-    core, full = out["core"], out["full"]
+                  "p50_ms": timing[name]["p50_ms"], "p50_ms_rounds": timing[name]["p50_ms_rounds"]}
+           for name, rows in runs.items()}
+    core, full = out["core"], out["onnx"]
     ratios = {b: full["p50_ms"][b] / core["p50_ms"][b] for b in core["p50_ms"]}
-    out["p50_full_over_core"] = ratios
+    out["p50_onnx_over_core"] = ratios
     out["p50_ratio_range"] = [min(ratios.values()), max(ratios.values())]
-    out["load_to_first_infer_full_over_core"] = full["load_to_first_infer_ms"] / core["load_to_first_infer_ms"]
+    out["load_to_first_infer_onnx_over_core"] = full["load_to_first_infer_ms"] / core["load_to_first_infer_ms"]
     return out
 
 
@@ -170,15 +184,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--demo", required=True, help="the demo package (edgeinf demo --out DIR: DIR/package)")
     p.add_argument("--core-python", required=True, help="python of a venv with only numpy, onnxruntime, psutil + edgeinf")
+    p.add_argument("--onnx-python", default=sys.executable,
+                   help="python of a venv with the same packages plus onnx (default: this one)")
     p.add_argument("--resnet18", default=None, help="resnet18 package dir (built there if missing; default: a temp dir)")
     p.add_argument("--starts", type=int, default=5, help="fresh processes per measurement (default 5)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per branch (default 5)")
-    p.add_argument("--calls", type=int, default=40, help="calls per branch per round (default 40)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing processes per interpreter (default 7)")
+    p.add_argument("--calls", type=int, default=200, help="calls per branch per round (default 200)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/memory-<host>.json)")
     args = p.parse_args()
     from edgeinf._atomic import write_json
 
-    pythons = {"core": args.core_python, "full": sys.executable}
+    pythons = {"core": args.core_python, "onnx": args.onnx_python}
     demo = bench_demo(args.demo, pythons, args.starts, args.rounds, args.calls)
     tmp = None
     pkg = Path(args.resnet18) if args.resnet18 else Path(tmp := tempfile.mkdtemp()) / "resnet18"
@@ -188,6 +204,7 @@ def main() -> None:
     out = Path(args.out or Path(__file__).parent / "results" / f"memory-{socket.gethostname()}.json")
     write_json(out, {"benchmark": "memory", "host": socket.gethostname(), "machine": platform.platform(),
                      "note": "2-core x86 VM, onnxruntime CPU, intra_op_threads=1; other work shared the CPU",
+                     "pythons": pythons,
                      "demo_package": args.demo, "demo": demo, "resnet18": resnet})
     print(json.dumps({"demo": {k: {m: v.get(m) for m in ("load_to_first_infer_ms", "rss_load_mib", "rss_first_infer_mib")}
                                for k, v in demo.items() if k in pythons},
