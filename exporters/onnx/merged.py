@@ -16,8 +16,9 @@ def add_merged_graphs(pkg, how: str = "reachable") -> list[str]:
 
     ``how``: ``"reachable"`` = the branches the lookup table can pick under the exported
     latencies (its Pareto set), ``"all"`` = every branch of the table, ``"none"``. Branches
-    that already have a fused graph, or whose parts the package lacks, are skipped. The
-    branch rows' ``fused`` field names the new artifact. Returns the ids merged.
+    that already have a fused graph, or whose parts the package lacks, are skipped. Branch rows
+    keep ``fused`` for the exported fused graphs; the runtime finds every ``branch/<id>``
+    artifact (a merged one lists its parts in ``merged_from``). Returns the ids merged.
     """
     from edgeinf.exporters.onnx.compose import compose_chain
 
@@ -41,7 +42,6 @@ def add_merged_graphs(pkg, how: str = "reachable") -> list[str]:
         data = compose_chain([(pkg.root / entries[k]["path"]).read_bytes() for k in keys])
         pkg.add_bytes(key, "branch", "onnx/" + key.replace("/", ".") + ".onnx", data, backend="onnx",
                       merged_from=keys, **extra)
-        r["fused"] = key
         done.append(r["id"])
     return done
 
