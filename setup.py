@@ -34,7 +34,7 @@ def _packages() -> list:
 EXTRAS = {
     # torch is deliberately absent: pip would choose a platform build (a 5 GB CUDA wheel on x86,
     # nothing usable on Jetson). Install the right torch first; see README "Install".
-    "build": ["onnx>=1.16", "onnxscript>=0.1", "scikit-learn>=1.3"],
+    "build": ["onnx>=1.16", "onnxscript>=0.1", "scikit-learn>=1.3", "pillow>=9"],  # pillow: image-folder data
     # torchvision/timm likewise pull torch: install them beside the torch you chose.
     "trt": ["tensorrt>=8.6", "pycuda>=2022.1"],
     "cuda": ["pycuda>=2022.1"],

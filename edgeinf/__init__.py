@@ -13,3 +13,16 @@ __version__ = "0.1.0"
 from edgeinf.errors import EdgeinfError, MissingDependencyError  # noqa: E402
 
 __all__ = ["__version__", "EdgeinfError", "MissingDependencyError"]
+
+_LAZY = {"build": "edgeinf.builder.pipeline", "BuildConfig": "edgeinf.builder.config",
+         "BuildData": "edgeinf.builder.data", "load_data": "edgeinf.builder.data"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    """``edgeinf.build``, ``edgeinf.BuildConfig``...: the build pipeline, imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgeinf' has no attribute {name!r}")

@@ -1,4 +1,7 @@
-"""The work of the demo's profile and report stages (kept apart from the stage list in edgeinf.demo)."""
+"""The work of the demo's profile and report stages (kept apart from the stage list in edgeinf.demo).
+
+Profiling goes through the build pipeline's stages (:mod:`edgeinf.builder.stages`), as ``edgeinf build`` does.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +11,7 @@ import numpy as np
 
 from edgeinf import _atomic
 from edgeinf.branch import Branch, bits_label
-from edgeinf.profile import RESOURCES, branch_costs, save_profile
+from edgeinf.profile import RESOURCES, branch_costs
 from edgeinf.quant import QuantConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,18 +37,16 @@ def profile_model(ctx: "DemoContext", name: str, model: Any) -> dict[str, Any]:
     ``profile``, ``correct``, ``space`` (BranchSpace), ``variants`` (BlockVariants: the quantized
     blocks and their packed weights), ``precision`` and ``exits`` (accuracy tables).
     """
-    from edgeinf.profiling import ProfileConfig, evaluate_branches, profile_space
-    from edgeinf.quant import BlockVariants
-    from edgeinf.space import BranchSpace
+    from edgeinf.builder.stages import profile_model as build_profile
+    from edgeinf.profiling import evaluate_branches
 
     cfg = ctx.config
     x, y = _test_tensors(ctx)
-    space = BranchSpace(model, bit_levels=cfg.bit_levels, monotone_bits=cfg.monotone_bits)
-    log.info("%s: %s", name, space.describe())
-    variants = BlockVariants(model, QuantConfig(group_size=cfg.group_size, method=cfg.method))
-    pcfg = ProfileConfig(max_branches=cfg.max_branches, seed=cfg.seed, latency=cfg.latency, data_name=f"digits-{cfg.split}")
-    profile, correct = profile_space(space, variants, x, y, pcfg)
-    path = save_profile(cfg.profile_path(name), profile, correct)
+    done = build_profile(model, x, y, bit_levels=cfg.bit_levels, quant=QuantConfig(group_size=cfg.group_size, method=cfg.method),
+                         max_branches=cfg.max_branches, seed=cfg.seed, latency=cfg.latency,
+                         data_name=f"digits-{cfg.split}", monotone_bits=cfg.monotone_bits,
+                         out_path=cfg.profile_path(name))
+    space, variants, profile, correct, path = done.space, done.variants, done.profile, done.correct, done.path
     table = _precision_table(model, variants, x, y, cfg, evaluate_branches)
     exits = {("final" if e is None else str(e)): float(evaluate_branches(variants, [Branch.full(len(model.blocks), 32, e)],
                                                                           x, y)[:, 0].mean())

@@ -37,11 +37,18 @@ class Progress:
             self._last = now
             self._emit(info, end="\r" if self._tty and not finished else "\n")
 
+    def eta_s(self) -> float | None:
+        """Seconds left at the average rate so far; None without a total, before the first step or when done."""
+        if self.total is None or self.done <= 0 or self.done >= self.total:
+            return None
+        return (time.perf_counter() - self._t0) / self.done * (self.total - self.done)
+
     def _emit(self, info: dict, end: str) -> None:
         total = f"/{self.total}" if self.total is not None else ""
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         elapsed = time.perf_counter() - self._t0
-        sys.stderr.write(f"{self.desc} [{self.done}{total}] {elapsed:.1f}s {extra}".rstrip() + end)
+        eta = f" eta {self.eta_s():.0f}s" if self.eta_s() is not None else ""
+        sys.stderr.write(f"{self.desc} [{self.done}{total}] {elapsed:.1f}s{eta} {extra}".rstrip() + end)
         sys.stderr.flush()
 
     def __enter__(self) -> "Progress":

@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
 
 from edgeinf.exporters.onnx import check  # noqa: E402
-from edgeinf.exporters.onnx.lowbit import dequantize_weight, matmul_nbits, nbits_block_size  # noqa: E402
+from edgeinf.exporters.onnx.lowbit import dequantize_weight, folded_weight, matmul_nbits, nbits_block_size  # noqa: E402
 from edgeinf.kernels import packing  # noqa: E402
 
 
@@ -68,13 +68,28 @@ def test_accuracy_level_4_is_close_but_not_exact():
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
 @pytest.mark.parametrize("block", [None, 32])
 @pytest.mark.parametrize("shape", [(6, 5, 3, 3), (8, 16, 1, 1), (4, 7)])
-def test_dequantize_weight_equals_reference(bits, block, shape):
+@pytest.mark.parametrize("builder", [dequantize_weight, folded_weight])
+def test_dequantize_weight_equals_reference(bits, block, shape, builder):
     w = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     pw = packing.quantize(w.reshape(shape[0], -1), bits, block_size=block)
-    built = dequantize_weight(pw, shape, "w", "wq")
+    built = builder(pw, shape, "w", "wq")
     # y = x * W (broadcast multiply) exposes every dequantized weight value
     from onnx import helper as h
 
     nodes = built.nodes + [h.make_node("Mul", ["x", "w"], ["y"])]
     y = check.run(_model(nodes, built.initializers, list(shape), list(shape)), np.ones(shape, np.float32))
     np.testing.assert_array_equal(y, packing.dequantize(pw).reshape(shape))
+
+
+def test_boundary_ranges_are_shared_per_shape_and_include_zero():
+    from edgeinf.exporters.onnx.int8 import boundary_ranges, relative_rms
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 2.0, (4, 8, 6, 6)), rng.uniform(-1.0, 3.0, (4, 8, 6, 6))
+    c = rng.uniform(-5.0, 5.0, (4, 16, 3, 3))
+    r = boundary_ranges([a, b, c])
+    assert r[0] == r[1] == (pytest.approx(min(b.min(), 0.0)), pytest.approx(b.max()))  # union of the stage, 0 inside
+    assert r[2] == (pytest.approx(c.min()), pytest.approx(c.max()))
+    lo, hi = boundary_ranges([c], "percentile", 90.0)[0]
+    assert c.min() < lo < 0.0 < hi < c.max()
+    assert relative_rms(a, a) == 0.0 and relative_rms(2 * a, a) == pytest.approx(1.0)

@@ -122,19 +122,51 @@ def test_real_lowbit_kernels_are_reported_truthfully(exported):
         assert w4["real_lowbit"] and not w4["simulated"]
         assert set(w4["weights"].values()) == {"MatMulNBits"}
         assert set(w4["max_abs_error_by_accuracy_level"]) == {"0", "4"}
+        times = w4["latency_ms_by_accuracy_level"]  # both levels are within tolerance here: timed
+        assert str(w4["accuracy_level"]) == min(times, key=times.get) and w4["kernel"] == "nbits"
     else:  # convolutions only dequantize
         assert w4["simulated"] and not w4["real_lowbit"]
     assert not pkg.entry("block1/fp32")["real_lowbit"]
 
 
-def test_int8_activation_form_uses_integer_matmul(tmp_path):
+def test_w8a8_vit_blocks_run_integer_matmuls(tmp_path):
     model = _vit()
     x = torch.randn(4, *model.input_shape)
     variants = BlockVariants(model, QuantConfig(bits=8, act_bits=8), calib_x=torch.randn(16, *model.input_shape))
     pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(8,), branches=[Branch((0, 1, 2), None, (8, 8, 8))])
     entry = pkg.entry("block0/w8")
-    assert entry["form"] == "w8a8" and entry["act_qdq"] > 0 and entry["real_lowbit"]
-    assert entry["max_abs_error"] <= entry["tolerance"]
+    assert entry["form"] == "w8a8" and entry["kernel"] == "int8"
+    assert {"MatMulIntegerToFloat", "QLinearMatMul"} & set(entry["kernel_ops"]), entry["kernel_ops"]
+    assert 0 < entry["rel_rms_error"] <= entry["tolerance"]
+    assert entry["int8"]["engine"].startswith("onnxruntime.quantization") and entry["int8"]["calib_samples"] == 16
+
+
+def test_w8a8_conv_blocks_mix_with_fp32_blocks_in_one_branch(tmp_path):
+    model = _resnet()
+    x = torch.randn(4, *model.input_shape)
+    variants = BlockVariants(model, QuantConfig(act_bits=8, act_method="percentile"), calib_x=torch.randn(32, *model.input_shape))
+    n = len(model.blocks)
+    mixed = Branch(tuple(range(n)), None, tuple(8 if i % 2 == 0 else 32 for i in range(n)))
+    drop = next(i for i, s in enumerate(model.skippable()) if s and i > 0)
+    skip = Branch(tuple(i for i in range(n) if i != drop), None, (8,) * (n - 1))
+    pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(32, 8), branches=[mixed, skip])
+    # boundaries share one range per stage, so a chain that skips a block still fuses end to end
+    skipped = pkg.entry(pkg.fused(skip.id))
+    assert skipped["kernel"] == "int8" and "Conv" not in skipped["kernel_ops"], skipped["kernel_ops"]
+    stem, w8, fp32 = pkg.entry("stem"), pkg.entry("block0/w8"), pkg.entry("block1/fp32")
+    assert stem["form"] == "w8a8" and stem["kernel"] == "int8"  # int8_stem defaults on with act_bits=8
+    assert w8["kernel"] == "int8" and "QLinearConv" in w8["kernel_ops"] and "Conv" not in w8["kernel_ops"]
+    assert "BatchNormalization" not in w8["kernel_ops"] and w8["int8"]["calibration"] == "percentile"
+    assert fp32["kernel"] == "float" and "QLinearConv" not in fp32["kernel_ops"]
+    fused = pkg.entry(pkg.fused(mixed.id))
+    assert fused["block_forms"] == ["w8a8" if i % 2 == 0 else "fp32" for i in range(n)]
+    assert {"QLinearConv", "Conv"} <= set(fused["kernel_ops"])
+    xs = np.random.default_rng(3).standard_normal((2, *model.input_shape)).astype(np.float32)
+    h = xs
+    for key in pkg.chain(mixed.id):
+        h = _run(pkg.path(key), h)
+    fused_out = _run(pkg.path(pkg.fused(mixed.id)), xs)
+    assert np.abs(h - fused_out).max() <= 1e-3 + 2e-2 * np.abs(fused_out).max()
 
 
 class _Fft(torch.nn.Module):
@@ -170,21 +202,23 @@ def test_merged_chain_is_one_graph_equal_to_fused(exported):
             path.unlink()
 
 
-def test_recommended_session_config_folds_dequantize_without_changing_outputs(exported, tmp_path):
+def test_plain_session_folds_low_bit_conv_weights_at_load(exported, tmp_path):
     from edgeinf.exporters.onnx.check import session
 
     kind, variants, pkg = exported
     entry = pkg.entry("block1/w4")
-    if kind == "vit":  # MatMulNBits is a real kernel: nothing to fold
-        assert "ort_session_config" not in entry
+    assert "ort_session_config" not in entry  # nothing a plain session lacks
+    if kind == "vit":  # MatMulNBits is a real kernel
+        assert entry["kernel"] == "nbits"
         return
-    config = entry["ort_session_config"]
-    x = np.random.default_rng(2).standard_normal((2, *variants.model.trace_shapes()[1])).astype(np.float32)
-    plain = session(str(pkg.path("block1/w4"))).run(None, {"features": x})[0]
+    assert entry["kernel"] == "simulated" and set(entry["weights"].values()) == {"FoldedAtLoad"}
     opt = str(tmp_path / "opt.onnx")
-    folded = session(str(pkg.path("block1/w4")), optimized_path=opt, config=config).run(None, {"features": x})[0]
-    np.testing.assert_allclose(folded, plain, rtol=1e-5, atol=1e-5)
-    assert "DequantizeLinear" not in {n.op_type for n in onnx.load(opt).graph.node}
+    session(str(pkg.path("block1/w4")), optimized_path=opt)
+    ops = {n.op_type for n in onnx.load(opt).graph.node}
+    assert not ops & {"DequantizeLinear", "Cast", "Mul", "BatchNormalization"}, ops  # folded and fused at load
+    stored = {t.data_type for t in onnx.load(str(pkg.path("block1/w4"))).graph.initializer}
+    assert onnx.TensorProto.INT4 in stored  # the file keeps the 4-bit codes
+    assert pkg.entry("block1/fp32")["kernel"] == "float"
 
 
 def test_weights_are_stored_once_and_every_graph_reads_them_in_place(exported):

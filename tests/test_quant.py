@@ -31,7 +31,8 @@ def test_config_rejects_bad_values_in_one_line(kwargs, fragment):
 
 def test_config_labels_and_round_trip():
     cfg = QuantConfig(bits=4, group_size=32, act_bits=8)
-    assert cfg.label == "w4g32a8-mse" and QuantConfig(bits=16).label == "fp16"
+    assert cfg.label == "w4g32-mse" and QuantConfig(bits=16).label == "fp16"  # activations quantize at 8 bits only
+    assert cfg.with_bits(8).label == "w8a8" and cfg.with_bits(8).engine_config().group_size is None
     assert QuantConfig.from_dict(cfg.to_dict()) == cfg and cfg.with_bits(8).bits == 8
     with pytest.raises(EdgeinfError, match="unknown"):
         QuantConfig.from_dict({"bitz": 4})

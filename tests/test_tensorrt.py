@@ -125,3 +125,12 @@ def test_engine_builds_and_cache_is_reused(tmp_path):
     mtime = first.stat().st_mtime_ns
     assert build_engine(plan, tmp_path / "cache") == first and first.stat().st_mtime_ns == mtime
     assert any(p.name.startswith("timing-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_onnxruntime_w8a8_artifacts_are_not_built_for_tensorrt():
+    from edgeinf.exporters.tensorrt import unsupported_reason
+
+    ort_form = {"form": "w8a8", "int8": {"act_type": "uint8", "act_symmetric": False}}
+    assert "int8 symmetric" in unsupported_reason(ort_form)
+    assert unsupported_reason({"form": "w8a8", "int8": {"act_type": "int8", "act_symmetric": True}}) is None
+    assert unsupported_reason({"form": "fp32"}) is None

@@ -24,6 +24,7 @@ TOOLS: dict[str, str] = {
     "run": "edgeinf.cli.run:RunTool",
     "profile": "edgeinf.cli.run:ProfileTool",
     "simulate": "edgeinf.cli.simulate:SimulateTool",
+    "build": "edgeinf.cli.build:BuildTool",
     "export": "edgeinf.cli.export:ExportTool",
     "inspect": "edgeinf.cli.inspect:InspectTool",
     "train-scheduler": "edgeinf.cli.learned:TrainSchedulerTool",

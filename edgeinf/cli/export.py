@@ -56,9 +56,14 @@ class ExportTool(Tool):
         q.add_argument("--group-size", type=nonneg_int, default=None, help="weights per scale along K; 0 = per output channel "
                        "(default 32; with --act-bits 8: per channel, which onnxruntime fuses into int8 MatMul kernels)")
         q.add_argument("--method", default="mse", choices=("mse", "percentile", "rtn"), help="weight scale method")
-        q.add_argument("--act-bits", type=int, default=None, choices=(8,), help="8 = int8 QDQ activations (calibrated)")
+        q.add_argument("--act-bits", type=int, default=None, choices=(8,),
+                       help="8 = the 8-bit level (and the stem) become static int8 w8a8: onnxruntime's integer kernels, "
+                       "activations calibrated on 128 inputs (docs/quantization.md)")
+        q.add_argument("--act-method", default="minmax", choices=("minmax", "percentile", "entropy"),
+                       help="w8a8 activation calibration (default minmax)")
         q.add_argument("--accuracy-level", default="auto", choices=("auto", "0", "4"),
-                       help="MatMulNBits compute precision: 4 = int8 (fast), 0 = fp32; auto = 4 where within tolerance")
+                       help="MatMulNBits compute precision: 4 = int8 activations, 0 = fp32; auto = the faster of the "
+                       "two within tolerance (timed at export)")
         m = parser.add_argument_group("Checkpoint models (MODEL is a state-dict file, read with weights_only=True)")
         m.add_argument("--arch", default=None, metavar="SPEC", help="the architecture the checkpoint belongs to: a zoo "
                        "name, timm:MODEL_NAME or package.module:factory (e.g. torchvision.models:resnet18)")
@@ -87,37 +92,36 @@ class ExportTool(Tool):
         return 0
 
     def _export(self, args: argparse.Namespace, formats: list[str]):
+        from edgeinf.builder.source import check_profile
+        from edgeinf.builder.stages import export
         from edgeinf.exporters import models
-        from edgeinf.exporters.export import export_package
         from edgeinf.profile import load_profile
-        from edgeinf.quant import BlockVariants, QuantConfig
-
+        from edgeinf.quant import QuantConfig
         from edgeinf.zoo.checkpoint import parse_arch_kwargs
 
         arch_kwargs = parse_arch_kwargs(args.arch_kwargs)
         source = models.load_source(args.model, args.adapter, args.input_shape, args.cache, args.seed, args.arch,
                                     arch_kwargs)
         group = args.group_size if args.group_size is not None else (0 if args.act_bits else 32)
-        quant = QuantConfig(group_size=group or None, method=args.method, act_bits=args.act_bits)
+        quant = QuantConfig(group_size=group or None, method=args.method, act_bits=args.act_bits, act_method=args.act_method)
         command = "edgeinf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         with tempfile.TemporaryDirectory() as tmp:
             profile_path = Path(args.profile) if args.profile else None
             if profile_path is not None:
                 profile = load_profile(profile_path)[0]
+                check_profile(profile, source.model, f"--profile {profile_path}")  # before anything is written
                 quant = QuantConfig.from_dict(profile["quant"])
                 levels = args.bits or profile["space"]["bit_levels"]
             else:
                 levels = args.bits or [32, 16, 8, 4, 2]
                 profile_path = models.quick_profile(source, Path(tmp), sorted({32, *levels}, reverse=True), quant, args.max_branches, args.seed)
             levels = sorted({32, *levels}, reverse=True)
-            calib = models.calib_inputs(source) if quant.act_bits else None
-            variants = BlockVariants(source.model, quant, calib_x=calib, kernels="simulate")  # ONNX reads plain Linear
             branches = args.branches if profile_path is not None else models.full_branches(source.model, levels)
             level = None if args.accuracy_level == "auto" else int(args.accuracy_level)
-            return export_package(variants, args.out, check_x=models.check_inputs(source), bit_levels=levels,
-                                  profile_path=profile_path, branches=branches, formats=formats,
-                                  accuracy_level=level, resource=args.pareto_on, command=command,
-                                  force=args.force)
+            return export(source.model, args.out, quant=quant, bit_levels=levels, profile_path=profile_path,
+                          check_x=models.check_inputs(source), fused=branches, pareto_on=args.pareto_on,
+                          calib_x=models.calib_inputs(source) if quant.act_bits else None, formats=formats,
+                          accuracy_level=level, command=command, force=args.force)
 
 
 def _summary(pkg) -> dict:

@@ -81,6 +81,23 @@ def load_labels(path: str | None, n_inputs: int) -> "np.ndarray | None":  # noqa
     return y
 
 
+def _static_branch(package: str, branch: str):
+    """The static scheduler on ``branch`` (an id from edgeinf inspect, or ``full``)."""
+    from edgeinf.package import load_package
+    from edgeinf.runtime.schedulers import Static
+
+    rows = load_package(package).branches
+    if branch != "full":
+        if branch not in {r["id"] for r in rows}:
+            raise EdgeinfError(f"branch {branch!r} is not in the package; list them with edgeinf inspect PKG --all-branches")
+        return Static(branch)
+    n = 1 + max(max(r["blocks"]) for r in rows)
+    full = [r for r in rows if r["exit"] is None and list(r["blocks"]) == list(range(n))]
+    if not full:
+        raise EdgeinfError("the package has no full branch (every block, final head); pass a branch id")
+    return Static(max(full, key=lambda r: min(r["bits"] or [32]))["id"])
+
+
 class RunTool(Tool):
     """Run inputs through a package under a latency budget and print the records."""
 
@@ -96,6 +113,9 @@ class RunTool(Tool):
                             choices=("lut", "static", "threshold", "gates", "gates-next", "content"),
                             help="gates, gates-next and content load the scheduler trained into the package "
                                  "(edgeinf train-scheduler); default lut")
+        parser.add_argument("--branch", default=None, metavar="ID|full",
+                            help="always run this branch (the static scheduler); full = every block, the final "
+                                 "head, the highest bits")
         parser.add_argument("--repeat", type=positive_int, default=1, help="passes over the inputs")
         parser.add_argument("-v", "--verbose", action="store_true",
                             help="print the load time, the first call's time and the resident memory (to stderr)")
@@ -105,7 +125,8 @@ class RunTool(Tool):
 
         from edgeinf.runtime.runtime import Runtime
 
-        with Runtime.load(args.package, backend=args.backend, scheduler=args.scheduler, board=args.board,
+        scheduler = _static_branch(args.package, args.branch) if args.branch else args.scheduler
+        with Runtime.load(args.package, backend=args.backend, scheduler=scheduler, board=args.board,
                           **backend_options(args)) as rt:
             xs = load_inputs(args.input, rt.input_spec)
             ys = load_labels(args.labels, len(xs))

@@ -54,9 +54,10 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
     ``edgeinf export CKPT --arch NAME``), loaded into the zoo architecture instead of its weights.
     """
     from edgeinf import zoo
+    from edgeinf.builder.stages import quantize
     from edgeinf.learned.evaluate import branch_probs
     from edgeinf.package import load_package
-    from edgeinf.quant import BlockVariants, QuantConfig
+    from edgeinf.quant import QuantConfig
     from edgeinf.runtime._package import branch_table
 
     pkg = load_package(pkg_dir)
@@ -66,13 +67,13 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
                            "pass --model with the zoo model it was exported from")
     table = branch_table(pkg.manifest, "onnxruntime")
     if checkpoint is not None:
-        from edgeinf.exporters.models import load_source
+        from edgeinf.builder.source import load_model
 
-        model = load_source(str(checkpoint), arch=name).model.eval()
+        model = load_model(str(checkpoint), arch=name).eval()
     else:
         model = zoo.get(name).eval()
     data = zoo.load_digits(model.input_shape[-1])
-    variants = BlockVariants(model, QuantConfig.from_dict(pkg.manifest.get("quant") or {}))
+    variants = quantize(model, QuantConfig.from_dict(pkg.manifest.get("quant") or {}))  # the build's PTQ stage
     t0 = time.perf_counter()
     pv = branch_probs(model, variants, table.branches, data.x_val)
     pt = branch_probs(model, variants, table.branches, data.x_test)

@@ -62,6 +62,7 @@ STATS = Map(OneOf((Num(), Null())), key=Str(max_len=64))
 LATENCY = OneOf((MS, STATS, Null()))
 SHAPE = List(OneOf((Int(0, 1 << 31), Str(max_len=64), Null())), max_len=16)
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool")
+KERNELS = ("int8", "nbits", "simulated", "float")  # values of an artifact's optional "kernel"
 TENSOR = Obj({"name": SHORT, "shape": SHAPE, "dtype": Str(max_len=32, choices=DTYPES)})
 
 ARTIFACT_FIELDS = {
@@ -74,6 +75,9 @@ ARTIFACT_FIELDS = {
     "ort_session_config": Map(Str(max_len=8), key=Str(max_len=128, choices=tuple(ORT_SESSION_CONFIG)), max_keys=16),
     # weights artifacts (role "weights") this ONNX graph reads as external data, by key
     "external_data": List(KEY, max_len=4096),
+    # what a plain onnxruntime CPU session runs, read from its optimized graph at export
+    "kernel": Str(max_len=16, choices=KERNELS), "kernel_ops": Map(Int(0, 1 << 31), key=Str(max_len=128)),
+    "rel_rms_error": OneOf((Num(), Null())),  # w8a8 against the fp32 block
 }
 ARTIFACT_REQUIRED = ("key", "role", "backend", "path", "sha256", "size_bytes")
 

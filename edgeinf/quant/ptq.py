@@ -80,7 +80,7 @@ def quantize_module(module: "nn.Module", config: QuantConfig | None = None,
             for name in quantizable_weights(qmodule):
                 deq, packed[name] = quantize_weight(params[name], config)
                 params[name].copy_(deq)
-    if config.act_bits is not None and not config.is_float:
+    if config.static_int8:
         if calib_inputs is None:
             raise EdgeinfError("int8 activations need calibration data; pass calib_inputs (about 128 block inputs)")
         calibrate_activations(qmodule, calib_inputs, config)
@@ -145,7 +145,7 @@ def _range_of(arrays: list[np.ndarray], config: QuantConfig) -> float:
     if not arrays:
         return 1.0
     values = np.concatenate(arrays)
-    if config.act_method == "percentile":
+    if config.act_method == "percentile":  # "entropy" is onnxruntime's calibrator; min-max here
         return float(np.percentile(values, config.act_percentile))
     return float(values.max())
 

@@ -56,10 +56,12 @@ class BlockVariants:
         self._swapped: dict[tuple[int, int], list[str]] = {}
         self._choice: tuple[bool, str | None] | None = None
         self._calib: list["torch.Tensor"] | None = None
+        self._calib_x: "torch.Tensor | None" = None
         if self.config.act_bits is not None:
             if calib_x is None or len(calib_x) == 0:
                 raise EdgeinfError("int8 activations need calibration data; pass calib_x (about 128 inputs)")
-            self._calib = self._block_inputs(calib_x[: self.config.calib_samples])
+            self._calib_x = calib_x[: self.config.calib_samples]
+            self._calib = self._block_inputs(self._calib_x)
 
     def _block_inputs(self, x: "torch.Tensor") -> list["torch.Tensor"]:
         torch = require("torch", "quantization")
@@ -71,6 +73,13 @@ class BlockVariants:
                 h = block(h)
         return inputs
 
+    def calib_inputs(self, index: int | None = None) -> "torch.Tensor | None":
+        """Calibration inputs of block ``index`` along the full fp32 path (``None``: of the stem,
+        i.e. the model inputs); None when the config quantizes no activations."""
+        if self._calib is None:
+            return None
+        return self._calib_x if index is None else self._calib[index]
+
     def block(self, index: int, bits: int) -> "nn.Module":
         """Block ``index`` at ``bits`` (the original module for 32)."""
         bits = check_bits(bits)
@@ -81,7 +90,7 @@ class BlockVariants:
         key = (index, bits)
         if key not in self._modules:
             calib = None if self._calib is None else [self._calib[index]]
-            qmodule, packed = quantize_module(self.model.blocks[index], self.config.with_bits(bits), calib)
+            qmodule, packed = quantize_module(self.model.blocks[index], self.config.with_bits(bits).engine_config(), calib)
             self._swapped[key] = self._swap_linears(qmodule, packed)
             self._modules[key], self._packed[key] = qmodule, packed
         return self._modules[key]

@@ -232,7 +232,8 @@ def branch_table(manifest: dict, backend: str, require_latency: bool = True) -> 
             raise EdgeinfError(f"branch {b['id']} has no latency in the package; measure it here with: edgeinf profile PKG")
         acc = b.get("accuracy")
         if acc is None:
-            raise EdgeinfError(f"branch {b['id']} has no accuracy in the package; re-export it with a profile")
+            raise EdgeinfError(f"branch {b['id']} has no accuracy in the package; build it with labelled data "
+                               "(edgeinf build MODEL --data DATA --out PKG) or re-export it with --profile")
         rows.append(BranchInfo(b["id"], float(acc), base, tuple(b["blocks"]), b["exit"], tuple(b["bits"]),
                                f"branch/{b['id']}"))
     return BranchTable(tuple(rows))

@@ -1,4 +1,4 @@
-"""ONNX export: low-bit weight nodes (MatMulNBits, blocked DequantizeLinear), per-block and fused-branch graphs.
+"""ONNX export: low-bit weight nodes (MatMulNBits, load-time-folded codes), static int8, per-block and fused-branch graphs.
 
 Importing this package does not import torch or onnx; the functions import them when called.
 """

@@ -38,9 +38,16 @@ TOLERANCES = {
 }
 
 
-# For weight-only graphs whose low-bit weights are only dequantized (convolutions): onnxruntime then
-# constant-folds DequantizeLinear at load (and fuses BatchNorm), so the block runs at fp32 speed
-# while the file keeps int4/int8 weights. It would disable int8 QDQ fusion, so never for w<b>a8.
+# kernel kinds read from onnxruntime's optimized graph (manifest "kernel")
+INT8_OPS = frozenset({"QLinearConv", "NhwcQLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger",
+                      "ConvInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "QLinearAdd"})
+NBITS_OPS = frozenset({"MatMulNBits"})
+FLOAT_COMPUTE_OPS = frozenset({"Conv", "FusedConv", "NhwcFusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm"})
+KERNEL_KINDS = ("int8", "nbits", "simulated", "float")
+
+
+# Session config that folds DequantizeLinear weights at load: what packages exported before the
+# weights were stored in the load-time-foldable form (Cast + Mul) recommended; new ones need nothing.
 FOLD_DEQUANTIZE = {"session.disable_quant_qdq": "1"}
 
 
@@ -71,8 +78,8 @@ def kernel_report(model_bytes: bytes, weights: dict[str, str]) -> dict[str, list
     """Which packed weights onnxruntime runs as real low-bit kernels after its graph optimizations.
 
     A weight counts as real when, in the session's optimized graph, its scales feed an op of
-    :data:`REAL_LOWBIT_OPS`; it is simulated when they only feed ``DequantizeLinear`` (the
-    weight is expanded to float and a float op runs).
+    :data:`REAL_LOWBIT_OPS`; it is simulated when they only feed ``DequantizeLinear`` or the
+    load-time ``Cast`` + ``Mul`` (the weight is expanded to float and a float op runs).
 
     Returns:
         ``{"real_lowbit": [...], "simulated": [...], "ops": [op types in the optimized graph]}``.
@@ -92,3 +99,42 @@ def kernel_report(model_bytes: bytes, weights: dict[str, str]) -> dict[str, list
         (real if ops & REAL_LOWBIT_OPS else simulated).append(weight)
     counts = Counter(n.op_type for n in graph.node)
     return {"real_lowbit": sorted(real), "simulated": sorted(simulated), "ops": sorted(counts)}
+
+
+def _optimized_graph(model_bytes: bytes):
+    onnx = require("onnx", "ONNX export")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        session(model_bytes, optimized_path=path)
+        return onnx.load(path).graph
+
+
+def kernel_summary(model_bytes: bytes, quantized: bool) -> dict:
+    """What onnxruntime CPU really runs for a graph, from its optimized graph (a plain session).
+
+    ``kernel`` is ``"simulated"`` when a constant weight still goes through ``DequantizeLinear``
+    into a float Conv / MatMul / Gemm, or when a ``quantized`` graph runs no integer op at all
+    (its weights were expanded to float at load); else ``"int8"`` when integer kernels run
+    (QLinearConv, MatMulIntegerToFloat, ...), ``"nbits"`` for MatMulNBits, ``"float"`` otherwise.
+
+    Returns:
+        ``{"kernel": kind, "ops": {op type: count}, "simulated_weights": n}``.
+    """
+    graph = _optimized_graph(model_bytes)
+    consts = {t.name for t in graph.initializer}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    simulated = sum(1 for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in consts
+                    and any(u.op_type in FLOAT_COMPUTE_OPS for u in users.get(n.output[0], [])))
+    counts = Counter(n.op_type for n in graph.node)
+    if simulated:
+        kind = "simulated"
+    elif any(op in INT8_OPS for op in counts):
+        kind = "int8"
+    elif any(op in NBITS_OPS for op in counts):
+        kind = "nbits"
+    else:
+        kind = "simulated" if quantized else "float"
+    return {"kernel": kind, "ops": dict(sorted(counts.items())), "simulated_weights": simulated}

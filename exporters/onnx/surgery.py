@@ -2,8 +2,9 @@
 
 The exporter keeps parameter names as initializer names, so each packed weight is found by
 name. A Linear (``Gemm`` with ``transB=1``, or ``MatMul`` of ``Transpose(W)``) becomes one
-``MatMulNBits`` node; every other use of a packed weight (convolutions, attention projections,
-Linear under quantized activations) reads it through ``DequantizeLinear``.
+``MatMulNBits`` node; every other use of a packed weight (convolutions, attention projections)
+reads it through ``Cast`` + ``Mul`` of the stored codes, which onnxruntime folds into a float
+weight when the session loads (simulated low-bit: fp32 speed, low-bit storage and values).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.exporters.onnx.lowbit import MS_DOMAIN, dequantize_weight, matmul_nbits, nbits_block_size
+from edgeinf.exporters.onnx.lowbit import MS_DOMAIN, folded_weight, matmul_nbits, nbits_block_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -64,14 +65,13 @@ def replace_weights(model: "onnx.ModelProto", packed: dict[str, "PackedWeight"],
         model: an exported graph whose initializers carry the parameter names.
         packed: ``{initializer name: PackedWeight}``.
         shapes: the original float shape of each weight.
-        use_nbits: turn Linear layers into ``MatMulNBits``; False reads every weight through
-            ``DequantizeLinear``.
+        use_nbits: turn Linear layers into ``MatMulNBits``; False folds every weight at load.
         accuracy_level: MatMulNBits compute precision (0 = fp32, 4 = int8 activations), or
             ``{weight name: level}`` (4 for weights not named).
         where: names the graph in errors (e.g. ``"block 3"``).
 
     Returns:
-        ``{weight name: "MatMulNBits" | "DequantizeLinear"}``.
+        ``{weight name: "MatMulNBits" | "FoldedAtLoad"}``.
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -88,8 +88,8 @@ def replace_weights(model: "onnx.ModelProto", packed: dict[str, "PackedWeight"],
             _to_nbits(graph, name, pw, linear, level)
             how[name] = "MatMulNBits"
         else:
-            _to_dequantize(graph, name, pw, shapes[name])
-            how[name] = "DequantizeLinear"
+            _to_folded(graph, name, pw, shapes[name])
+            how[name] = "FoldedAtLoad"
         graph.initializer.remove(inits[name])
     _toposort(graph)
     _set_opsets(model, uses_ms=any(v == "MatMulNBits" for v in how.values()))
@@ -132,8 +132,8 @@ def _to_nbits(graph, name: str, pw, linear, accuracy_level: int) -> None:
     graph.initializer.extend(built.initializers)
 
 
-def _to_dequantize(graph, name: str, pw, shape) -> None:
-    built = dequantize_weight(pw, tuple(int(s) for s in shape), name, _safe(name))
+def _to_folded(graph, name: str, pw, shape) -> None:
+    built = folded_weight(pw, tuple(int(s) for s in shape), name, _safe(name))
     graph.node.extend(built.nodes)
     graph.initializer.extend(built.initializers)
 

@@ -96,7 +96,7 @@ def export_graph(module: "nn.Module", sample: "torch.Tensor", input_name: str, o
         input_name, output_name: the graph's tensor names.
         packed: ``{parameter name: PackedWeight}`` to emit as low-bit weights.
         fp16: fp16 weights and compute inside, float32 input and output.
-        use_nbits: Linear layers as MatMulNBits (else DequantizeLinear + MatMul).
+        use_nbits: Linear layers as MatMulNBits (else folded to a float weight at load).
         accuracy_level: MatMulNBits compute precision.
         where: names the graph in errors, e.g. ``"block 3"``.
 

@@ -61,6 +61,11 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     device, skipped = device_info(), {}
     for key, art in artifacts.items():
+        reason = unsupported_reason(art.meta)
+        if reason is not None:
+            skipped[key] = reason
+            log.warning("TensorRT: %s skipped: %s", key, reason)
+            continue
         data, rewritten = trt_onnx_bytes(art.data)
         onnx_rel = "onnx/" + key.replace("/", ".") + ".onnx"
         if rewritten:
@@ -80,6 +85,20 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
                      device=device.__dict__, cache_key=cache_key(device, plan), batch=batch.__dict__)
     pkg.manifest["tensorrt"] = {"device": device.__dict__, "batch": batch.__dict__, "skipped": skipped}
     return skipped
+
+
+def unsupported_reason(meta: dict) -> str | None:
+    """Why TensorRT cannot build an artifact as exported, or None.
+
+    onnxruntime's CPU int8 kernels are fastest with uint8 (asymmetric) activations; TensorRT's
+    explicit quantization takes only int8 Q/DQ with zero point 0, so a ``w8a8`` artifact made
+    for onnxruntime CPU is not built (the device runs its ONNX form), never silently in float.
+    """
+    int8 = meta.get("int8") or {}
+    if int8.get("act_type") == "uint8" or int8.get("act_symmetric") is False:
+        return ("w8a8 artifact has uint8 asymmetric activations (onnxruntime CPU form); TensorRT needs int8 "
+                "symmetric ones: quantize for backend 'tensorrt' (edgeinf.exporters.onnx.int8)")
+    return None
 
 
 def _sha(data: bytes) -> str:

@@ -1,0 +1,412 @@
+"""Bits that buy latency: static int8 (w8a8) and weight-only low-bit packages in onnxruntime CPU, one thread.
+
+One run, every variant measured side by side in interleaved rounds (medians of rounds, per-round
+ratios); writes benchmarks/results/int8-<host>.json.
+
+1. torchvision resnet18 (random weights) at 3x64x64 and 3x224x224: the package's fused full
+   branch fp32 / w8a8 / w4 against onnxruntime's own ``quantize_static`` after ``quant_pre_process``
+   on the whole model (goal: w8a8 at least as fast as that reference, >= 3x fp32 at 224^2 and
+   >= 5x at 64^2); every per-block artifact at fp32 / w8a8 / w4 in a plain session (goal: w8a8
+   faster than fp32, w4 not slower); composed chain vs fused graph (goal <= 1.10x); the device
+   profiler's measured latency of branches that differ only in bits (median fp32 / w8a8).
+2. Accuracy: resnet18(num_classes=10) trained a few epochs (seeded, CPU) on scikit-learn's digits
+   upscaled to 3x64x64; fp32 vs w8a8 (min-max and percentile calibration) vs onnxruntime's
+   reference on the 360 test digits (goal: <= 1 point loss), and the cost of each block alone.
+3. timm deit_tiny (random weights): Linear w4 (MatMulNBits) and w8a8 blocks vs fp32 (goal w4 >= 1.5x).
+
+Usage:
+    python benchmarks/bench_int8.py            # full run (about 10 min on a 2-core VM)
+    python benchmarks/bench_int8.py --quick    # 64x64 only, short timing, 1 epoch: checks the script
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgeinf import bench
+from edgeinf._atomic import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NOTE = ("this 2-core x86 VM (AVX-512 VNNI), onnxruntime CPU, one intra-op thread, batch 1; other work "
+        "shared the CPU during the run, so variants are interleaved and medians of rounds reported")
+
+
+# -- timing --------------------------------------------------------------------------------
+def _session(model, threads: int = 1):
+    from edgeinf.exporters.onnx.check import session
+
+    return session(str(model) if isinstance(model, Path) else model, threads=threads)
+
+
+def _call(sess, x: np.ndarray):
+    feed = {sess.get_inputs()[0].name: x}
+    return lambda: sess.run(None, feed)[0]
+
+
+def rounds(calls: dict, n_rounds: int, per_round: int, base: str | None = None) -> dict:
+    """Per variant: median over rounds of the per-round median ms; per-round ratios base / variant.
+
+    Every round runs each variant ``per_round`` times, in turn, so slow phases of a shared
+    machine hit all variants alike.
+    """
+    for fn in calls.values():  # warm-up
+        fn(), fn()
+    per = {k: [] for k in calls}
+    for _ in range(n_rounds):
+        for name, fn in calls.items():
+            t = []
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                t.append((time.perf_counter() - t0) * 1e3)
+            per[name].append(float(np.median(t)))
+    out = {k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v)), "rounds": len(v)} for k, v in per.items()}
+    if base is not None:
+        for k, v in per.items():
+            r = np.asarray(per[base]) / np.asarray(v)
+            out[k][f"ratio_{base}_over_this"] = float(np.median(r))
+    return out
+
+
+# -- models --------------------------------------------------------------------------------
+def _resnet18(num_classes: int = 1000, seed: int = 0):
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(num_classes=num_classes).eval()
+
+
+def _split(model, size: int):
+    from edgeinf.adapters.resnet import split_resnet
+
+    return split_resnet(model, (3, size, size)).eval()
+
+
+def _full(n: int, bits: int):
+    from edgeinf.branch import Branch
+
+    return Branch(tuple(range(n)), None, (bits,) * n)
+
+
+def _profile_pairs(model) -> list:
+    """Skip sets (the full one and a few skipping blocks) at fp32 and at w8a8: pairs that differ only in bits."""
+    from edgeinf.branch import Branch
+
+    n, skip = len(model.blocks), [i for i, s in enumerate(model.skippable()) if s and i > 0]
+    sets = [()] + [(i,) for i in skip[:3]] + [tuple(skip[:2])]
+    out = []
+    for drop in sets:
+        kept = tuple(i for i in range(n) if i not in drop)
+        out += [Branch(kept, None, (32,) * len(kept)), Branch(kept, None, (8,) * len(kept))]
+    return out
+
+
+def _export(split_model, calib, check, out: Path, bit_levels, branches, **quant):
+    from edgeinf.exporters.export import export_package
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    variants = BlockVariants(split_model, QuantConfig(act_bits=8, **quant), calib_x=calib, kernels="simulate")
+    return export_package(variants, out, check_x=check, bit_levels=bit_levels, branches=branches)
+
+
+def ort_reference(model, size: int, calib: np.ndarray, tmp: Path) -> tuple[bytes, bytes]:
+    """(fp32 graph, onnxruntime's quantize_static of it after quant_pre_process) of the whole torch model."""
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, pre, q = tmp / f"ref{size}.onnx", tmp / f"ref{size}-pre.onnx", tmp / f"ref{size}-int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(fp32), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    quant_pre_process(str(fp32), str(pre))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(range(0, len(calib), 16))
+
+        def get_next(self):
+            i = next(self.it, None)
+            return None if i is None else {"input": calib[i:i + 16]}
+
+    quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return fp32.read_bytes(), q.read_bytes()
+
+
+# -- 1. speed ------------------------------------------------------------------------------
+def bench_resnet_speed(size: int, tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
+    import torch
+
+    from edgeinf.branch import Branch
+
+    torch.manual_seed(1)
+    model = _resnet18()
+    sm = _split(model, size)
+    n = len(sm.blocks)
+    calib, check = torch.randn(64, 3, size, size), torch.randn(2, 3, size, size)
+    mixed = Branch(tuple(range(n)), None, tuple(8 if i % 2 == 0 else 32 for i in range(n)))
+    fused = [_full(n, 32), _full(n, 8), _full(n, 4), mixed]
+    pairs = _profile_pairs(sm)
+    t0 = time.perf_counter()
+    pkg = _export(sm, calib, check, tmp / f"resnet18-{size}", (32, 8, 4), fused + [b for b in pairs if b not in fused])
+    export_s = time.perf_counter() - t0
+    ref_fp32, ref_int8 = ort_reference(model, size, calib.numpy(), tmp)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    # "fp32": the whole torchvision model as one fp32 graph (the package's fp32 branch has the int8 stem)
+    full = {"fp32": _call(_session(ref_fp32), x),
+            "w8a8": _call(_session(pkg.path(pkg.fused(_full(n, 8).id))), x),
+            "ort_quantize_static": _call(_session(ref_int8), x),
+            "fp32_blocks_int8_stem": _call(_session(pkg.path(pkg.fused(_full(n, 32).id))), x),
+            "w4_blocks_int8_stem": _call(_session(pkg.path(pkg.fused(_full(n, 4).id))), x)}
+    result = {"size": size, "export_s": export_s, "full_branch": rounds(full, n_rounds, per_round, base="fp32")}
+    result["full_branch_w8a8_over_reference_speed"] = (result["full_branch"]["ort_quantize_static"]["p50_ms"]
+                                                       / result["full_branch"]["w8a8"]["p50_ms"])
+    result["blocks"] = _bench_blocks(pkg, sm, x, n_rounds, per_round)
+    result["composed_vs_fused"] = _bench_composed(pkg, [_full(n, 32), _full(n, 8), mixed], x, n_rounds, per_round)
+    result["profile"] = _bench_profile(pkg, pairs, profile_repeats)
+    result["kernels"] = {a["key"]: a.get("kernel") for a in pkg.artifacts if a["role"] in ("stem", "block", "head", "branch")}
+    return result
+
+
+def _bench_blocks(pkg, sm, x, n_rounds: int, per_round: int) -> list[dict]:
+    import torch
+
+    with torch.no_grad():
+        h = sm.stem(torch.from_numpy(x))
+        inputs = []
+        for block in sm.blocks:
+            inputs.append(h.numpy())
+            h = block(h)
+    out = []
+    for i, feat in enumerate(inputs):
+        calls = {tag: _call(_session(pkg.path(f"block{i}/{tag}")), feat) for tag in ("fp32", "w8", "w4")}
+        row = rounds(calls, n_rounds, per_round, base="fp32")
+        row = {"w8a8" if k == "w8" else k: v for k, v in row.items()}
+        out.append({"block": i, **row, "kernel": {t: pkg.entry(f"block{i}/{t}")["kernel"] for t in ("fp32", "w8", "w4")}})
+    return out
+
+
+def _bench_composed(pkg, branches, x, n_rounds: int, per_round: int) -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_export import _chain_call
+
+    from edgeinf.exporters.onnx.compose import compose_chain
+
+    out = []
+    for b in branches:
+        keys = pkg.chain(b.id)
+        calls = {"fused": _call(_session(pkg.path(pkg.fused(b.id))), x),
+                 "composed_merged": _call(_session(compose_chain([pkg.path(k).read_bytes() for k in keys])), x),
+                 "composed_sessions": _chain_call([_session(pkg.path(k)) for k in keys], x)}
+        row = rounds(calls, n_rounds, per_round, base="fused")
+        out.append({"branch": b.id, **row,
+                    "merged_over_fused": row["composed_merged"]["p50_ms"] / row["fused"]["p50_ms"],
+                    "sessions_over_fused": row["composed_sessions"]["p50_ms"] / row["fused"]["p50_ms"]})
+    return out
+
+
+def _bench_profile(pkg, pairs, repeats: int) -> dict:
+    """The device profiler's loop (edgeinf.runtime.measure.measure_branches) over the package's
+    executor (one thread), then fp32 / w8a8 per pair. The random-weight model has no accuracy,
+    so the table is built here (accuracy 0) instead of from a profile."""
+    from types import SimpleNamespace
+
+    from edgeinf.runtime._package import build_executor
+    from edgeinf.runtime.table import BranchInfo
+    from edgeinf.runtime.measure import measure_branches
+
+    executor = build_executor(pkg, "onnxruntime", intra_op_threads=1, inter_op_threads=1)
+    table = [BranchInfo(b.id, 0.0, 1.0, b.blocks, b.exit, b.bits, f"branch/{b.id}") for b in pairs]
+    executor.activate()
+    try:
+        measured = measure_branches(SimpleNamespace(table=table, executor=executor), repeats, warmup=3)
+    finally:
+        executor.deactivate()
+    ratios = []
+    for fp, q in zip(pairs[0::2], pairs[1::2]):
+        ratios.append({"blocks": list(fp.blocks), "fp32_p50_ms": measured[fp.id]["p50"], "w8a8_p50_ms": measured[q.id]["p50"],
+                       "fp32_over_w8a8": measured[fp.id]["p50"] / measured[q.id]["p50"]})
+    return {"pairs": ratios, "median_fp32_over_w8a8": float(np.median([r["fp32_over_w8a8"] for r in ratios]))}
+
+
+# -- 2. accuracy ---------------------------------------------------------------------------
+def train_digits_resnet18(epochs: int, size: int = 64, seed: int = 0):
+    """resnet18(num_classes=10) trained on the digits at 3 x size x size (AdamW, one-cycle, seeded)."""
+    import torch
+
+    from edgeinf.zoo.digits import load_digits
+
+    data = load_digits(size=size)
+    torch.manual_seed(seed)
+    model = _resnet18(10, seed).train()
+    x = torch.from_numpy(np.repeat(data.x_train, 3, axis=1))
+    y = torch.from_numpy(data.y_train)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * ((len(x) + 63) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+    return model.eval(), data, time.perf_counter() - t0
+
+
+def _accuracy(model_bytes_or_path, x: np.ndarray, y: np.ndarray) -> float:
+    sess = _session(model_bytes_or_path)
+    logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return float((logits.argmax(1) == y).mean())
+
+
+def _chain_accuracy(parts: list, x: np.ndarray, y: np.ndarray) -> float:
+    h = x
+    for part in parts:
+        sess = _session(part)
+        h = sess.run(None, {sess.get_inputs()[0].name: h})[0]
+    return float((h.argmax(1) == y).mean())
+
+
+def bench_accuracy(epochs: int, tmp: Path) -> dict:
+    import torch
+
+    from edgeinf.exporters.onnx.trace import export_graph
+
+    model, data, train_s = train_digits_resnet18(epochs)
+    sm = _split(model, 64)
+    n = len(sm.blocks)
+    rgb = lambda a: np.ascontiguousarray(np.repeat(a, 3, axis=1), dtype=np.float32)  # noqa: E731
+    x_test, y_test = rgb(data.x_test), data.y_test
+    calib = torch.from_numpy(rgb(data.x_train[:128]))
+    check = torch.from_numpy(x_test[:4])
+    out = {"train_s": train_s, "epochs": epochs, "test_samples": int(len(y_test)), "calib_samples": 128}
+    fp32_stem = export_graph(sm.stem, check, "input", "features")[0].SerializeToString()
+    for method in ("minmax", "percentile"):
+        pkg = _export(sm, calib, check, tmp / f"digits-{method}", (32, 8), [_full(n, 32), _full(n, 8)], act_method=method)
+        acc = {"fp32": _accuracy(pkg.path(pkg.fused(_full(n, 32).id)), x_test, y_test),
+               "w8a8": _accuracy(pkg.path(pkg.fused(_full(n, 8).id)), x_test, y_test)}
+        fp32_parts = lambda j, tag: [fp32_stem] + [pkg.path(f"block{i}/{tag if i == j else 'fp32'}") for i in range(n)] + [pkg.path("head")]  # noqa: E731
+        acc["fp32_with_int8_stem_only"] = _chain_accuracy([pkg.path("stem")] + [pkg.path(f"block{i}/fp32") for i in range(n)] + [pkg.path("head")], x_test, y_test)
+        acc["fp32_all_float"] = _chain_accuracy(fp32_parts(-1, "fp32"), x_test, y_test)
+        acc["one_block_w8a8"] = [_chain_accuracy(fp32_parts(j, "w8"), x_test, y_test) for j in range(n)]
+        acc["block_rel_rms_error"] = [pkg.entry(f"block{i}/w8")["rel_rms_error"] for i in range(n)]
+        acc["loss_points"] = 100 * (acc["fp32_all_float"] - acc["w8a8"])
+        out[method] = acc
+    ref_fp32, ref_int8 = ort_reference(model, 64, calib.numpy(), tmp)
+    out["ort_quantize_static"] = {"fp32": _accuracy(ref_fp32, x_test, y_test), "int8": _accuracy(ref_int8, x_test, y_test)}
+    return out
+
+
+# -- 3. ViT --------------------------------------------------------------------------------
+def bench_deit(tmp: Path, n_rounds: int, per_round: int, max_blocks: int | None) -> dict:
+    import timm
+    import torch
+
+    from edgeinf.adapters import split
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    for mod in model.modules():  # fused SDPA does not export with torch 2.14's TorchScript exporter
+        if hasattr(mod, "fused_attn"):
+            mod.fused_attn = False
+    sm = split(model).eval()
+    if max_blocks:
+        sm.blocks = sm.blocks[:max_blocks]
+    from edgeinf.exporters.export import export_package
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    variants = BlockVariants(sm, QuantConfig(group_size=32), kernels="simulate")
+    check = torch.randn(2, 3, 224, 224)
+    pkg = export_package(variants, tmp / "deit", check_x=check, bit_levels=(32, 4), branches=[])
+    variants8 = BlockVariants(sm, QuantConfig(act_bits=8, int8_stem=False), calib_x=torch.randn(32, 3, 224, 224), kernels="simulate")
+    pkg8 = export_package(variants8, tmp / "deit8", check_x=check, bit_levels=(8,), branches=[])
+    with torch.no_grad():
+        h = sm.stem(check[:1])
+    rows = []
+    for i, block in enumerate(sm.blocks):
+        feat = h.numpy()
+        calls = {"fp32": _call(_session(pkg.path(f"block{i}/fp32")), feat), "w4": _call(_session(pkg.path(f"block{i}/w4")), feat),
+                 "w8a8": _call(_session(pkg8.path(f"block{i}/w8")), feat)}
+        w4 = pkg.entry(f"block{i}/w4")
+        rows.append({"block": i, **rounds(calls, n_rounds, per_round, base="fp32"), "w4_kernel": w4["kernel"],
+                     "w4_accuracy_level": w4.get("accuracy_level"), "w4_latency_ms_by_accuracy_level": w4.get("latency_ms_by_accuracy_level"),
+                     "w4_max_abs_error_by_accuracy_level": w4.get("max_abs_error_by_accuracy_level")})
+        with torch.no_grad():
+            h = block(h)
+    return {"model": "deit_tiny_patch16_224", "tokens": int(h.shape[1]), "blocks": rows,
+            "median_fp32_over_w4": float(np.median([r["w4"]["ratio_fp32_over_this"] for r in rows])),
+            "median_fp32_over_w8a8": float(np.median([r["w8a8"]["ratio_fp32_over_this"] for r in rows]))}
+
+
+# -- main ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="64,224", help="resnet18 input sizes (default 64,224)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default 15)")
+    parser.add_argument("--per-round", type=int, default=5, help="calls per variant per round (default 5)")
+    parser.add_argument("--profile-repeats", type=int, default=30, help="device-profiler repeats per branch (default 30)")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs of the digits resnet18 (default 4)")
+    parser.add_argument("--quick", action="store_true", help="64x64 only, 3 rounds, 1 epoch, 2 DeiT blocks: checks the script")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/int8-<host>.json)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.rounds, args.per_round, args.profile_repeats, args.epochs = "64", 3, 2, 5, 1
+    doc = {"schema": "edgeinf.bench-int8/1", "host": socket.gethostname(), "note": NOTE, "quick": args.quick,
+           "rounds": args.rounds, "per_round": args.per_round,
+           "environment": bench.environment(threads={"ort_intra_op": 1}),
+           "goals": {"w8a8_over_fp32_min": {"64": 5.0, "224": 3.0}, "w8a8_vs_reference": ">= 1 (at least as fast)",
+                     "accuracy_loss_points_max": 1.0, "block_w8a8_faster": True, "vit_w4_over_fp32_min": 1.5,
+                     "composed_over_fused_max": 1.10}}
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
+        doc["resnet18"] = [bench_resnet_speed(int(s), Path(tmp), args.rounds, args.per_round, args.profile_repeats)
+                           for s in args.sizes.split(",")]
+        doc["accuracy"] = bench_accuracy(args.epochs, Path(tmp))
+        doc["deit_tiny"] = bench_deit(Path(tmp), args.rounds, args.per_round, 2 if args.quick else None)
+    out = args.out or RESULTS / f"int8-{socket.gethostname()}.json"
+    write_json(out, doc)
+    _print(doc, out)
+    return 0
+
+
+def _print(doc: dict, out: Path) -> None:
+    for r in doc["resnet18"]:
+        f = r["full_branch"]
+        print(f"resnet18 3x{r['size']}x{r['size']} full branch, one thread (p50 ms; fp32 / variant):")
+        for k, v in f.items():
+            print(f"  {k:<22} {v['p50_ms']:8.3f} ms  {v['ratio_fp32_over_this']:6.2f}x")
+        print(f"  w8a8 vs onnxruntime quantize_static: {r['full_branch_w8a8_over_reference_speed']:.2f}x its speed")
+        print("  per block fp32/w8a8, fp32/w4: " + ", ".join(
+            f"{b['block']}: {b['w8a8']['ratio_fp32_over_this']:.2f} {b['w4']['ratio_fp32_over_this']:.2f}" for b in r["blocks"]))
+        for c in r["composed_vs_fused"]:
+            print(f"  composed/fused {c['branch']}: merged {c['merged_over_fused']:.3f}, "
+                  f"one session per block {c['sessions_over_fused']:.3f}")
+        print(f"  profiled branches differing only in bits: median fp32/w8a8 = {r['profile']['median_fp32_over_w8a8']:.2f}")
+    a = doc["accuracy"]
+    for m in ("minmax", "percentile"):
+        print(f"digits resnet18 64x64 accuracy ({m}): fp32 {a[m]['fp32_all_float']:.4f}  w8a8 {a[m]['w8a8']:.4f}  "
+              f"loss {a[m]['loss_points']:.2f} points")
+    print(f"  onnxruntime quantize_static: fp32 {a['ort_quantize_static']['fp32']:.4f} int8 {a['ort_quantize_static']['int8']:.4f}")
+    d = doc["deit_tiny"]
+    print(f"deit_tiny blocks: median fp32/w4 {d['median_fp32_over_w4']:.2f}, fp32/w8a8 {d['median_fp32_over_w8a8']:.2f}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+    sys.exit(main())
