@@ -23,6 +23,8 @@ from edgeinf.runtime.runners.chain import ChainRunner
 from edgeinf.runtime.table import BranchInfo
 
 DEFAULT_MAX_SEGMENTS = 512  # composed sessions kept per executor (least recently used go first)
+# where onnxruntime resolves the external data of a model given as bytes
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def _composable(part: Runner) -> bool:
     """An ONNX file run by onnxruntime (not an in-memory graph, not TensorRT, not torch)."""
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
-    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None and not part.external_data
+    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None
 
 
 def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | None) -> Segment:
@@ -206,6 +208,12 @@ def _build(seg: Segment, compose_segment: Callable) -> Runner:
 
     every = (*seg.parts, *((seg.tap,) if seg.tap is not None else ()))
     config = dict(kv for p in every for kv in p.options.session_config)
+    if any(p.external_data for p in every):  # shared weights files: read beside the parts, never from the cwd
+        folders = {p.path.parent for p in every}
+        if len(folders) > 1:
+            raise EdgeinfError(f"segment {'+'.join(p.name for p in every)}: parts that read weights files lie in "
+                               f"{len(folders)} directories; keep a package's graphs in one")
+        config[EXTERNAL_FOLDER] = str(folders.pop())
     options = replace(seg.parts[0].options, session_config=tuple(sorted(config.items())))
     model = compose_segment([p.path.read_bytes() for p in seg.parts],
                             seg.tap.path.read_bytes() if seg.tap is not None else None)

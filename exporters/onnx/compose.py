@@ -38,9 +38,11 @@ def compose_segment(models: Sequence[bytes], tap: bytes | None = None) -> bytes:
 
     head = onnx.load_from_string(tap)
     want = head.graph.output[0].name
+    external = {**_detach_external(merged), **{f"tap/{k}": v for k, v in _detach_external(head).items()}}
     head = compose.add_prefix(head, "tap/")
     hidden, logits = merged.graph.output[0].name, head.graph.output[0].name
     merged = compose.merge_models(merged, head, io_map=[(hidden, head.graph.input[0].name)], outputs=[hidden, logits])
+    _attach_external(merged, external)
     if want not in (hidden, merged.graph.input[0].name):
         _rename(merged.graph, logits, want)
     return merged.SerializeToString()
