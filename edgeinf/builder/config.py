@@ -32,6 +32,7 @@ class BuildConfig:
         group_size: weights per PTQ scale along K (None = one scale per output channel).
         method: PTQ scale method: ``mse``, ``percentile`` or ``rtn``.
         act_bits: 8 = int8 activations calibrated on ``calib_samples`` training inputs; None = weight-only.
+        act_method: calibration of the w8a8 activations: minmax, percentile or entropy.
         calib_samples: training inputs used for calibration.
         exits: blocks after which an exit head is attached and trained; None = two, evenly spaced;
             ``()`` = none (the model's own exits, if it has any, are kept).
@@ -56,6 +57,7 @@ class BuildConfig:
     group_size: int | None = 32
     method: str = "mse"
     act_bits: int | None = None
+    act_method: str = "minmax"
     calib_samples: int = 128
     exits: tuple[int, ...] | None = None
     exit_epochs: int = 30
@@ -82,7 +84,8 @@ class BuildConfig:
         self._check_numbers()
         from edgeinf.quant import QuantConfig
 
-        QuantConfig(group_size=self.group_size, method=self.method, act_bits=self.act_bits)
+        QuantConfig(group_size=self.group_size, method=self.method, act_bits=self.act_bits,
+                    act_method=self.act_method)
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -120,7 +123,8 @@ class BuildConfig:
         """The PTQ settings shared by every bit level."""
         from edgeinf.quant import QuantConfig
 
-        return QuantConfig(group_size=self.group_size, method=self.method, act_bits=self.act_bits)
+        return QuantConfig(group_size=self.group_size, method=self.method, act_bits=self.act_bits,
+                    act_method=self.act_method)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (recorded in the build record; hashed into the cache key)."""

@@ -70,7 +70,10 @@ class BuildTool(Tool):
         q = parser.add_argument_group("Quantization and profile")
         q.add_argument("--group-size", type=nonneg_int, default=32, help="weights per PTQ scale along K; 0 = per channel")
         q.add_argument("--method", default="mse", choices=("mse", "percentile", "rtn"))
-        q.add_argument("--act-bits", type=int, default=None, choices=(8,), help="8 = int8 activations, calibrated")
+        q.add_argument("--act-bits", type=int, default=None, choices=(8,),
+                       help="8 = the 8-bit level is static int8 (w8a8: int8 weights and activations, onnxruntime's integer kernels)")
+        q.add_argument("--act-method", default="minmax", choices=("minmax", "percentile", "entropy"),
+                       help="activation calibration of the w8a8 level")
         q.add_argument("--host-latency-repeats", type=nonneg_int, default=10,
                        help="timed torch calls per branch on this host (0 = none; edgeinf profile measures the device)")
         d = parser.add_argument_group("Data split (when DATA is one set)")
@@ -84,7 +87,8 @@ class BuildTool(Tool):
 
         config = BuildConfig(
             input_shape=args.input_shape, mean=args.mean, std=args.std, bits=tuple(args.bits),
-            group_size=args.group_size or None, method=args.method, act_bits=args.act_bits, exits=args.exits,
+            group_size=args.group_size or None, method=args.method, act_bits=args.act_bits,
+            act_method=args.act_method, exits=args.exits,
             exit_epochs=args.exit_epochs, max_branches=args.max_branches, fused=args.branches,
             pareto_on=args.pareto_on, host_latency_repeats=args.host_latency_repeats,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, name=args.name,
