@@ -64,6 +64,7 @@ def bench_branches(pkg_dir: Path, pairs: int, threads: int, max_branches: int | 
     x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
     rows = [b for b in pkg.branches if b.get("fused")][:max_branches]
     from edgeinf.exporters.onnx.compose import compose_chain
+    from edgeinf.runtime.segments import EXTERNAL_FOLDER
 
     out = []
     for b in rows:
@@ -71,7 +72,9 @@ def bench_branches(pkg_dir: Path, pairs: int, threads: int, max_branches: int | 
         cfg = {k: pkg.entry(k).get("ort_session_config") for k in keys + [b["fused"]]}
         fused = _fused_call(_session(pkg.path(b["fused"]), threads, cfg[b["fused"]]), x)
         sessions = _chain_call([_session(pkg.path(k), threads, cfg[k]) for k in keys], x)
-        merged_cfg = cfg[b["fused"]]  # the merged graph holds the same blocks as the fused one
+        merged_cfg = dict(cfg[b["fused"]] or {})  # the merged graph holds the same blocks as the fused one
+        # an in-memory graph reads the package's weights files from the artifacts' own folder
+        merged_cfg[EXTERNAL_FOLDER] = str(pkg.path(keys[0]).parent)
         merged = _fused_call(_session(compose_chain([pkg.path(k).read_bytes() for k in keys]), threads, merged_cfg), x)
         for how, composed in (("sessions", sessions), ("merged", merged)):
             np.testing.assert_allclose(composed(), fused(), rtol=1e-4, atol=1e-4)

@@ -40,10 +40,13 @@ NOTE = ("this 2-core x86 VM (AVX-512 VNNI), onnxruntime CPU, one intra-op thread
 
 
 # -- timing --------------------------------------------------------------------------------
-def _session(model, threads: int = 1):
+def _session(model, threads: int = 1, weights_dir: Path | None = None):
+    """A one-thread session; an in-memory graph that reads a package's weights files names their folder."""
     from edgeinf.exporters.onnx.check import session
+    from edgeinf.runtime.segments import EXTERNAL_FOLDER
 
-    return session(str(model) if isinstance(model, Path) else model, threads=threads)
+    config = {EXTERNAL_FOLDER: str(weights_dir)} if weights_dir is not None else None
+    return session(str(model) if isinstance(model, Path) else model, threads=threads, config=config)
 
 
 def _call(sess, x: np.ndarray):
@@ -208,7 +211,8 @@ def _bench_composed(pkg, branches, x, n_rounds: int, per_round: int) -> list[dic
     for b in branches:
         keys = pkg.chain(b.id)
         calls = {"fused": _call(_session(pkg.path(pkg.fused(b.id))), x),
-                 "composed_merged": _call(_session(compose_chain([pkg.path(k).read_bytes() for k in keys])), x),
+                 "composed_merged": _call(_session(compose_chain([pkg.path(k).read_bytes() for k in keys]),
+                                                     weights_dir=pkg.path(keys[0]).parent), x),
                  "composed_sessions": _chain_call([_session(pkg.path(k)) for k in keys], x)}
         row = rounds(calls, n_rounds, per_round, base="fused")
         out.append({"branch": b.id, **row,

@@ -67,7 +67,7 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
                    bit_levels: Sequence[int] = (32, 8, 4, 2), profile_path: str | Path | None = None,
                    branches: str | int | Sequence[Branch] = "pareto", formats: Sequence[str] = ("onnx",),
                    accuracy_level: int | None = None, resource: str = "macs", command: str | None = None,
-                   force: bool = False) -> Package:
+                   force: bool = False, merged: str = "reachable", shared_weights: bool = True) -> Package:
     """Export ``variants.model`` into the package directory ``out`` (atomically) and load it back verified.
 
     Args:
@@ -82,8 +82,16 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
         accuracy_level: MatMulNBits precision; None = 4 where within tolerance, else 0.
         resource: the cost the Pareto set is taken on.
         command: the command line recorded in the manifest.
+        merged: branches without a fused graph that get one merged from their per-block graphs
+            (so the runtime runs them in one call without composing anything): ``"reachable"``
+            (those the lookup table can pick under the exported latencies: fastest Pareto set),
+            ``"all"`` (every branch of the table) or ``"none"``.
+        shared_weights: store each part's weights once (a ``weights`` artifact per stem, block x
+            bit-width, exit and head) and let every graph holding the same bytes read them there
+            as ONNX external data; False = every graph embeds its own copy.
     """
     from edgeinf.exporters.onnx.build import IO_NAMES, OnnxExport, export_parts
+    from edgeinf.exporters.onnx.merged import add_merged_graphs
     from edgeinf.profile import load_profile
 
     bad = sorted(set(formats) - set(FORMATS))
@@ -101,19 +109,35 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
     artifacts = export_parts(variants, spec)
     with PackageWriter(out, model=_model_info(model), command=command, force=force) as pkg:
         _fill_manifest(pkg.manifest, model, variants, bit_levels, IO_NAMES)
-        for key, art in artifacts.items():
-            role = key.split("/")[0].rstrip("0123456789")
-            pkg.add_bytes(key, role, "onnx/" + key.replace("/", ".") + ".onnx", art.data, backend="onnx", **art.meta)
+        _add_graphs(pkg, artifacts, shared_weights)
         if profile is not None:
             src = Path(profile_path) / "profile.json" if Path(profile_path).is_dir() else Path(profile_path)
             pkg.add_file("profile", "profile", "profile.json", src, backend="json")
             pkg.add_file("profile-correct", "correct", profile["correct"]["file"], src.with_name(profile["correct"]["file"]), backend="npy")
         pkg.manifest["branches"] = _branch_table(profile, fused, resource)
+        add_merged_graphs(pkg, merged)
         if "trt" in formats:
             from edgeinf.exporters.tensorrt import add_engines
 
             add_engines(pkg, artifacts)
     return load_package(out)
+
+
+def _add_graphs(pkg, artifacts: dict, shared_weights: bool) -> None:
+    """Write every exported graph (and, with ``shared_weights``, the weights files they share)."""
+    from edgeinf.exporters.onnx.weights import share_weights
+
+    data = {k: a.data for k, a in artifacts.items()}
+    refs: dict[str, list[str]] = {}
+    if shared_weights:
+        parts = [k for k in artifacts if not k.startswith("branch/")]
+        data, refs, files = share_weights(data, parts)
+        for wkey, buf in files.data.items():
+            pkg.add_bytes(wkey, "weights", files.paths[wkey], bytes(buf), backend="binary")
+    for key, art in artifacts.items():
+        role = key.split("/")[0].rstrip("0123456789")
+        extra = {"external_data": refs[key]} if refs.get(key) else {}
+        pkg.add_bytes(key, role, "onnx/" + key.replace("/", ".") + ".onnx", data[key], backend="onnx", **art.meta, **extra)
 
 
 def _fill_manifest(manifest: dict, model, variants, bit_levels, io_names) -> None:

@@ -52,8 +52,9 @@ def branches(n_blocks: int) -> list[tuple[tuple[int, ...], int | None]]:
     return out + [(tuple(range(n_blocks)), None)]
 
 
-def write_package(target, n_blocks: int = 3, fused: bool = True, latency: bool = True) -> dict:
-    """Write the package; returns its weights (for the reference)."""
+def write_package(target, n_blocks: int = 3, fused: bool = True, latency: bool = True, merged: str | None = None) -> dict:
+    """Write the package (``merged``: branch graphs merged at export, see exporters.onnx.merged);
+    returns its weights (for the reference)."""
     from edgeinf.package import PackageWriter
 
     w = _weights(n_blocks)
@@ -79,4 +80,8 @@ def write_package(target, n_blocks: int = 3, fused: bool = True, latency: bool =
         pkg.manifest.update(blocks=[{"index": i} for i in range(n_blocks)], exits=list(range(n_blocks - 1)),
                             bit_levels=[32], branches=rows,
                             io={"input": {"name": "x", "shape": ["N", IN], "dtype": "float32"}})
+        if merged is not None:
+            from exporters.onnx.merged import add_merged_graphs
+
+            add_merged_graphs(pkg, merged)
     return w

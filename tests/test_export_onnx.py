@@ -107,7 +107,7 @@ def test_chain_of_block_artifacts_equals_fused_branch(exported):
 def test_io_names_and_dynamic_batch(exported):
     _, _, pkg = exported
     names = pkg.manifest["io"]["names"]
-    for entry in pkg.artifacts:
+    for entry in (a for a in pkg.artifacts if a["backend"] == "onnx"):
         model = onnx.load(str(pkg.root / entry["path"]))
         want = names[entry["role"]]
         assert [i.name for i in model.graph.input] == [want["input"]]
@@ -191,10 +191,15 @@ def test_merged_chain_is_one_graph_equal_to_fused(exported):
     x = np.random.default_rng(1).standard_normal((2, *variants.model.input_shape)).astype(np.float32)
     for b in [b for b in pkg.branches if b["fused"]]:
         merged = compose_chain([pkg.path(k).read_bytes() for k in pkg.chain(b["id"])])
-        model = onnx.load_from_string(merged)
-        onnx.checker.check_model(model)
-        assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
-        np.testing.assert_allclose(run(merged, x), _run(pkg.path(pkg.fused(b["id"])), x), rtol=1e-5, atol=1e-6)
+        path = pkg.root / "onnx" / "merged-test.onnx"  # beside the shared weights files it reads
+        path.write_bytes(merged)
+        try:
+            onnx.checker.check_model(str(path))
+            model = onnx.load(str(path), load_external_data=False)
+            assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
+            np.testing.assert_allclose(_run(path, x), _run(pkg.path(pkg.fused(b["id"])), x), rtol=1e-5, atol=1e-6)
+        finally:
+            path.unlink()
 
 
 def test_plain_session_folds_low_bit_conv_weights_at_load(exported, tmp_path):
@@ -214,3 +219,23 @@ def test_plain_session_folds_low_bit_conv_weights_at_load(exported, tmp_path):
     stored = {t.data_type for t in onnx.load(str(pkg.path("block1/w4"))).graph.initializer}
     assert onnx.TensorProto.INT4 in stored  # the file keeps the 4-bit codes
     assert pkg.entry("block1/fp32")["kernel"] == "float"
+
+
+def test_weights_are_stored_once_and_every_graph_reads_them_in_place(exported):
+    from edgeinf.exporters.onnx.weights import MIN_BYTES
+
+    _, _, pkg = exported
+    weights = {a["key"]: a for a in pkg.artifacts if a["role"] == "weights"}
+    assert weights and all(a["path"].startswith("onnx/weights.") for a in weights.values())
+    for a in pkg.artifacts:
+        if a["backend"] != "onnx" or a["role"] == "branch":
+            continue
+        assert a.get("external_data", []) in ([], [f"weights/{a['key']}"])  # a part reads only its own file
+    for b in (b for b in pkg.branches if b["fused"]):
+        entry = pkg.entry(b["fused"])
+        parts = pkg.chain(b["id"])
+        shared = {w for k in parts for w in pkg.entry(k).get("external_data", [])}
+        assert set(entry["external_data"]) <= shared and entry["external_data"]
+        model = onnx.load(str(pkg.path(b["fused"])), load_external_data=False)
+        inline = [t.name for t in model.graph.initializer if len(t.raw_data) >= MIN_BYTES]
+        assert inline == []  # every large tensor is read from its part's weights file, none copied

@@ -274,7 +274,7 @@ def attempt(root: Path) -> tuple[str, list | None]:
     except EdgeinfError:
         return "refused-at-load", None
     try:
-        with Runtime.load(pkg, monitor=False, compose=False, segments=False, intra_op_threads=1,
+        with Runtime.load(pkg, monitor=False, segments=False, intra_op_threads=1,
                           inter_op_threads=1) as rt:
             outs = {b.id: rt.executor.run(b, X) for b in rt.table}
             rt.infer(X[:1], 50.0)

@@ -88,3 +88,18 @@ def test_run_with_a_learned_scheduler_the_package_lacks_says_what_to_do(cli, pkg
     code, _, err = cli("run", pkg, "--input", tmp_path / "x.npy", "--budget-ms", "50", "--scheduler", "gates")
     assert code == 1
     assert "no trained 'gates' scheduler" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_verbose_prints_load_time_and_inspect_the_footprint(cli, tmp_path):
+    import re
+
+    write_package(tmp_path / "merged", n_blocks=3, fused=False, merged="all")
+    np.save(tmp_path / "x.npy", np.zeros((2, IN), np.float32))
+    code, out, err = cli("run", tmp_path / "merged", "--input", tmp_path / "x.npy", "--budget-ms", "50", "-v")
+    assert code == 0, err
+    m = re.search(r"load (\d+\.\d) ms, first call (\d+\.\d+) ms, RSS (\d+) MiB, (\d+) sessions open", err)
+    assert m and float(m.group(1)) > 0 and int(m.group(3)) > 0 and int(m.group(4)) == 2  # stem + one branch graph
+    code, out, err = cli("inspect", tmp_path / "merged")
+    assert code == 0, err
+    disk = sum(f.stat().st_size for f in (tmp_path / "merged").rglob("*") if f.is_file()) / 2 ** 20
+    assert f"footprint {disk:.1f} MiB on disk; expected resident weights" in out

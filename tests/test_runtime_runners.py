@@ -133,29 +133,72 @@ def test_package_runner_applies_the_artifact_session_config(pkg):
     assert runner.options.session_config == (("session.disable_quant_qdq", "1"),)
 
 
-def test_composed_branches_match_the_chain(tmp_path):
+@pytest.mark.parametrize("how", ["all", "reachable"])
+def test_branch_graphs_merged_at_export_match_the_chain(tmp_path, how, caplog):
     pytest.importorskip("onnx")
     from edgeinf.package import load_package
     from edgeinf.runtime._package import build_executor
 
     root = tmp_path / "pkg"
-    weights = write_package(root, n_blocks=3, fused=False)
-    package = load_package(root)
-    composed = build_executor(package, "onnxruntime", compose=True, intra_op_threads=1)
-    plain = build_executor(package, "onnxruntime", compose=False, intra_op_threads=1)
-    assert set(composed.fused) == {b["id"] for b in package.branches} and not plain.fused
-    composed.activate(), plain.activate()
+    weights = write_package(root, n_blocks=3, fused=False, merged=how)
+    package = load_package(root)  # merged graphs are checksummed artifacts like the others
+    merged = build_executor(package, "onnxruntime", intra_op_threads=1)
+    assert {a["key"] for a in package.artifacts if a.get("merged_from")} == {f"branch/{b}" for b in merged.fused}
+    with Runtime.load(root, monitor=False) as rt:
+        table = list(rt.table)
+        reachable = {b.id for b in rt.table.pareto()}
+    assert set(merged.fused) == ({b.id for b in table} if how == "all" else reachable)
+    merged.activate()
     try:
-        with Runtime.load(root, monitor=False) as rt:
-            table = list(rt.table)
         x = x_batch()
         for info in table:
-            got = composed.run(info, x)
-            want = plain.run(info, x)
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            got = merged.run(info, x)
             np.testing.assert_allclose(got, reference(x, weights, info.blocks, info.exit), rtol=1e-4, atol=1e-5)
+            if info.id in merged.fused:
+                assert merged.fused[info.id].calls == 1  # one session call, not one per part
     finally:
-        composed.deactivate(), plain.deactivate()
+        merged.deactivate()
+
+
+def test_a_package_without_branch_graphs_loads_with_one_warning(tmp_path, caplog):
+    root = tmp_path / "old"
+    write_package(root, n_blocks=3, fused=False)
+    with caplog.at_level("WARNING", logger="edgeinf"):
+        with Runtime.load(root, monitor=False, intra_op_threads=1) as rt:
+            rt.infer(x_batch(1), budget_ms=1000.0)
+    lines = [r.getMessage() for r in caplog.records if "branch graph" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "session calls per inference instead of 1" in lines[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgeinf"):
+        Runtime.load(tmp_path / "pkg" if (tmp_path / "pkg").exists() else _merged(tmp_path), monitor=False).close()
+    assert not [r for r in caplog.records if "branch graph" in r.getMessage()]
+
+
+def _merged(tmp_path):
+    pytest.importorskip("onnx")
+    write_package(tmp_path / "pkg", n_blocks=3, fused=False, merged="all")
+    return tmp_path / "pkg"
+
+
+def test_sessions_open_on_demand_bounded_and_close_releases_them(tmp_path):
+    from edgeinf.runtime._package import build_executor
+    from edgeinf.package import load_package
+
+    root = tmp_path / "pkg"
+    weights = write_package(root, n_blocks=4, fused=True)
+    ex = build_executor(load_package(root), "onnxruntime", max_sessions=3, intra_op_threads=1)
+    ex.activate()
+    assert ex.pool.stats()["open"] == 1  # only the stem, to learn the input
+    x = x_batch()
+    with Runtime.load(root, monitor=False) as rt:
+        table = list(rt.table)
+    for info in table:
+        np.testing.assert_allclose(ex.run(info, x), reference(x, weights, info.blocks, info.exit), rtol=1e-4, atol=1e-5)
+        assert ex.pool.stats()["open"] <= 3
+    stats = ex.pool.stats()
+    assert stats["opened"] == 1 + len(table) and stats["closed"] == stats["opened"] - 3
+    ex.deactivate()
+    assert ex.pool.stats()["open"] == 0 and all(r.session is None for r in [*ex.chain.parts(), *ex.fused.values()])
 
 
 def test_runtime_hands_the_executor_chain_to_exit_hooks(pkg):

@@ -12,7 +12,7 @@ pytest.importorskip("onnx")  # building the test package (and composing) needs o
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.package import load_package
-from edgeinf.runtime._package import _segments_wanted, build_executor
+from edgeinf.runtime._package import _segment_composer, build_executor
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.schedulers import ExitHook, Threshold
 from edgeinf.runtime.table import BranchInfo
@@ -32,7 +32,7 @@ def pkg(tmp_path_factory):
 @pytest.fixture(scope="module")
 def executors(pkg):
     _, _, package = pkg
-    seg = build_executor(package, "onnxruntime", intra_op_threads=1)
+    seg = build_executor(package, "onnxruntime", segments=True, intra_op_threads=1)
     chain = build_executor(package, "onnxruntime", segments=False, intra_op_threads=1)
     seg.activate(), chain.activate()
     yield seg, chain
@@ -119,7 +119,7 @@ def test_any_branch_points_and_stop_equal_the_chain(executors, data):
 
 def test_one_call_per_point_passed_and_exit_logits_come_with_the_segment(pkg):
     _, _, package = pkg
-    ex = build_executor(package, "onnxruntime", intra_op_threads=1)
+    ex = build_executor(package, "onnxruntime", segments=True, intra_op_threads=1)
     ex.activate()
     try:
         b, x = info(range(5), None), x_batch()
@@ -160,7 +160,7 @@ def test_hooks_without_points_and_segments_off_use_the_chain(executors):
 
 def test_the_session_cache_is_bounded_and_prepare_warms_it(pkg):
     _, w, package = pkg
-    ex = build_executor(package, "onnxruntime", max_segments=2, intra_op_threads=1)
+    ex = build_executor(package, "onnxruntime", segments=True, max_segments=2, intra_op_threads=1)
     ex.activate()
     try:
         x = x_batch()
@@ -171,7 +171,7 @@ def test_the_session_cache_is_bounded_and_prepare_warms_it(pkg):
         got = ex.run(b, x, StopAt({1, 3}, None, ex.run_exit))  # the evicted first segment comes back
         np.testing.assert_allclose(got, reference(x, w, range(5), None), rtol=1e-4, atol=1e-5)
         assert ex.segments.stats()["sessions"] == 2 and ex.segments.misses == 6
-        ex2 = build_executor(package, "onnxruntime", intra_op_threads=1)
+        ex2 = build_executor(package, "onnxruntime", segments=True, intra_op_threads=1)
         assert ex2.prepare(b, {1, 3}) == 3 and ex2.segments.misses == 3
         ex2.run(b, x, StopAt({1, 3}, None, ex2.run_exit))
         assert ex2.segments.misses == 3 and ex2.segments.hits == 3
@@ -179,7 +179,7 @@ def test_the_session_cache_is_bounded_and_prepare_warms_it(pkg):
     finally:
         ex.deactivate()
     with pytest.raises(EdgeinfError, match="max_segments"):
-        build_executor(package, "onnxruntime", max_segments=0)
+        build_executor(package, "onnxruntime", segments=True, max_segments=0)
 
 
 def test_cached_exit_logits_stay_in_their_thread(executors):
@@ -198,16 +198,18 @@ def test_cached_exit_logits_stay_in_their_thread(executors):
     assert seen["here"] is not None and seen["there"] is None and seen["other_array"] is None
 
 
-def test_without_onnx_or_with_tensorrt_it_is_the_chain(pkg, monkeypatch):
+def test_by_default_or_with_tensorrt_it_is_the_chain(pkg, monkeypatch):
     from edgeinf import _lazy
 
     _, _, package = pkg
-    monkeypatch.setattr(_lazy, "is_available", lambda name: name != "onnx" and _real_available(name))
     ex = build_executor(package, "onnxruntime", intra_op_threads=1)
-    assert ex.segments is None and not ex.fused
-    assert _segments_wanted("tensorrt", None) is False
+    assert ex.segments is None and not ex.fused  # nothing is composed on the device unless asked
+    assert _segment_composer("tensorrt", None) is None
     with pytest.raises(EdgeinfError, match="segments=False"):
-        _segments_wanted("tensorrt", True)
+        _segment_composer("tensorrt", True)
+    monkeypatch.setattr(_lazy, "is_available", lambda name: name != "onnx" and _real_available(name))
+    with pytest.raises(EdgeinfError, match="onnx"):
+        build_executor(package, "onnxruntime", segments=True)
 
 
 def _real_available(name: str) -> bool:
@@ -219,14 +221,14 @@ def _real_available(name: str) -> bool:
 def test_runtime_load_passes_the_switch_and_threshold_results_match(pkg):
     root, _, _ = pkg
     outs = {}
-    for segments in (None, False):
+    for segments in (True, False):
         with Runtime.load(root, scheduler=Threshold(0.5), monitor=False, segments=segments, intra_op_threads=1) as rt:
-            assert (rt.executor.segments is not None) == (segments is None)
+            assert (rt.executor.segments is not None) == segments
             outs[segments] = [rt.infer(x_batch(1, s), budget_ms=1000.0) for s in range(6)]
-    for (y1, r1), (y2, r2) in zip(outs[None], outs[False]):
+    for (y1, r1), (y2, r2) in zip(outs[True], outs[False]):
         np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
         assert (r1.branch, r1.exited_at) == (r2.branch, r2.exited_at)
-    assert {r.exited_at for _, r in outs[None]} != {None}  # some calls really exit early
+    assert {r.exited_at for _, r in outs[True]} != {None}  # some calls really exit early
 
 
 @pytest.mark.parametrize("blocks,exit,pos,points,stop", [((0, 1, 2, 3, 4), None, 0, {2, 3}, None),

@@ -26,6 +26,7 @@ class InspectTool(Tool):
             self.print_json({"verified": True, "manifest": pkg.manifest})
             return 0
         _print_header(pkg)
+        _print_footprint(pkg)
         _print_artifacts(pkg.artifacts)
         _print_branches(pkg.branches, args.all_branches, pkg)
         _print_build_record(pkg.manifest)
@@ -84,6 +85,23 @@ def _print_header(pkg) -> None:
     print(f"built     {build.get('created_utc')} on {build.get('host')} ({build.get('machine')}), edgeinf {build.get('edgeinf')}")
     print(f"versions  {versions}")
     print(f"command   {build.get('command')}")
+
+
+def footprint(pkg) -> dict[str, int]:
+    """Bytes on disk (every file of the package) and the weight bytes a runtime holds with every
+    graph's session open: the weights files (shared, counted once) plus each graph's own bytes."""
+    disk = sum(f.stat().st_size for f in pkg.root.rglob("*") if f.is_file())
+    arts = pkg.artifacts
+    weights = sum(a["size_bytes"] for a in arts if a["role"] == "weights")
+    graphs = sum(a["size_bytes"] for a in arts if a["backend"] == "onnx")
+    return {"disk_bytes": disk, "weights_file_bytes": weights, "graph_bytes": graphs, "resident_weight_bytes": weights + graphs}
+
+
+def _print_footprint(pkg) -> None:
+    f, mib = footprint(pkg), 2 ** 20
+    print(f"footprint {f['disk_bytes'] / mib:.1f} MiB on disk; expected resident weights {f['resident_weight_bytes'] / mib:.1f} MiB "
+          f"(shared weights files {f['weights_file_bytes'] / mib:.1f} MiB + ONNX graphs {f['graph_bytes'] / mib:.1f} MiB, "
+          "every session open; sessions open on demand)")
 
 
 def _fmt_err(entry: dict[str, Any]) -> str:

@@ -117,6 +117,8 @@ class RunTool(Tool):
                             help="always run this branch (the static scheduler); full = every block, the final "
                                  "head, the highest bits")
         parser.add_argument("--repeat", type=positive_int, default=1, help="passes over the inputs")
+        parser.add_argument("-v", "--verbose", action="store_true",
+                            help="print the load time, the first call's time and the resident memory (to stderr)")
 
     def run(self, args: argparse.Namespace) -> int:
         import numpy as np
@@ -133,6 +135,8 @@ class RunTool(Tool):
                 for i in range(len(xs)):
                     y, rec = rt.infer(xs[i: i + 1], args.budget_ms, None if ys is None else ys[i: i + 1])
                     rows.append({**rec.to_dict(), "prediction": int(np.argmax(y.reshape(len(y), -1)[0]))})
+                    if args.verbose and len(rows) == 1:
+                        _print_startup(rt, rec)
             summary = rt.stats()
         if args.json:
             self.print_json({"summary": summary, "records": rows})
@@ -144,6 +148,19 @@ class RunTool(Tool):
             print(f"... {len(rows) - 20} more calls")
         print(format_summary(summary))
         return 0
+
+
+def _print_startup(rt, first) -> None:
+    """Load time, the first call and the process's resident memory, on stderr."""
+    import sys
+
+    import psutil
+
+    rss_mib = psutil.Process().memory_info().rss / 2 ** 20
+    pool = getattr(rt.executor, "pool", None)
+    sessions = f", {pool.stats()['open']} sessions open" if pool is not None else ""
+    print(f"load {rt.load_ms:.1f} ms, first call {first.measured_ms:.1f} ms, RSS {rss_mib:.0f} MiB{sessions}",
+          file=sys.stderr)
 
 
 def format_summary(s: dict) -> str:

@@ -245,7 +245,7 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
         raise EdgeinfError(f"rounds must be >= 1, got {rounds}")
     x = np.asarray(x, dtype=np.float32)
     own = not isinstance(package, _package.PackageView)
-    view = _package.open_package(package, intra_op_threads=threads) if own else package
+    view = _package.open_package(package, intra_op_threads=threads, segments=True) if own else package
     runtimes = {name: Runtime(view.table, view.executor, _package.named_scheduler(view.package, s) if isinstance(s, str)
                               else s, LatencyModelConfig(mode=latency_mode), None, view.input_spec)
                 for name, s in schedulers.items()}

@@ -275,7 +275,7 @@ def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, 
     x, y = wb.data.x_test, wb.data.y_test
     refs = {"best_static": Static(wb.table.most_accurate.id), **({"full_model": Static(full.id)} if full else {}),
             **{name: sched for name, (_, sched) in extra.items()}}
-    view = open_package(wb.package, intra_op_threads=threads)  # one set of sessions for every measurement
+    view = open_package(wb.package, intra_op_threads=threads, segments=True)  # one set of sessions, segments composed
     try:
         rows = evaluate_runtime(view, scheds, x, y, budgets, rounds=rounds)
         top = evaluate_runtime(view, refs, x, y, [float(budgets[-1])], rounds=rounds)

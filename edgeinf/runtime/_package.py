@@ -104,7 +104,7 @@ def named_scheduler(package, name: str):
 
 
 # -- runners -------------------------------------------------------------------------------
-def _runner(package, key: str, backend: str, options: dict) -> Runner:
+def _runner(package, key: str, backend: str, options: dict, pool=None) -> Runner:
     path = package.path(key)
     if backend == "tensorrt":
         from edgeinf.runtime.runners.trt import TensorRTRunner
@@ -115,26 +115,29 @@ def _runner(package, key: str, backend: str, options: dict) -> Runner:
     # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
     # (allowlisted by the manifest schema)
     config = tuple(sorted((str(k), str(v)) for k, v in package.entry(key).get("ort_session_config", {}).items()))
-    runner = OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key)
+    runner = OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key,
+                               pool=pool)
     runner.external_data = bool(getattr(package, "external", {}).get(key))
     return runner
 
 
-def build_executor(package, backend: str, compose: bool | None = None, segments: bool | None = None,
-                   max_segments: int | None = None, **options) -> PackageExecutor:
-    """Runners for every part and fused branch of ``package`` in ``backend`` (activated by the runtime).
+def build_executor(package, backend: str, segments: bool | None = None, max_segments: int | None = None,
+                   max_sessions: int | None = None, **options) -> PackageExecutor:
+    """Runners for every part and branch graph of ``package`` in ``backend`` (activated by the runtime).
 
-    ``compose``: merge the per-block artifacts of every branch that has no fused artifact into one
-    in-memory graph (one onnxruntime call per inference instead of one per block, ~1.00x a fused
-    graph instead of 4-5x on small blocks); ``None`` = when ``onnx`` is installed and the package
-    has at most ``COMPOSE_LIMIT`` such branches.
-    ``segments``: run mid-pass decisions (hooks that declare ``points``) over composed segments,
-    one call per decision point instead of one per block; ``None`` = when ``onnx`` is installed
-    and the backend is onnxruntime; False = the per-block chain. ``max_segments``: composed
-    segment sessions kept (``None`` = 512).
+    Sessions open on demand: an artifact's onnxruntime session is created on its first call and
+    at most ``max_sessions`` (``None`` = 256) stay open, least recently used closed first.
+    Branch graphs (``branch/<id>``: fused or merged at export) run a branch in one call; a
+    branch without one runs as the per-block chain (:func:`fallback_warning` says so).
+    ``segments``: True = run mid-pass decisions (hooks that declare ``points``) over segments
+    composed here from the per-block artifacts (needs the build extra: onnx); ``None``/False =
+    the per-block chain. ``max_segments``: composed segment sessions kept (``None`` = 512).
     """
+    from edgeinf.runtime.runners.pool import SessionPool
+
     suffix = "@trt" if backend == "tensorrt" else ""
     keys = [a["key"] for a in package.artifacts if a["key"].endswith(suffix) and (suffix or "@" not in a["key"])]
+    pool = SessionPool(max_sessions) if backend != "tensorrt" else None
     parts: dict[str, Runner] = {}
     blocks: dict[tuple[int, int], Runner] = {}
     exits: dict[int, Runner] = {}
@@ -143,65 +146,57 @@ def build_executor(package, backend: str, compose: bool | None = None, segments:
         base = key[: len(key) - len(suffix)] if suffix else key
         m = _BLOCK.match(base)
         if base in ("stem", "head"):
-            parts[base] = _runner(package, key, backend, options)
+            parts[base] = _runner(package, key, backend, options, pool)
         elif m:
-            blocks[(int(m.group(1)), int(m.group(3) or _BITS[m.group(2)]))] = _runner(package, key, backend, options)
+            blocks[(int(m.group(1)), int(m.group(3) or _BITS[m.group(2)]))] = _runner(package, key, backend, options, pool)
         elif re.fullmatch(r"exit\d+", base):
-            exits[int(base[4:])] = _runner(package, key, backend, options)
+            exits[int(base[4:])] = _runner(package, key, backend, options, pool)
         elif base.startswith("branch/"):
-            fused[base[len("branch/"):]] = _runner(package, key, backend, options)
+            fused[base[len("branch/"):]] = _runner(package, key, backend, options, pool)
     chain = ChainRunner(parts["stem"], blocks, exits, parts.get("head")) if "stem" in parts and blocks else None
     if chain is None and not fused:
         raise EdgeinfError(f"package {package.root} has no {backend} artifacts to run; export it with that format")
-    if chain is not None and backend != "tensorrt":
-        fused.update(_composed(package, chain, fused, backend, compose, options))
-    segmented = _segments_wanted(backend, segments) and chain is not None
-    return PackageExecutor(chain, fused, segmented, DEFAULT_MAX_SEGMENTS if max_segments is None else max_segments)
+    composer = _segment_composer(backend, segments) if chain is not None else None
+    return PackageExecutor(chain, fused, composer, DEFAULT_MAX_SEGMENTS if max_segments is None else max_segments,
+                           pool=pool)
 
 
-def _segments_wanted(backend: str, segments: bool | None) -> bool:
-    from edgeinf import _lazy
-
-    if segments is None:
-        return backend != "tensorrt" and _lazy.is_available("onnx")
-    if segments and backend == "tensorrt":
+def _segment_composer(backend: str, segments: bool | None):
+    """The function that composes segments on this machine (``segments=True``), else ``None``."""
+    if not segments:
+        return None
+    if backend == "tensorrt":
         raise EdgeinfError("segmented execution composes ONNX artifacts for onnxruntime; "
                            "with the tensorrt backend pass segments=False (or None)")
-    if segments:
-        _lazy.require("onnx", "segmented execution (segments=True)")
-    return bool(segments)
-
-
-COMPOSE_LIMIT = 512
-
-
-def _composed(package, chain: ChainRunner, fused: dict, backend: str, compose: bool | None, options: dict) -> dict:
-    """Branch id -> runner of the branch's per-block artifacts merged into one graph."""
     from edgeinf import _lazy
 
-    todo = [b for b in package.branches if b["id"] not in fused]
-    if compose is None:
-        compose = _lazy.is_available("onnx") and len(todo) <= COMPOSE_LIMIT
-    if not compose or not todo:
-        return {}
-    from edgeinf.exporters.onnx.compose import compose_chain
-    from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
+    if not _lazy.is_available("onnx"):
+        raise EdgeinfError("segments=True composes segments on this machine and needs onnx: "
+                           "pip install 'edgeinf[build]', or run without segments (the per-block chain)")
+    from importlib import import_module
 
-    out = {}
-    for b in todo:
-        bits = b.get("bits") or [32] * len(b["blocks"])
-        parts = [chain.stem, *(chain.blocks.get((i, int(w))) for i, w in zip(b["blocks"], bits)),
-                 chain.exits.get(b["exit"]) if b["exit"] is not None else chain.head]
-        if any(p is None or not hasattr(p, "path") for p in parts):
-            continue  # a part this package does not carry: the chain reports it when the branch runs
-        if any(getattr(p, "external_data", False) for p in parts):
-            continue  # external data resolves beside the file, not in memory: the chain runs it
-        config = dict(kv for p in parts for kv in p.options.session_config)
-        model = compose_chain([p.path.read_bytes() for p in parts])
-        opts = OrtOptions(providers=BACKENDS[backend], session_config=tuple(sorted(config.items())), **options)
-        out[b["id"]] = OnnxRuntimeRunner(package.root / f"composed:{b['id']}", opts, name=f"composed/{b['id']}",
-                                         model_bytes=model)
-    return out
+    return import_module("edgeinf.exporters.onnx.compose").compose_segment
+
+
+def fallback_warning(package, executor: PackageExecutor, reachable=None, hooks_with_points: bool = False) -> str | None:
+    """One line naming what runs slower than the package could: branches the scheduler can pick
+    (``reachable`` ids; ``None`` = every branch) without a branch graph (per-block chains: more
+    session calls per inference) and, for a scheduler that decides mid-pass, the per-block chain
+    instead of composed segments; ``None`` if nothing."""
+    if executor.chain is None:
+        return None
+    pickable = [b for b in package.branches if reachable is None or b["id"] in reachable]
+    missing = [b for b in pickable if b["id"] not in executor.fused]
+    notes = []
+    if missing:
+        calls = sorted(len(b["blocks"]) + 2 for b in missing)
+        notes.append(f"{len(missing)} of the {len(pickable)} branches the scheduler can pick have no branch graph and run as "
+                     f"per-block chains ({calls[len(calls) // 2]} session calls per inference instead of 1, "
+                     f"e.g. {missing[0]['id']}); re-export the package with merged graphs (edgeinf export) to remove this cost")
+    if hooks_with_points and executor.segments is None:
+        notes.append("mid-pass decisions run over the per-block chain (one session call per block and exit head, "
+                     "not one per decision point); pass segments=True on a machine with onnx to compose segments")
+    return "edgeinf runtime: " + "; ".join(notes) if notes else None
 
 
 # -- table and input spec -----------------------------------------------------------------

@@ -44,18 +44,21 @@ class PackageExecutor(Executor):
     Args:
         chain: the per-part runners (``None`` if the package has only fused branches).
         fused: branch id -> runner of its fused graph.
-        segments: run hooks with ``points`` over composed segments (needs ``onnx`` and ORT parts);
-            False = always the per-block chain.
+        segments: a function composing a segment's ONNX graphs into one (``compose(models, tap)``,
+            e.g. ``edgeinf.exporters.onnx.compose.compose_segment``) to run hooks with ``points``
+            over composed segments; ``None`` = always the per-block chain.
         max_segments: how many composed segment sessions to keep (least recently used go).
+        pool: the :class:`~edgeinf.runtime.runners.pool.SessionPool` of the runners' sessions
+            (closed on ``deactivate``), if they open on demand.
     """
 
-    def __init__(self, chain: ChainRunner | None, fused: Mapping[str, Runner], segments: bool = False,
-                 max_segments: int = DEFAULT_MAX_SEGMENTS):
+    def __init__(self, chain: ChainRunner | None, fused: Mapping[str, Runner], segments: Callable | None = None,
+                 max_segments: int = DEFAULT_MAX_SEGMENTS, pool=None):
         if chain is None and not fused:
             raise EdgeinfError("the package has neither per-block artifacts nor fused branches to run")
-        self.chain, self.fused = chain, dict(fused)
+        self.chain, self.fused, self.pool = chain, dict(fused), pool
         self.exits = frozenset(chain.exits) if chain is not None else frozenset()
-        self.segments = SegmentRunner(chain, max_segments) if segments and chain is not None else None
+        self.segments = SegmentRunner(chain, max_segments, segments) if segments and chain is not None else None
         if chain is not None:
             chain.segments = self.segments  # hooks that switch paths continue over segments too
 
@@ -63,11 +66,15 @@ class PackageExecutor(Executor):
         for r in self._runners():
             r.activate()
         first = self.chain if self.chain is not None else next(iter(self.fused.values()))
+        if not first.input_specs and hasattr(first, "open_session"):
+            first.open_session()  # an on-demand session: open it to learn the input
         self.input_spec = first.input_specs[0]
 
     def deactivate(self) -> None:
         for r in self._runners():
             r.deactivate()
+        if self.pool is not None:
+            self.pool.close_all()
         if self.segments is not None:
             self.segments.clear()
 

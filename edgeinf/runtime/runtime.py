@@ -7,6 +7,7 @@ runs and the record says the miss was predicted.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -23,6 +24,8 @@ from edgeinf.runtime.monitor import IDLE, Monitor, Snapshot
 from edgeinf.runtime.runners.base import TensorSpec
 from edgeinf.runtime.schedulers import Scheduler, make_scheduler
 from edgeinf.runtime.table import BranchTable
+
+log = logging.getLogger("edgeinf")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Runtime:
         self.stats_ = RunStats(history)
         self._lock = threading.Lock()
         self._by_path = {(b.blocks, b.exit): b for b in table}
+        self.load_ms: float | None = None  # set by :meth:`load`
         self.executor.activate()
         self.input_spec = input_spec or executor.input_spec
         if monitor is not None and not monitor.running:
@@ -99,19 +103,31 @@ class Runtime:
             latency: the latency model or its config (default: contention-aware).
             **options: ``allow_nonfinite=True`` lets NaN/inf inputs through (default: they raise),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
-                ``compose`` / ``segments`` / ``max_segments`` (see ``_package.build_executor``):
-                ``segments=False`` runs mid-pass decisions over the per-block chain.
+                ``segments`` / ``max_segments`` / ``max_sessions`` (see ``_package.build_executor``):
+                ``segments=True`` composes mid-pass segments here (needs onnx).
+
+        Sessions open on demand (the first call of a branch opens its graphs). What the package
+        lacks for the fastest execution (a branch graph, segments) is logged as one warning line.
+        ``load_ms`` is the time this call took.
         """
         from edgeinf.runtime import _package
 
+        t0 = time.perf_counter()
         allow_nonfinite = bool(options.pop("allow_nonfinite", False))
         view = _package.open_package(pkg, backend, board, **options)
         if isinstance(scheduler, str):
             scheduler = _package.named_scheduler(view.package, scheduler)
         if monitor is True:
             monitor = _package.default_monitor(board)
-        return cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec,
-                   allow_nonfinite=allow_nonfinite)
+        rt = cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec,
+                 allow_nonfinite=allow_nonfinite)
+        mid_pass = type(rt.scheduler).exit_hook is not Scheduler.exit_hook and bool(view.executor.exits)
+        reachable = {b.id for b in rt.table.pareto()}  # what the table's schedulers can pick
+        warning = _package.fallback_warning(view.package, view.executor, reachable, mid_pass)
+        if warning:
+            log.warning(warning)
+        rt.load_ms = (time.perf_counter() - t0) * 1e3
+        return rt
 
     # -- inference ---------------------------------------------------------------------
     def infer(self, x: np.ndarray, budget_ms: float, label: int | None = None) -> tuple[np.ndarray, Record]:
@@ -197,7 +213,7 @@ class Runtime:
             return list(self.stats_.recent)
 
     def close(self) -> None:
-        """Stop the monitor thread and release the backend sessions."""
+        """Stop the monitor thread and release the backend sessions (and their memory)."""
         if self.monitor is not None:
             self.monitor.stop()
         self.executor.deactivate()

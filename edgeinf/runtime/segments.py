@@ -23,6 +23,8 @@ from edgeinf.runtime.runners.chain import ChainRunner
 from edgeinf.runtime.table import BranchInfo
 
 DEFAULT_MAX_SEGMENTS = 512  # composed sessions kept per executor (least recently used go first)
+# where onnxruntime resolves the external data of a model given as bytes
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,14 @@ class SegmentRunner:
     Args:
         chain: the per-block runners; every part must be an ONNX file run by onnxruntime.
         max_segments: how many composed sessions to keep (>= 1).
+        compose: ``compose(models, tap) -> bytes``, one graph of the parts' ONNX bytes (and the
+            tap's); the build side's ``edgeinf.exporters.onnx.compose.compose_segment``.
     """
 
-    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS):
+    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS, compose: Callable | None = None):
+        if compose is None:
+            raise EdgeinfError("a SegmentRunner needs a compose function (segments=True composes them on this machine)")
+        self.compose = compose
         if not isinstance(max_segments, int) or max_segments < 1:
             raise EdgeinfError(f"max_segments must be an integer >= 1, got {max_segments!r}")
         self.chain, self.max_segments = chain, max_segments
@@ -161,7 +168,7 @@ class SegmentRunner:
                 self.hits += 1
                 return entry
             self.misses += 1
-            runner = _build(seg)
+            runner = _build(seg, self.compose)
             entry = (runner, runner.session.run, runner.input_specs[0].name)
             self._sessions[seg.key] = entry
             while len(self._sessions) > self.max_segments:
@@ -187,7 +194,7 @@ def _composable(part: Runner) -> bool:
     """An ONNX file run by onnxruntime (not an in-memory graph, not TensorRT, not torch)."""
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
-    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None and not part.external_data
+    return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None
 
 
 def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | None) -> Segment:
@@ -195,13 +202,18 @@ def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | Non
     return Segment(key, tuple(parts), tap, pos, block)
 
 
-def _build(seg: Segment) -> Runner:
+def _build(seg: Segment, compose_segment: Callable) -> Runner:
     """One activated session of the segment's parts (and tap), with the parts' ORT options."""
-    from edgeinf.exporters.onnx.compose import compose_segment
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
     every = (*seg.parts, *((seg.tap,) if seg.tap is not None else ()))
     config = dict(kv for p in every for kv in p.options.session_config)
+    if any(p.external_data for p in every):  # shared weights files: read beside the parts, never from the cwd
+        folders = {p.path.parent for p in every}
+        if len(folders) > 1:
+            raise EdgeinfError(f"segment {'+'.join(p.name for p in every)}: parts that read weights files lie in "
+                               f"{len(folders)} directories; keep a package's graphs in one")
+        config[EXTERNAL_FOLDER] = str(folders.pop())
     options = replace(seg.parts[0].options, session_config=tuple(sorted(config.items())))
     model = compose_segment([p.path.read_bytes() for p in seg.parts],
                             seg.tap.path.read_bytes() if seg.tap is not None else None)

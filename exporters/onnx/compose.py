@@ -38,9 +38,11 @@ def compose_segment(models: Sequence[bytes], tap: bytes | None = None) -> bytes:
 
     head = onnx.load_from_string(tap)
     want = head.graph.output[0].name
+    external = {**_detach_external(merged), **{f"tap/{k}": v for k, v in _detach_external(head).items()}}
     head = compose.add_prefix(head, "tap/")
     hidden, logits = merged.graph.output[0].name, head.graph.output[0].name
     merged = compose.merge_models(merged, head, io_map=[(hidden, head.graph.input[0].name)], outputs=[hidden, logits])
+    _attach_external(merged, external)
     if want not in (hidden, merged.graph.input[0].name):
         _rename(merged.graph, logits, want)
     return merged.SerializeToString()
@@ -53,6 +55,7 @@ def _chain(models: Sequence[bytes]):
     if not models:
         raise EdgeinfError("compose_chain needs at least one graph")
     loaded = [onnx.load_from_string(m) for m in models]
+    external = {f"s{i}/{name}": refs for i, m in enumerate(loaded) for name, refs in _detach_external(m).items()}
     first_in, last_out = loaded[0].graph.input[0].name, loaded[-1].graph.output[0].name
     merged = compose.add_prefix(loaded[0], "s0/")
     for i, nxt in enumerate(loaded[1:], start=1):
@@ -60,7 +63,38 @@ def _chain(models: Sequence[bytes]):
         merged = compose.merge_models(merged, nxt, io_map=[(merged.graph.output[0].name, nxt.graph.input[0].name)])
     _rename(merged.graph, merged.graph.input[0].name, first_in)
     _rename(merged.graph, merged.graph.output[0].name, last_out)
+    _attach_external(merged, external)
     return merged
+
+
+def _detach_external(model) -> dict[str, list[tuple[str, str]]]:
+    """Initializer name -> its external data entries, each such tensor left inline as zeros
+    (merging checks the models in memory, where their weights files cannot be opened)."""
+    from onnx import TensorProto
+
+    out = {}
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            out[t.name] = [(e.key, e.value) for e in t.external_data]
+            length = int(dict(out[t.name]).get("length", 0))
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+            t.raw_data = bytes(length)  # a placeholder the checker accepts; the real bytes stay in the file
+    return out
+
+
+def _attach_external(model, external: dict[str, list[tuple[str, str]]]) -> None:
+    """Point the named initializers at their weights files again (the same locations and offsets)."""
+    from onnx import TensorProto
+
+    for t in model.graph.initializer:
+        refs = external.get(t.name)
+        if refs is not None:
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in refs:
+                e = t.external_data.add()
+                e.key, e.value = k, v
 
 
 def _rename(graph, old: str, new: str) -> None:

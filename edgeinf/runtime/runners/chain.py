@@ -37,6 +37,8 @@ class ChainRunner(Runner):
     def activate_impl(self) -> None:
         for part in self.parts():
             part.activate()
+        if not self.stem.input_specs and hasattr(self.stem, "open_session"):
+            self.stem.open_session()  # an on-demand session: open the stem's to learn the input
         self.input_specs = self.stem.input_specs
         self.output_names = ("logits",)
 

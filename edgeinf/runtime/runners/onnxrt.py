@@ -84,43 +84,59 @@ def _provider_options(short: str, options: OrtOptions) -> dict:
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs one ONNX file with one ``InferenceSession``, created in ``activate`` and reused."""
+    """Runs one ONNX file with one ``InferenceSession``, reused across calls.
+
+    Without ``pool`` the session is created in ``activate``. With a
+    :class:`~edgeinf.runtime.runners.pool.SessionPool` it is created on the first call (or
+    :meth:`open_session`), and the pool may close it again when too many are open.
+    """
 
     def __init__(self, path: str | os.PathLike, options: OrtOptions | None = None, name: str | None = None,
-                 model_bytes: bytes | None = None):
+                 model_bytes: bytes | None = None, pool=None):
         super().__init__(name or Path(path).name)
         self.path = Path(path)
         self.options = options or OrtOptions()
-        self.model_bytes = model_bytes  # an in-memory model (e.g. a composed branch); ``path`` then only names it
+        self.model_bytes = model_bytes  # an in-memory model (e.g. a composed segment); ``path`` then only names it
+        self.pool = pool
         # it reads external data files beside ``path``: never composed into an in-memory graph,
         # which onnxruntime would resolve against the process's current directory
         self.external_data = False
         self.session = None
 
     def activate_impl(self) -> None:
-        ort = _lazy.require("onnxruntime", "the ONNX Runtime runner")
         if self.model_bytes is None and not self.path.is_file():
             raise EdgeinfError(f"ONNX file not found: {self.path}")
-        so = ort.SessionOptions()
-        if self.options.intra_op_threads is not None:
-            so.intra_op_num_threads = self.options.intra_op_threads
-        if self.options.inter_op_threads is not None:
-            so.inter_op_num_threads = self.options.inter_op_threads
-        so.log_severity_level = 3
-        for key, value in self.options.session_config:
-            so.add_session_config_entry(key, value)
-        providers = resolve_providers(self.options, ort.get_available_providers())
-        model = self.model_bytes if self.model_bytes is not None else str(self.path)
-        try:
-            self.session = ort.InferenceSession(model, sess_options=so, providers=providers)
-            self.input_specs = specs_from(
-                [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
-            self.output_names = tuple(o.name for o in self.session.get_outputs())
-        except Exception as exc:  # onnxruntime raises its own exception types for a model it cannot load
-            self.session = None
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
-            raise PackageError(f"{self.name} ({self.path.name}) is not an ONNX model onnxruntime can load "
-                               f"({type(exc).__name__}: {first}); re-export it") from None
+        if self.pool is None:
+            self.open_session()
+
+    def open_session(self) -> "OnnxRuntimeRunner":
+        """Create the session now (if it is not open) and register it with the pool."""
+        if self.session is None:
+            model = self.model_bytes if self.model_bytes is not None else str(self.path)
+            try:
+                self.session = _session(model, self.options)
+                self.input_specs = specs_from(
+                    [(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()])
+                self.output_names = tuple(o.name for o in self.session.get_outputs())
+            except EdgeinfError:
+                raise
+            except Exception as exc:  # onnxruntime raises its own exception types for a model it cannot load
+                self.session = None
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+                raise PackageError(f"{self.name} ({self.path.name}) is not an ONNX model onnxruntime can load "
+                                   f"({type(exc).__name__}: {first}); re-export it") from None
+        if self.pool is not None:
+            self.pool.touch(self)
+        return self
+
+    def close_session(self) -> None:
+        """Release the session (a pooled runner opens it again on its next call)."""
+        self.session = None
+
+    def infer(self, feed, check: bool = True) -> dict[str, np.ndarray]:
+        if self.pool is not None and self.is_active:
+            self.open_session()
+        return super().infer(feed, check)
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -133,8 +149,25 @@ class OnnxRuntimeRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self.session = None
+        if self.pool is not None:
+            self.pool.forget(self)
 
     @property
     def providers(self) -> list[str]:
         """The providers the active session really uses."""
         return list(self.session.get_providers()) if self.session is not None else []
+
+
+def _session(model, options: OrtOptions):
+    """An ``InferenceSession`` of ``model`` (a path or bytes) with ``options``."""
+    ort = _lazy.require("onnxruntime", "the ONNX Runtime runner")
+    so = ort.SessionOptions()
+    if options.intra_op_threads is not None:
+        so.intra_op_num_threads = options.intra_op_threads
+    if options.inter_op_threads is not None:
+        so.inter_op_num_threads = options.inter_op_threads
+    so.log_severity_level = 3
+    for key, value in options.session_config:
+        so.add_session_config_entry(key, value)
+    providers = resolve_providers(options, ort.get_available_providers())
+    return ort.InferenceSession(model, sess_options=so, providers=providers)
