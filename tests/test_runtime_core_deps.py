@@ -109,3 +109,72 @@ def test_every_scheduler_kind_runs_with_torch_onnx_sklearn_and_matplotlib_blocke
     np.testing.assert_allclose(np.array(lut["logits"]), reference(x, weights, tuple(range(N_BLOCKS)), None),
                                rtol=1e-4, atol=1e-5)
     assert lut["branch"] == f"k{''.join(map(str, range(N_BLOCKS)))}-eNone"
+
+
+SEGMENTS_RUN = textwrap.dedent("""
+    import json, sys
+    BLOCKED = {blocked!r}
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{{name}} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    from edgeinf.learned.store import load_scheduler
+    from edgeinf.runtime.runtime import Runtime
+
+    x = np.random.default_rng(3).normal(size=(1, {inp})).astype(np.float32)
+    out = {{}}
+    for how in (None, False):  # packaged segments (the default), the per-block chain
+        with Runtime.load({root!r}, scheduler=load_scheduler({root!r}, "gates", lam=0.0), monitor=False,
+                          intra_op_threads=1, segments=how) as rt:
+            y, rec = rt.infer(x, budget_ms=1000.0)
+            seg = rt.executor.segments
+            out[str(how)] = {{"logits": y.tolist(), "branch": rec.branch,
+                             "stats": seg.stats() if seg is not None else None}}
+    out["imported"] = sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED))
+    print(json.dumps(out))
+""")
+
+
+def test_gates_run_over_packaged_segments_without_onnx(package):
+    from edgeinf.package import read_manifest
+
+    root, weights = package
+    segs = [a for a in read_manifest(root)["artifacts"] if a["role"] == "segment"]
+    assert segs and all(a["segment_parts"][0] == "stem" or a["segment_parts"][0].startswith("block") for a in segs)
+    code = SEGMENTS_RUN.format(blocked=BLOCKED, inp=IN, root=str(root))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["imported"] == []
+    shipped, chain = out["None"], out["False"]
+    assert shipped["branch"] == chain["branch"] == "k012-eNone" and chain["stats"] is None
+    # lambda 0 goes on through both gates (after blocks 0 and 1): 2 segments that stop there + the rest
+    assert shipped["stats"]["packaged_calls"] == shipped["stats"]["calls"] == 3
+    assert shipped["stats"]["sessions"] == 0  # nothing composed on this machine
+    np.testing.assert_allclose(np.array(shipped["logits"]), np.array(chain["logits"]), rtol=1e-5, atol=1e-6)
+    x = np.random.default_rng(3).normal(size=(1, IN)).astype(np.float32)
+    np.testing.assert_allclose(np.array(shipped["logits"]), reference(x, weights, (0, 1, 2), None),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_a_tampered_segment_graph_is_refused(package, tmp_path):
+    import shutil
+
+    from edgeinf.errors import PackageError
+    from edgeinf.package import load_package, read_manifest
+
+    root = tmp_path / "pkg"
+    shutil.copytree(package[0], root)
+    seg = next(a for a in read_manifest(root)["artifacts"] if a["role"] == "segment")
+    with open(root / seg["path"], "r+b") as fh:
+        fh.seek(20)
+        byte = fh.read(1)
+        fh.seek(20)
+        fh.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(PackageError, match="sha256|checksum"):
+        load_package(root)

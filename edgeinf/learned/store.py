@@ -18,8 +18,12 @@ KINDS = {"gates": (ErrorGates, GatesScheduler), "gates-next": (NextStepGates, Ne
          "content": (ContentAware, ContentScheduler)}
 
 
-def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | NextStepGates | ContentAware) -> dict:
-    """Save ``trained`` into package ``root`` and record it in the manifest; returns the entry."""
+def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | NextStepGates | ContentAware,
+                     segments: bool = True) -> dict:
+    """Save ``trained`` into package ``root`` and record it in the manifest; returns the entry.
+
+    ``segments``: also write the segment graphs its decision points need (build side, needs
+    onnx), so the device runtime runs one session call per decision point without composing."""
     from edgeinf.package import file_sha256, read_manifest, update_manifest
 
     _check_kind(kind, trained)
@@ -29,6 +33,10 @@ def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | NextStep
     path = trained.save(root / rel)
     entry = {"path": rel, "sha256": file_sha256(path), "size_bytes": path.stat().st_size, "format": kind}
     update_manifest(root, **{SCHEDULERS: {**manifest.get(SCHEDULERS, {}), kind: entry}})
+    if segments:
+        from importlib import import_module  # build side only: composing needs onnx
+
+        import_module("edgeinf.exporters.onnx.segments").add_scheduler_segments(root, kind, trained)
     return entry
 
 

@@ -30,7 +30,7 @@ MAX_DEPTH = 32
 MAX_INT_DIGITS = 19
 
 ROLES = ("stem", "block", "exit", "head", "branch", "profile", "correct", "engine", "trt-onnx", "trtexec",
-         "weights", "other")
+         "weights", "segment", "other")
 BACKENDS = ("onnx", "tensorrt", "json", "npy", "text", "binary")
 # session config entries an artifact may ask onnxruntime for: key -> allowed values
 ORT_SESSION_CONFIG = {
@@ -78,6 +78,9 @@ ARTIFACT_FIELDS = {
     # what a plain onnxruntime CPU session runs, read from its optimized graph at export
     "kernel": Str(max_len=16, choices=KERNELS), "kernel_ops": Map(Int(0, 1 << 31), key=Str(max_len=128)),
     "rel_rms_error": OneOf((Num(), Null())),  # w8a8 against the fp32 block
+    # a segment graph (role "segment"): the part artifacts it composes, in order, and the exit
+    # head whose logits it outputs beside the hidden state
+    "segment_parts": List(KEY, max_len=256), "segment_tap": OneOf((KEY, Null())),
 }
 ARTIFACT_REQUIRED = ("key", "role", "backend", "path", "sha256", "size_bytes")
 
@@ -237,6 +240,9 @@ def _check_consistency(manifest: dict) -> None:
         for key in entry.get("external_data", ()):
             if roles.get(key) != "weights":
                 raise _fail(f"artifacts[{i}].external_data names {key!r}, which is not a weights artifact")
+        named = [*entry.get("segment_parts", ()), *([entry["segment_tap"]] if entry.get("segment_tap") else [])]
+        if any(roles.get(key) in (None, "weights", "segment") for key in named):
+            raise _fail(f"artifacts[{i}] composes a part that is not a graph artifact of the package")
     n_blocks, exits = len(manifest["blocks"]), set(manifest["exits"])
     for i, entry in enumerate(manifest["branches"]):
         if entry["exit"] is not None and entry["exit"] not in exits:

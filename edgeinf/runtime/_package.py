@@ -129,9 +129,10 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
     at most ``max_sessions`` (``None`` = 256) stay open, least recently used closed first.
     Branch graphs (``branch/<id>``: fused or merged at export) run a branch in one call; a
     branch without one runs as the per-block chain (:func:`fallback_warning` says so).
-    ``segments``: True = run mid-pass decisions (hooks that declare ``points``) over segments
-    composed here from the per-block artifacts (needs the build extra: onnx); ``None``/False =
-    the per-block chain. ``max_segments``: composed segment sessions kept (``None`` = 512).
+    ``segments``: ``None`` = run mid-pass decisions (hooks that declare ``points``) over the
+    segment graphs the package ships (``segment/...``, written at export), else the per-block
+    chain; True = also compose missing segments here from the per-block artifacts (needs the
+    build extra: onnx); False = always the per-block chain. ``max_segments``: composed segment sessions kept (``None`` = 512).
     """
     from edgeinf.runtime.runners.pool import SessionPool
 
@@ -142,6 +143,7 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
     blocks: dict[tuple[int, int], Runner] = {}
     exits: dict[int, Runner] = {}
     fused: dict[str, Runner] = {}
+    shipped: dict[tuple, Runner] = {}
     for key in keys:
         base = key[: len(key) - len(suffix)] if suffix else key
         m = _BLOCK.match(base)
@@ -153,12 +155,16 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
             exits[int(base[4:])] = _runner(package, key, backend, options, pool)
         elif base.startswith("branch/"):
             fused[base[len("branch/"):]] = _runner(package, key, backend, options, pool)
+        elif base.startswith("segment/") and backend != "tensorrt":
+            entry = package.entry(key)
+            names = (tuple(entry.get("segment_parts", ())), entry.get("segment_tap"))
+            shipped[names] = _runner(package, key, backend, options, pool)
     chain = ChainRunner(parts["stem"], blocks, exits, parts.get("head")) if "stem" in parts and blocks else None
     if chain is None and not fused:
         raise EdgeinfError(f"package {package.root} has no {backend} artifacts to run; export it with that format")
     composer = _segment_composer(backend, segments) if chain is not None else None
     return PackageExecutor(chain, fused, composer, DEFAULT_MAX_SEGMENTS if max_segments is None else max_segments,
-                           pool=pool)
+                           pool=pool, packaged=shipped if segments is not False else None)
 
 
 def _segment_composer(backend: str, segments: bool | None):
@@ -195,7 +201,8 @@ def fallback_warning(package, executor: PackageExecutor, reachable=None, hooks_w
                      f"e.g. {missing[0]['id']}); re-export the package with merged graphs (edgeinf export) to remove this cost")
     if hooks_with_points and executor.segments is None:
         notes.append("mid-pass decisions run over the per-block chain (one session call per block and exit head, "
-                     "not one per decision point); pass segments=True on a machine with onnx to compose segments")
+                     "not one per decision point); store the scheduler with its segment graphs "
+                     "(edgeinf train-scheduler) or pass segments=True on a machine with onnx to compose segments")
     return "edgeinf runtime: " + "; ".join(notes) if notes else None
 
 

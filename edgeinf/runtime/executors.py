@@ -50,15 +50,18 @@ class PackageExecutor(Executor):
         max_segments: how many composed segment sessions to keep (least recently used go).
         pool: the :class:`~edgeinf.runtime.runners.pool.SessionPool` of the runners' sessions
             (closed on ``deactivate``), if they open on demand.
+        packaged: segment graphs shipped in the package (``segment_names`` -> runner), run
+            without composing anything here.
     """
 
     def __init__(self, chain: ChainRunner | None, fused: Mapping[str, Runner], segments: Callable | None = None,
-                 max_segments: int = DEFAULT_MAX_SEGMENTS, pool=None):
+                 max_segments: int = DEFAULT_MAX_SEGMENTS, pool=None, packaged: Mapping | None = None):
         if chain is None and not fused:
             raise EdgeinfError("the package has neither per-block artifacts nor fused branches to run")
         self.chain, self.fused, self.pool = chain, dict(fused), pool
         self.exits = frozenset(chain.exits) if chain is not None else frozenset()
-        self.segments = SegmentRunner(chain, max_segments, segments) if segments and chain is not None else None
+        use = (segments or packaged) and chain is not None
+        self.segments = SegmentRunner(chain, max_segments, segments, dict(packaged or {})) if use else None
         if chain is not None:
             chain.segments = self.segments  # hooks that switch paths continue over segments too
 
@@ -79,7 +82,8 @@ class PackageExecutor(Executor):
             self.segments.clear()
 
     def _runners(self) -> list[Runner]:
-        return [*([self.chain] if self.chain is not None else []), *self.fused.values()]
+        shipped = self.segments.packaged.values() if self.segments is not None else ()
+        return [*([self.chain] if self.chain is not None else []), *self.fused.values(), *shipped]
 
     def run(self, branch: BranchInfo, x: np.ndarray, hook: Hook | None = None) -> np.ndarray:
         runner = self.fused.get(branch.id)

@@ -7,6 +7,10 @@ stem + blocks up to the first point, the blocks up to the next point, ..., the r
 logits (one call gives both), and :meth:`SegmentRunner.cached` hands them to the hook's
 ``run_exit``. Results equal the per-block chain up to float rounding (same ops), at one
 session call per point passed instead of one per block and exit head.
+
+Segments come from the package when it ships them (artifacts of role ``segment``, written at
+export by :mod:`edgeinf.exporters.onnx.segments`; ``packaged`` maps :func:`segment_names`
+to their runners), else from ``compose`` (``segments=True``, needs onnx on this machine).
 """
 from __future__ import annotations
 
@@ -41,6 +45,16 @@ class Segment:
     pos: int
     block: int | None
 
+    @property
+    def names(self) -> tuple[tuple[str, ...], str | None]:
+        """The parts' and the tap's artifact keys: what a packaged segment is looked up by."""
+        return segment_names(self.parts, self.tap)
+
+
+def segment_names(parts, tap) -> tuple[tuple[str, ...], str | None]:
+    """``(part keys, tap key or None)`` of runners named by their artifact keys."""
+    return tuple(p.name for p in parts), (tap.name if tap is not None else None)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -68,12 +82,16 @@ class SegmentRunner:
         max_segments: how many composed sessions to keep (>= 1).
         compose: ``compose(models, tap) -> bytes``, one graph of the parts' ONNX bytes (and the
             tap's); the build side's ``edgeinf.exporters.onnx.compose.compose_segment``.
+            ``None``: only packaged segments run (a plan needing another one falls back to the chain).
+        packaged: :func:`segment_names` -> runner of a segment graph shipped in the package.
     """
 
-    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS, compose: Callable | None = None):
-        if compose is None:
-            raise EdgeinfError("a SegmentRunner needs a compose function (segments=True composes them on this machine)")
-        self.compose = compose
+    def __init__(self, chain: ChainRunner, max_segments: int = DEFAULT_MAX_SEGMENTS, compose: Callable | None = None,
+                 packaged: dict | None = None):
+        if compose is None and not packaged:
+            raise EdgeinfError("a SegmentRunner needs packaged segments or a compose function "
+                               "(segments=True composes them on this machine)")
+        self.compose, self.packaged = compose, dict(packaged or {})
         if not isinstance(max_segments, int) or max_segments < 1:
             raise EdgeinfError(f"max_segments must be an integer >= 1, got {max_segments!r}")
         self.chain, self.max_segments = chain, max_segments
@@ -81,7 +99,7 @@ class SegmentRunner:
         self._plans: dict[tuple, Plan | None] = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # this thread's (exit, hidden, logits) of the last tap
-        self.hits = self.misses = self.evictions = self.calls = self.tap_hits = 0
+        self.hits = self.misses = self.evictions = self.calls = self.tap_hits = self.packaged_calls = 0
 
     # -- planning ------------------------------------------------------------------------
     def plan(self, branch: BranchInfo, points: frozenset[int], start: int = 0) -> Plan | None:
@@ -118,7 +136,10 @@ class SegmentRunner:
         final = None
         if start < len(blocks) or start == 0:
             final = _segment((stem if start == 0 else []) + blocks[start:] + [head], None, len(blocks) - 1, None)
-        return Plan(tuple(stops), final, branch.exit)
+        plan = Plan(tuple(stops), final, branch.exit)
+        if self.compose is None and any(seg.names not in self.packaged for seg in plan.segments):
+            return None  # a segment the package lacks and this machine cannot compose: the chain runs
+        return plan
 
     # -- running -------------------------------------------------------------------------
     def run(self, plan: Plan, x: np.ndarray, hook) -> np.ndarray:
@@ -155,12 +176,21 @@ class SegmentRunner:
         return len(plan.segments)
 
     def _call(self, seg: Segment, h: np.ndarray) -> list[np.ndarray]:
-        _, run, name = self._session(seg)
         self.calls += 1
+        shipped = self.packaged.get(seg.names)
+        if shipped is not None:  # a graph of the package: its session opens on demand (the pool bounds them)
+            self.packaged_calls += 1
+            return list(shipped.infer(h, check=False).values())
+        _, run, name = self._session(seg)
         return run(None, {name: h})
 
     # -- the session cache ---------------------------------------------------------------
     def _session(self, seg: Segment) -> tuple[Runner, Callable, str]:
+        shipped = self.packaged.get(seg.names)
+        if shipped is not None:
+            if hasattr(shipped, "open_session"):
+                shipped.open_session()
+            return shipped, None, ""
         with self._lock:
             entry = self._sessions.get(seg.key)
             if entry is not None:
@@ -180,7 +210,8 @@ class SegmentRunner:
     def stats(self) -> dict[str, int]:
         """Cache hits/misses/evictions, session calls, exit logits served from a segment, sessions held."""
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "calls": self.calls,
-                "tap_hits": self.tap_hits, "sessions": len(self._sessions)}
+                "tap_hits": self.tap_hits, "sessions": len(self._sessions), "packaged_calls": self.packaged_calls,
+                "packaged": len(self.packaged)}
 
     def clear(self) -> None:
         """Release every composed session (they are created again on demand)."""
