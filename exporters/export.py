@@ -67,7 +67,8 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
                    bit_levels: Sequence[int] = (32, 8, 4, 2), profile_path: str | Path | None = None,
                    branches: str | int | Sequence[Branch] = "pareto", formats: Sequence[str] = ("onnx",),
                    accuracy_level: int | None = None, resource: str = "macs", command: str | None = None,
-                   force: bool = False, merged: str = "reachable", shared_weights: bool = True) -> Package:
+                   force: bool = False, merged: str = "reachable", shared_weights: bool = True,
+                   segments_for: Sequence[str] = ()) -> Package:
     """Export ``variants.model`` into the package directory ``out`` (atomically) and load it back verified.
 
     Args:
@@ -89,6 +90,9 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
         shared_weights: store each part's weights once (a ``weights`` artifact per stem, block x
             bit-width, exit and head) and let every graph holding the same bytes read them there
             as ONNX external data; False = every graph embeds its own copy.
+        segments_for: schedulers whose segment graphs are written into the package, so the
+            runtime runs their mid-pass decisions in one call per decision point: ``("threshold",)``
+            (every branch cut at its exits). Trained schedulers write theirs when stored.
     """
     from edgeinf.exporters.onnx.build import IO_NAMES, OnnxExport, export_parts
     from edgeinf.exporters.onnx.merged import add_merged_graphs
@@ -120,7 +124,19 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
             from edgeinf.exporters.tensorrt import add_engines
 
             add_engines(pkg, artifacts)
+    _add_segments(out, segments_for)
     return load_package(out)
+
+
+def _add_segments(out: str | Path, kinds: Sequence[str]) -> None:
+    """Segment graphs of the schedulers ``kinds`` that need no training (``"threshold"``)."""
+    from edgeinf.exporters.onnx.segments import add_scheduler_segments
+
+    for kind in kinds:
+        if kind != "threshold":
+            raise EdgeinfError(f"segments_for={kind!r}: only 'threshold' is known at export; a trained scheduler "
+                               "writes its segments when stored (edgeinf train-scheduler)")
+        add_scheduler_segments(out, kind)
 
 
 def _add_graphs(pkg, artifacts: dict, shared_weights: bool) -> None:

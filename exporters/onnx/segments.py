@@ -18,14 +18,15 @@ SEGMENT_KINDS = ("gates", "gates-next", "threshold")
 MAX_PACKAGED_SEGMENTS = 4096  # bound on the segment graphs one package ships
 
 
-def segment_plans(view, paths, points_of) -> list:
-    """Every segment a run over ``paths`` can take: each path from its start, and its rest from
-    each of its points (a mid-pass switch onto it). ``points_of(i)``: the points of path ``i``."""
+def segment_plans(view, paths, points_of, switches: bool = True) -> list:
+    """Every segment a run over ``paths`` can take: each path from its start and, with
+    ``switches``, its rest from each of its points (a mid-pass switch onto it).
+    ``points_of(i)``: the points of path ``i`` (its hook's ``points``)."""
     runner = view.executor.segments
     found: dict[tuple, object] = {}
     for i, path in enumerate(paths):
         points = frozenset(points_of(i))
-        starts = [0, *(pos + 1 for pos, b in enumerate(path.blocks) if b in points)]
+        starts = [0, *(pos + 1 for pos, b in enumerate(path.blocks) if b in points and switches)]
         for start in starts:
             plan = runner.plan(path, points, start=start)
             for seg in plan.segments if plan is not None else ():
@@ -94,7 +95,7 @@ def add_scheduler_segments(root: str | Path, kind: str, trained=None) -> list[di
 
 
 def _threshold_plans(view) -> list:
-    """The threshold scheduler stops at every exit on its branch: plan each branch with its exits as points."""
+    """The threshold scheduler checks the exits before each branch's end (``Threshold.exit_hook``)."""
     exits = view.executor.exits
     rows = list(view.table.branches)
-    return segment_plans(view, rows, lambda i: [b for b in rows[i].blocks if b in exits])
+    return segment_plans(view, rows, lambda i: exits & set(rows[i].blocks[:-1]), switches=False)
