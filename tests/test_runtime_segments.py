@@ -254,3 +254,37 @@ def test_the_rest_of_a_branch_from_a_hidden_state_equals_the_chain(executors, bl
     # nothing left but the head: it runs as one chain call, not as a segment
     tail = 0 if stop in passed or (passed and passed[-1] == blocks[-1]) or pos + 1 == len(blocks) else 1
     assert seg.segments.stats()["calls"] - before == len(passed) + tail
+
+
+def test_threshold_segments_written_at_export_run_without_composing(pkg, tmp_path):
+    """Packaged threshold segments: the default runtime runs them (nothing composed here) and
+    its results equal the per-block chain's for every branch; a part outside the graphs is refused."""
+    import shutil
+
+    from edgeinf.errors import PackageError
+    from edgeinf.exporters.onnx.segments import add_scheduler_segments
+    from edgeinf.package import read_manifest
+    from edgeinf.package.schema import DIGEST_FIELD, manifest_digest, validate_manifest
+
+    root = tmp_path / "pkg"
+    shutil.copytree(pkg[0], root)
+    assert add_scheduler_segments(root, "threshold")
+    assert add_scheduler_segments(root, "threshold") == []  # already there: nothing added twice
+    x = np.random.default_rng(5).normal(size=(4, IN)).astype(np.float32)
+    shipped = build_executor(load_package(root), "onnxruntime", intra_op_threads=1)
+    chain = build_executor(load_package(root), "onnxruntime", segments=False, intra_op_threads=1)
+    shipped.activate(), chain.activate()
+    try:
+        for b in Runtime.load(root, monitor=False).table.branches:
+            hook = lambda: ExitHook(2.0, shipped.run_exit, set(b.blocks[:-1]) & shipped.exits)  # never stops
+            np.testing.assert_allclose(shipped.run(b, x, hook()), chain.run(b, x, hook()), rtol=1e-5, atol=1e-6)
+        stats = shipped.segments.stats()
+        assert stats["packaged_calls"] == stats["calls"] > 0 and stats["sessions"] == 0
+    finally:
+        shipped.deactivate(), chain.deactivate()
+    manifest = read_manifest(root)
+    seg = next(a for a in manifest["artifacts"] if a["role"] == "segment")
+    seg["segment_parts"] = ["profile"]
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)
+    with pytest.raises(PackageError, match="not a graph artifact"):
+        validate_manifest(manifest)
