@@ -58,12 +58,16 @@ class TrainSchedulerTool(Tool):
             bar.update(1)
             entry = attach_scheduler(args.package, args.kind, trained)
             bar.update(1)
+        from edgeinf.package import read_manifest
+
+        segments = sum(a["role"] == "segment" for a in read_manifest(args.package)["artifacts"])
         out = {"kind": args.kind, "file": entry["path"], "sha256": entry["sha256"],
-               "train_s": wb.timings_s.get(f"train_{args.kind}"), "seed": args.seed}
+               "train_s": wb.timings_s.get(f"train_{args.kind}"), "seed": args.seed, "segment_graphs": segments}
         if args.json:
             self.print_json(out)
         else:
-            print(f"{args.kind}: trained in {out['train_s']:.1f} s, stored as {Path(args.package) / entry['path']}")
+            print(f"{args.kind}: trained in {out['train_s']:.1f} s, stored as {Path(args.package) / entry['path']}"
+                  f" ({segments} segment graphs in the package)")
         return 0
 
 
