@@ -17,7 +17,8 @@ pytest.importorskip("onnx")  # building the test package needs onnx (the run bel
 N_BLOCKS = 3
 BLOCKED = ("torch", "onnx", "onnxscript", "sklearn", "matplotlib", "exporters")
 
-RUN = textwrap.dedent("""
+# The start of every subprocess script below: the blocked modules fail to import.
+BLOCK_IMPORTS = textwrap.dedent("""
     import json, sys
     BLOCKED = {blocked!r}
 
@@ -28,6 +29,9 @@ RUN = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, Block())
+""")
+
+RUN = BLOCK_IMPORTS + textwrap.dedent("""
     import numpy as np
     from edgeinf.runtime.runtime import Runtime
     from edgeinf.runtime.schedulers import Threshold
@@ -111,17 +115,7 @@ def test_every_scheduler_kind_runs_with_torch_onnx_sklearn_and_matplotlib_blocke
     assert lut["branch"] == f"k{''.join(map(str, range(N_BLOCKS)))}-eNone"
 
 
-SEGMENTS_RUN = textwrap.dedent("""
-    import json, sys
-    BLOCKED = {blocked!r}
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{{name}} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
+SEGMENTS_RUN = BLOCK_IMPORTS + textwrap.dedent("""
     import numpy as np
     from edgeinf.learned.store import load_scheduler
     from edgeinf.runtime.runtime import Runtime
