@@ -9,6 +9,13 @@
 
 namespace {
 
+// The C entry points' result: 0 for a clean launch, else 1 with the emulator's one-line reason in err.
+int report(const std::string& why, char* err, int errlen) {
+  if (why.empty()) return 0;
+  std::snprintf(err, static_cast<size_t>(errlen), "%s", why.c_str());
+  return 1;
+}
+
 using Kernel = void (*)(const uint8_t*, const uint8_t*, const __half*, const __half*, const __half*, __half*, int,
                         int, int, int, int, int, float);
 struct Entry {
@@ -83,9 +90,7 @@ extern "C" int emu_qstream(const char* name, int gx, int gy, int gz, int bx, int
                       [=] { fn(a, b, s, xx, bi, yy, w, c, M, N, K, nchunk, npad, gsb, out_mul, slice_chunks); },
                       1 << 17, static_cast<size_t>(shared), order_seed);
   }
-  if (why.empty()) return 0;
-  std::snprintf(err, static_cast<size_t>(errlen), "%s", why.c_str());
-  return 1;
+  return report(why, err, errlen);
 }
 
 #endif
@@ -103,9 +108,7 @@ extern "C" int emu_cp_async_selftest(int mode, unsigned* out, char* err, int err
     emu::cp_async_wait(0);
     std::memcpy(out + 4, dst, 16);
   });
-  if (why.empty()) return 0;
-  std::snprintf(err, static_cast<size_t>(errlen), "%s", why.c_str());
-  return 1;
+  return report(why, err, errlen);
 }
 
 // Launch kernel `name` on grid (gx, gy, gz) x block (bx, by, bz) with the kernel's own arguments.
@@ -129,9 +132,7 @@ extern "C" int emu_qgemm(const char* name, int gx, int gy, int gz, int bx, int b
     why = emu::launch({unsigned(gx), unsigned(gy), unsigned(gz)}, {unsigned(bx), unsigned(by), unsigned(bz)},
                       [=] { fn(a, b, s, xx, bi, yy, M, N, K, nchunk, npad, gsb, out_mul); });
   }
-  if (why.empty()) return 0;
-  std::snprintf(err, static_cast<size_t>(errlen), "%s", why.c_str());
-  return 1;
+  return report(why, err, errlen);
 }
 
 // Checks of the emulator itself: mode 0 rotates values through a shuffle (out[i] = 100*blk + the
@@ -145,7 +146,5 @@ extern "C" int emu_selftest(int mode, int* out, char* err, int errlen) {
     __syncthreads();
     out[blockIdx.x * 64 + tid] = 100 * blockIdx.x + next;
   });
-  if (why.empty()) return 0;
-  std::snprintf(err, static_cast<size_t>(errlen), "%s", why.c_str());
-  return 1;
+  return report(why, err, errlen);
 }
