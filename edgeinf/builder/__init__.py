@@ -7,6 +7,6 @@ Example:
 """
 from edgeinf.builder.config import BuildConfig
 from edgeinf.builder.data import BuildData, load_data
-from edgeinf.builder.pipeline import STAGES, BuildResult, build, check_out, work_dir
+from edgeinf.builder.pipeline import STAGES, BuildResult, build, work_dir
 
-__all__ = ["BuildConfig", "BuildData", "BuildResult", "STAGES", "build", "check_out", "load_data", "work_dir"]
+__all__ = ["BuildConfig", "BuildData", "BuildResult", "STAGES", "build", "load_data", "work_dir"]

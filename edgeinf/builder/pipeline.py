@@ -70,14 +70,6 @@ class _Run:
 
 
 # -- --out --------------------------------------------------------------------------------------
-def check_out(out: str | Path, force: bool = False) -> Path:
-    """``--out`` may be new or an edgeinf package (replaced atomically); anything else is refused
-    unless ``force`` (the project's output policy, :func:`edgeinf._atomic.check_out`)."""
-    from edgeinf._atomic import check_out as check
-
-    return check(out, "package", force=force, flag="--out")
-
-
 def work_dir(out: Path) -> Path:
     """The build's work dir beside the package: ``<out>.build``."""
     return out.with_name(out.name + ".build")
@@ -107,7 +99,7 @@ def build(model: Any, data: Any, config: BuildConfig | None = None, out: str | P
     from edgeinf.costs import TorchThreads
 
     config = BuildConfig() if config is None else config
-    out = check_out(out, force)
+    out = _atomic.check_out(out, "package", force=force, flag="--out")  # new, or a package to replace
     run = _Run(config, out, work_dir(out), command, force=force)
     t_all = time.perf_counter()
     with TorchThreads(config.threads), Progress("build", total=len(STAGES)) as bar:
