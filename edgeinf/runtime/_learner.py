@@ -13,7 +13,6 @@ Python. The choice of a call therefore uses a model at most one call stale;
 from __future__ import annotations
 
 import _thread
-import collections
 import queue
 import threading
 from typing import Callable
@@ -50,7 +49,8 @@ class Learner:
         self.inline = inline
         self.submitted = 0
         self.applied = 0
-        self._held: collections.deque = collections.deque()  # submitted, not handed to the thread yet
+        self._held: list = []  # submitted, not handed to the thread yet
+        self._check: Check | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -74,15 +74,15 @@ class Learner:
         runs (the caller checks at once)."""
         if self._thread is None or self._error is not None:
             return None
-        check = Check(fn, arg)
-        self._held.append(check)
+        check = self._check = Check(fn, arg)
         return check
 
     def kick(self) -> None:
-        """Hand the held items to the thread (call it right before a GIL-releasing backend run)."""
-        held = self._held
-        while held:
-            self._queue.put(held.popleft())
+        """Hand the pending check and the held items to the thread in one queue put (one wake-up;
+        call it right before a GIL-releasing backend run)."""
+        if self._held or self._check is not None:
+            self._queue.put((self._check, self._held))
+            self._held, self._check = [], None
 
     def sync(self, max_lag: int = 1) -> None:
         """Make sure at most ``max_lag`` submitted calls are not applied yet."""
@@ -105,10 +105,16 @@ class Learner:
                 except queue.Empty:
                     break
                 if isinstance(item, tuple):
-                    self._apply(item)
-                elif isinstance(item, Check):
-                    item.run()
+                    self._run(item)
         self.check()
+
+    def _run(self, work: tuple) -> None:
+        """One kick's work: the check first (the caller waits for it), then the items in order."""
+        check, items = work
+        if check is not None:
+            check.run()
+        for item in items:
+            self._apply(item)
 
     def _apply(self, item: tuple) -> None:
         self.apply(*item)
@@ -125,14 +131,11 @@ class Learner:
             item = q.get()
             if item is None:
                 return
-            if isinstance(item, Check):
-                item.run()
-                continue
             if not isinstance(item, tuple):
                 item.set()  # a drain marker: everything before it is applied
                 continue
             try:
-                self._apply(item)
+                self._run(item)
             except BaseException as exc:  # surfaced by the next drain/check; never silent
                 self._error = exc
                 return

@@ -61,6 +61,7 @@ class LevelLatencyModel(LatencyModel):
         self.ref_freq_mhz: float | None = None
         self.transitions = 0
         self.set_session(cfg.threads, cfg.cores)
+        self._refresh()
 
     def set_session(self, threads: int | None = None, cores: int | None = None) -> None:
         self.cores = int(cores or self.config.cores or machine_cores())
@@ -69,8 +70,8 @@ class LevelLatencyModel(LatencyModel):
     # -- prediction ------------------------------------------------------------------------
     def level(self, snapshot: Snapshot) -> int:
         cores = len(snapshot.per_core) or self.cores
-        ov = overlap(snapshot.runnable_per_core * cores, self.threads, cores)
-        return bisect.bisect_right(self.edges, ov)
+        ov = (snapshot.runnable_per_core * cores + self.threads - cores) / self.threads  # overlap(), inlined
+        return bisect.bisect_right(self.edges, ov) if ov > 0.0 else 0
 
     def _freq_log(self, snapshot: Snapshot) -> float:
         f, ref = snapshot.cpu_freq_mhz, self.ref_freq_mhz
@@ -88,14 +89,23 @@ class LevelLatencyModel(LatencyModel):
         return self.level_margin[self.level(snapshot)]
 
     def bounds(self, snapshot: Snapshot, margin: bool = True) -> tuple[float, float]:
+        """(scale, add_ms) of the snapshot's level: precomputed after each observation, so a call
+        pays one level lookup (and a frequency ratio where the clock is readable)."""
         level = self.level(snapshot)
-        ls = self._level_log(level) + self._freq_log(snapshot)
         if not margin:
-            return math.exp(ls), 0.0
-        m = self.level_margin[level]
-        if m is None:
-            return math.exp(ls + self.config.initial_margin), 0.0
-        return math.exp(ls), m
+            return math.exp(self._level_log(level) + self._freq_log(snapshot)), 0.0
+        scale, add_ms = self._bounds[level]
+        if snapshot.cpu_freq_mhz and self.ref_freq_mhz:
+            scale *= self.ref_freq_mhz / snapshot.cpu_freq_mhz
+        return scale, add_ms
+
+    def _refresh(self) -> None:
+        """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
+        out = []
+        for level, m in enumerate(self.level_margin):
+            ls = self._level_log(level)
+            out.append((math.exp(ls + self.config.initial_margin), 0.0) if m is None else (math.exp(ls), m))
+        self._bounds = out
 
     # -- learning --------------------------------------------------------------------------
     def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float, batch: int = 1,
@@ -118,6 +128,7 @@ class LevelLatencyModel(LatencyModel):
         if self.level_calls[level] > SETTLE_CALLS:  # the first residuals measure the prior, not the tail
             self._track_margin(level, residual)
         self.observations += 1
+        self._refresh()
 
     def _kalman_level(self, level: int, y: float, prior: float) -> None:
         """One scalar filter step for ``level`` (a level's first call starts from its prior)."""

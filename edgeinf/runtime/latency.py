@@ -97,8 +97,8 @@ class LatencyModelConfig:
             raise EdgeinfError(f"clip_sigma must be > 0, got {self.clip_sigma}")
         if list(self.margin_bins) != sorted(self.margin_bins):
             raise EdgeinfError(f"margin_bins must be increasing, got {self.margin_bins}")
-        if list(self.level_edges) != sorted(self.level_edges):
-            raise EdgeinfError(f"level_edges must be increasing, got {self.level_edges}")
+        if not self.level_edges or list(self.level_edges) != sorted(self.level_edges) or self.level_edges[0] <= 0:
+            raise EdgeinfError(f"level_edges must be one or more increasing positive numbers, got {self.level_edges}")
         for name in ("threads", "cores"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):

@@ -104,6 +104,8 @@ class Runtime:
         self.load_ms: float | None = None  # set by :meth:`load`
         self.executor.activate()
         self.input_spec = input_spec or executor.input_spec
+        spec = self.input_spec
+        self._dynamic_batch = spec is None or not spec.shape or spec.shape[0] is None
         if monitor is not None and not monitor.running:
             monitor.start()
 
@@ -180,11 +182,13 @@ class Runtime:
                 inf (unless the runtime was made with ``allow_nonfinite=True``), or the budget is
                 not a finite positive real number. Never raised for a budget that cannot be met.
         """
-        budget_ms = check_budget_ms(budget_ms)
-        if self.input_spec is not None and not (x.__class__ is np.ndarray and (x.shape, x.dtype) == self._ok_input):
-            self.input_spec.check(x, "Runtime.infer")
-            self._ok_input = (x.shape, x.dtype)
-        batch = self._batch(x)
+        if type(budget_ms) is not float or not 0.0 < budget_ms <= _MAX_BUDGET_MS:
+            budget_ms = check_budget_ms(budget_ms)
+        if x.__class__ is not np.ndarray or (x.shape, x.dtype) != self._ok_input:
+            if self.input_spec is not None:
+                self.input_spec.check(x, "Runtime.infer")
+            self._ok_input = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+        batch = self._batch(x) if self._dynamic_batch else 1
         with self._lock:
             return self._infer_locked(x, budget_ms, label, batch)
 
