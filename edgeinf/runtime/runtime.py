@@ -124,6 +124,7 @@ class Runtime:
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
             **options: ``allow_nonfinite=True`` lets NaN/inf inputs through (default: they raise),
+                ``inline_learning=True`` learns on the call path (see the class docstring),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
                 ``segments`` / ``max_segments`` / ``max_sessions`` (see ``_package.build_executor``):
                 ``segments=True`` composes mid-pass segments here (needs onnx).
@@ -136,13 +137,14 @@ class Runtime:
 
         t0 = time.perf_counter()
         allow_nonfinite = bool(options.pop("allow_nonfinite", False))
+        inline_learning = bool(options.pop("inline_learning", False))
         view = _package.open_package(pkg, backend, board, **options)
         if isinstance(scheduler, str):
             scheduler = _package.named_scheduler(view.package, scheduler)
         if monitor is True:
             monitor = _package.default_monitor(board)
         rt = cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec,
-                 allow_nonfinite=allow_nonfinite)
+                 allow_nonfinite=allow_nonfinite, inline_learning=inline_learning)
         rt.set_session_threads(options.get("intra_op_threads"))
         mid_pass = type(rt.scheduler).exit_hook is not Scheduler.exit_hook and bool(view.executor.exits)
         reachable = {b.id for b in rt.table.pareto()}  # what the table's schedulers can pick
