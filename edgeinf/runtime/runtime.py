@@ -125,6 +125,9 @@ class Runtime:
             latency: the latency model or its config (default: contention-aware).
             **options: ``allow_nonfinite=True`` lets NaN/inf inputs through (default: they raise),
                 ``inline_learning=True`` learns on the call path (see the class docstring),
+                ``remeasure=True`` times every branch here at load (a few frames each) when the
+                package's latency table was measured at another intra-op thread count (default:
+                a one-line warning and the table scaled by ``_package.thread_scale``),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
                 ``segments`` / ``max_segments`` / ``max_sessions`` (see ``_package.build_executor``):
                 ``segments=True`` composes mid-pass segments here (needs onnx).
@@ -138,7 +141,12 @@ class Runtime:
         t0 = time.perf_counter()
         allow_nonfinite = bool(options.pop("allow_nonfinite", False))
         inline_learning = bool(options.pop("inline_learning", False))
+        remeasure = bool(options.pop("remeasure", False))
         view = _package.open_package(pkg, backend, board, **options)
+        if view.latency_note and remeasure:
+            view.table = _package.remeasured_table(view)
+        elif view.latency_note:
+            log.warning(view.latency_note)
         if isinstance(scheduler, str):
             scheduler = _package.named_scheduler(view.package, scheduler)
         if monitor is True:
