@@ -2,7 +2,6 @@
 never loses a failure."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 
@@ -64,8 +63,20 @@ def test_runtime_stats_and_model_see_every_call():
         rt.infer(xs, 5.0)
     assert rt.stats()["calls"] == 30 and rt.latency.observations == 30
     assert [r.call for r in rt.records()] == list(range(30))
+    thread = rt._learner._thread
     rt.close()
-    assert not [t for t in threading.enumerate() if t.name == "edgeinf-learner"]
+    assert thread is not None and not thread.is_alive()
+
+
+def test_an_unclosed_runtime_is_collected_and_its_thread_stops():
+    import gc
+
+    rt = _runtime()
+    thread = rt._learner._thread
+    del rt
+    gc.collect()
+    thread.join(5.0)
+    assert not thread.is_alive()
 
 
 def test_inline_learning_runs_no_thread():

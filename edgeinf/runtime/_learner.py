@@ -13,7 +13,9 @@ Python. The choice of a call therefore uses a model at most one call stale;
 from __future__ import annotations
 
 import _thread
+import inspect
 import queue
+import weakref
 import threading
 from typing import Callable
 
@@ -45,7 +47,13 @@ class Learner:
     """Applies ``apply(*item)`` to submitted items in order, in a daemon thread (or inline)."""
 
     def __init__(self, apply: Callable[..., None], inline: bool = False):
-        self.apply = apply
+        # a bound method is held weakly: the thread must not keep an unclosed runtime alive, and
+        # when the runtime is collected its learner thread stops
+        if inspect.ismethod(apply):
+            self._ref = weakref.WeakMethod(apply)
+            weakref.finalize(apply.__self__, self._queue_stop)
+        else:
+            self._ref = lambda: apply
         self.inline = inline
         self.submitted = 0
         self.applied = 0
@@ -116,8 +124,14 @@ class Learner:
         for item in items:
             self._apply(item)
 
+    def _queue_stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+
     def _apply(self, item: tuple) -> None:
-        self.apply(*item)
+        apply = self._ref()
+        if apply is not None:
+            apply(*item)
         self.applied += 1
 
     def check(self) -> None:

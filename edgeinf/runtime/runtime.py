@@ -225,14 +225,15 @@ class Runtime:
         hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits,
                                         chain=self.executor.chain) if self._hooks and self.executor.exits else None
         if mon is not None:
-            mon.busy_threads = self.session_threads
+            mon.busy_threads = self.session_threads  # our own threads are not contention
         self._learner.kick()  # the previous call's lessons are applied while this one runs
-        out = self.executor.run(decision.branch, x, hook)
-        measured_ms = (self.clock() - t0) * 1e3
-        after = None
-        if mon is not None:
-            mon.busy_threads = 0
-            after = mon.snapshot
+        try:
+            out = self.executor.run(decision.branch, x, hook)
+        finally:
+            measured_ms = (self.clock() - t0) * 1e3
+            if mon is not None:
+                mon.busy_threads = 0
+        after = mon.snapshot if mon is not None else None
         if finite is not None and not finite.passed():
             check_finite(x)  # raises the one-line error
         ran = decision.branch
