@@ -81,9 +81,8 @@ class ProcfsReader:
         return float("nan")
 
     def _freq(self) -> float | None:
-        vals = [_read_number(f) for f in self._freq_files]
-        vals = [v for v in vals if v is not None]
-        return sum(vals) / len(vals) / 1e3 if vals else None
+        khz = cpu_freq_khz(self._freq_files)
+        return None if khz is None else khz / 1e3
 
     def _gpu_load(self) -> float | None:
         v = _read_number(self._gpu_load_file) if self._gpu_load_file else None
@@ -113,6 +112,14 @@ class PsutilReader:
         freq = ps.cpu_freq() if hasattr(ps, "cpu_freq") else None
         return Counters(self.clock(), busy, total, own.user + own.system, 0, os.getloadavg()[0],
                         ps.virtual_memory().available / 2**20, freq.current if freq else None, None, None)
+
+
+def cpu_freq_khz(files) -> float | None:
+    """Mean current CPU clock in kHz over cpufreq ``scaling_cur_freq`` files; None where none is
+    readable (VMs, containers). The latency model scales its prediction by the clock's ratio to the
+    first call's; this is the one place that reads it."""
+    vals = [v for v in (_read_number(f) for f in files) if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def first_existing(root: Path, candidates: object) -> Path | None:
