@@ -12,6 +12,7 @@ from edgeinf.errors import EdgeinfError, PackageError
 from edgeinf.learned.content import ContentAware, ContentScheduler
 from edgeinf.learned.gates import ErrorGates, GatesScheduler
 from edgeinf.learned.next_step import NextStepGates, NextStepScheduler
+from edgeinf.runtime.registry import register_scheduler
 
 SCHEDULERS = "schedulers"  # manifest key
 KINDS = {"gates": (ErrorGates, GatesScheduler), "gates-next": (NextStepGates, NextStepScheduler),
@@ -76,3 +77,19 @@ def _check_kind(kind: str, trained) -> None:
         raise PackageError(f"unknown scheduler kind '{kind}'; choose from {', '.join(KINDS)}")
     if not isinstance(trained, KINDS[kind][0]):
         raise PackageError(f"a '{kind}' scheduler must be a {KINDS[kind][0].__name__}, got {type(trained).__name__}")
+
+
+def _trained_factory(kind: str):
+    """The registry factory of the trained ``kind``: it reads the weights from the package."""
+
+    def make(package=None, **options):
+        if package is None:
+            raise EdgeinfError(f"the '{kind}' scheduler is trained into a package; load it from one: "
+                               f"Runtime.load(PKG, scheduler='{kind}') or load_scheduler(PKG, '{kind}')")
+        return load_scheduler(package, kind, **options)
+
+    return make
+
+
+for _kind in KINDS:
+    register_scheduler(_kind, _trained_factory(_kind))

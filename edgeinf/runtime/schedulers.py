@@ -15,6 +15,7 @@ import numpy as np
 from edgeinf.errors import EdgeinfError
 from edgeinf.runtime.latency import LatencyModel
 from edgeinf.runtime.monitor import Snapshot
+from edgeinf.runtime.registry import create_scheduler, register_scheduler
 from edgeinf.runtime.table import BranchInfo, BranchTable
 
 
@@ -151,14 +152,18 @@ def max_probability(logits: np.ndarray) -> float:
     return float((p.max(axis=1) / p.sum(axis=1)).min())
 
 
-SCHEDULERS = {"static": Static, "lut": LookupTable, "threshold": Threshold}
+def _untrained(cls: type[Scheduler]):
+    """The registry factory of a scheduler that needs nothing from the package."""
+    return lambda package=None, **options: cls(**options)
+
+
+register_scheduler("static", _untrained(Static))
+register_scheduler("lut", _untrained(LookupTable))
+register_scheduler("threshold", _untrained(Threshold))
 
 
 def make_scheduler(name: str | Scheduler | None, **kwargs) -> Scheduler:
-    """A scheduler from its name ("lut", "static", "threshold"); ``None`` = "lut"."""
+    """A scheduler from its registered name ("lut", "static", "threshold", ...); ``None`` = "lut"."""
     if isinstance(name, Scheduler):
         return name
-    try:
-        return SCHEDULERS[name or "lut"](**kwargs)
-    except KeyError:
-        raise EdgeinfError(f"unknown scheduler '{name}'; choose from {', '.join(SCHEDULERS)}") from None
+    return create_scheduler(name or "lut", None, **kwargs)
