@@ -274,3 +274,23 @@ def test_a_forced_stop_runs_no_gate_mlp(monkeypatch):
     hook = GateHook(gates, gates.pathset.index["hi"], 0.0, allowed, chain.run_exit, chain)
     out = hook(1, 1, np.zeros((1, 2)))
     assert out is not None and hook.path.id == "e1" and hook.exited_at == (1, 1) and hook.gates_run == 1
+
+
+def test_one_scheduler_serves_interleaved_calls():
+    """Per-call state travels in the decision: a hook made after a later ``choose`` still uses its own call's."""
+    from edgeinf.runtime.hooks import PassHook
+    from edgeinf.runtime.latency import LatencyModel
+    from edgeinf.runtime.monitor import IDLE
+    from edgeinf.runtime.table import BranchInfo, BranchTable
+
+    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    rows = [BranchInfo(p.id, 0.9, p.cost_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    sched = GatesScheduler(gates, lam=0.0).bind(BranchTable(tuple(rows)), LatencyModel())
+    scale, add = sched.latency.bounds(IDLE)
+    tight, loose = sched.choose(2.5 * scale + add, IDLE), sched.choose(100.0, IDLE)
+    chain = _FakeChain()
+    first, second = (sched.exit_hook(d, chain.run_exit, {1}, chain) for d in (tight, loose))
+    hi = gates.pathset.index["hi"]
+    assert not first.allowed[hi] and second.allowed[hi]
+    assert tight.branch.id == "lo" and loose.branch.id == "hi"
+    assert isinstance(first, PassHook) and isinstance(second, PassHook)

@@ -244,7 +244,6 @@ class GatesScheduler(Scheduler):
         if lam is not None and not lam >= 0:
             raise EdgeinfError(f"lambda must be >= 0, got {lam}")
         self.lam = lam
-        self._call: tuple[float, np.ndarray] | None = None
 
     def bind(self, table, latency) -> "GatesScheduler":
         super().bind(table, latency)
@@ -261,12 +260,11 @@ class GatesScheduler(Scheduler):
         if not allowed.any():
             allowed = ps.costs_ms == ps.costs_ms.min()
         lam = self.lam if self.lam is not None else self.gates.lam_for_budget((budget_ms - add_ms) / scale)
-        self._call = (lam, allowed)
         start = ps.paths[self.gates.start(lam, allowed)]
-        return self._decide(self.table.get(start.id), bounds, budget_ms)
+        return self._decide(self.table.get(start.id), bounds, budget_ms, state=(lam, allowed))
 
     def exit_hook(self, decision, run_exit, exits, chain=None):
-        lam, allowed = self._call
+        lam, allowed = decision.state
         return GateHook(self.gates, self.gates.pathset.index[decision.branch.id], lam, allowed, run_exit, chain)
 
     def __repr__(self) -> str:

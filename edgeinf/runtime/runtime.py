@@ -170,8 +170,10 @@ class Runtime:
                                         chain=self.executor.chain) if self.executor.exits else None
         out = self.executor.run(decision.branch, x, hook)
         measured_ms = (self.clock() - t0) * 1e3
-        decision_us += getattr(hook, "decision_us", 0.0)  # the hook's own decisions (gates), not its exit heads
-        exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit
+        exited = None
+        if hook is not None:
+            decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
+            exited = hook.exited_at  # (position, block) of an early exit
         ran = self._ran(decision.branch, exited)
         self.latency.observe(ran.base_ms, snap, measured_ms, batch)
         record = Record(
