@@ -17,6 +17,8 @@ from edgeinf.runtime.table import BranchInfo, BranchTable
 # public name -> the module that defines it (imported on first use: keeps ``import edgeinf.runtime`` light)
 _LAZY = {
     "Runtime": "edgeinf.runtime.runtime",
+    "PassHook": "edgeinf.runtime.hooks",
+    **dict.fromkeys(("register_backend", "register_scheduler", "ArtifactRef"), "edgeinf.runtime.registry"),
     **dict.fromkeys(("DEVICE_LATENCY", "PackageView", "branch_table", "build_executor", "device_table",
                      "fallback_warning", "input_spec", "latency_value", "named_scheduler", "open_package"),
                     "edgeinf.runtime._package"),
