@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.runtime.executors import PackageExecutor
 from edgeinf.runtime import registry
+from edgeinf.runtime.executors import PackageExecutor
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runners.base import Runner, TensorSpec, specs_from
 from edgeinf.runtime.runners.chain import ChainRunner
