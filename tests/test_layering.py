@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -155,7 +156,7 @@ def test_a_planted_bad_import_is_found(tmp_path, planted, lazy):
 BLOCKED = (*FORBIDDEN_LIBRARIES, "edgeinf.exporters", "edgeinf.adapters", "edgeinf.quant", "edgeinf.profiling",
            "edgeinf.builder", "edgeinf.learned.train_gates", "edgeinf.learned.train_next_step",
            "edgeinf.learned.finetune", "edgeinf.learned.pipeline", "edgeinf.learned.evaluate", "edgeinf.kernels.quant_linear")
-RUN = textwrap.dedent("""
+IMPORT_ALL = textwrap.dedent("""
     import importlib, json, sys
     BLOCKED = {blocked!r}
 
@@ -168,6 +169,8 @@ RUN = textwrap.dedent("""
     sys.meta_path.insert(0, Block())
     for name in {modules!r}:
         importlib.import_module(name)
+""")
+RUN = IMPORT_ALL + textwrap.dedent("""
     import numpy as np
     from edgeinf.runtime import Runtime, registry
 
@@ -190,6 +193,15 @@ def test_device_modules_and_every_scheduler_kind_run_with_the_build_side_blocked
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["imported"] == []
     assert set(out["ran"]) >= {"static", "lut", "threshold", "gates", "gates-next", "content"}
+
+
+def test_a_planted_module_fails_the_blocked_run(tmp_path):
+    """The subprocess check can fail: a module that imports sklearn (through a device module's name) stops it."""
+    (tmp_path / "planted_device.py").write_text("import edgeinf.runtime.table\nimport sklearn\n")
+    code = IMPORT_ALL.format(blocked=BLOCKED, modules=["edgeinf.runtime.table", "planted_device"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and "sklearn is blocked in this test" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
