@@ -127,3 +127,10 @@ def test_entry_points_extend_the_allow_list(monkeypatch, clean_registry, tmp_pat
     assert "plugin-kind" in registry.scheduler_names() and "plugin-kind" not in registry._schedulers
     assert isinstance(registry.create_scheduler("plugin-kind"), Static)  # imported on first use, then registered
     monkeypatch.delitem(sys.modules, "edgeinf_test_plugin")
+
+
+def test_a_provider_that_cannot_be_imported_is_one_line(monkeypatch, clean_registry):
+    monkeypatch.setitem(registry.SCHEDULER_PROVIDERS, "missing-kind", "edgeinf_no_such_module")
+    with pytest.raises(EdgeinfError, match="scheduler 'missing-kind' comes from module edgeinf_no_such_module, "
+                                           "which cannot be imported"):
+        registry.create_scheduler("missing-kind")

@@ -127,7 +127,7 @@ def scheduler_kind(name: str) -> SchedulerKind:
     if kind is None:
         module = _providers().get(name)
         if module is not None:
-            import_module(module)
+            _import_provider(name, module)
         kind = _schedulers.get(name)
     if kind is None:
         raise EdgeinfError(f"unknown scheduler '{name}'; choose from {', '.join(scheduler_names())}")
@@ -150,6 +150,14 @@ def _providers() -> dict[str, str]:
     from importlib.metadata import entry_points
 
     return {**SCHEDULER_PROVIDERS, **{ep.name: ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)}}
+
+
+def _import_provider(name: str, module: str) -> None:
+    try:
+        import_module(module)
+    except ImportError as exc:
+        raise EdgeinfError(f"scheduler '{name}' comes from module {module}, which cannot be imported ({exc}); "
+                           "install what it needs or pick another scheduler") from None
 
 
 def _load_builtins() -> None:
