@@ -146,10 +146,10 @@ def create_scheduler(name: str, package=None, **options):
 
 
 def _providers() -> dict[str, str]:
-    """Scheduler kind -> module, from the allow-list and the installed entry points."""
+    """Scheduler kind -> module, from the installed entry points and the allow-list (which wins)."""
     from importlib.metadata import entry_points
 
-    return {**SCHEDULER_PROVIDERS, **{ep.name: ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)}}
+    return {**{ep.name: ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)}, **SCHEDULER_PROVIDERS}
 
 
 def _import_provider(name: str, module: str) -> None:
