@@ -33,7 +33,7 @@ import numpy as np
 from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
 from edgeinf.contention import ContentionGenerator, LoadTrace, machine_cores
-from edgeinf.runtime._package import open_package
+from edgeinf.runtime import open_package
 from edgeinf.runtime.latency import LatencyModelConfig
 from edgeinf.runtime.measure import profile_package, sample_input
 from edgeinf.runtime.monitor import Monitor, MonitorConfig

@@ -3,8 +3,8 @@
 Per call: read the monitor's cached snapshot, let the scheduler choose (the latency model
 predicts every branch under that contention), run the branch, record it. Learning from the
 measured latency and the run statistics happen off the call path (``_learner.Learner``: a
-background thread; the next choice uses a model at most one call stale). A budget that cannot be met never raises: the fastest branch
-runs and the record says the miss was predicted.
+background thread; the next choice uses a model at most one call stale). A budget that
+cannot be met never raises: the fastest branch runs and the record says the miss was predicted.
 """
 from __future__ import annotations
 
@@ -116,10 +116,12 @@ class Runtime:
         """A runtime for package ``pkg`` (a directory or a loaded ``edgeinf.package.Package``).
 
         Args:
-            backend: "onnxruntime" (CPU, default), "onnxruntime-cuda", "onnxruntime-tensorrt",
-                "tensorrt"; ``None`` = the board's first available preference, else ORT CPU.
-            scheduler: "lut" (default), "static", "threshold", a learned scheduler trained into the
-                package ("gates", "gates-next", "content"), or a Scheduler instance.
+            backend: a registered backend: "onnxruntime" (CPU, default), "onnxruntime-cuda",
+                "onnxruntime-tensorrt", "tensorrt" (``edgeinf.runtime.register_backend`` adds more);
+                ``None`` = the board's first available preference, else ORT CPU.
+            scheduler: a registered scheduler: "lut" (default), "static", "threshold", a learned
+                scheduler trained into the package ("gates", "gates-next", "content"), or a
+                Scheduler instance.
             board: a board profile name or ``BoardProfile`` (GPU sysfs paths, backend preference).
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
@@ -129,7 +131,7 @@ class Runtime:
                 package's latency table was measured at another intra-op thread count (default:
                 a one-line warning and the table scaled by ``_package.thread_scale``),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
-                ``segments`` / ``max_segments`` / ``max_sessions`` (see ``_package.build_executor``):
+                ``segments`` / ``max_segments`` / ``max_sessions`` (see ``edgeinf.runtime.build_executor``):
                 ``segments=True`` composes mid-pass segments here (needs onnx).
 
         Sessions open on demand (the first call of a branch opens its graphs). What the package
@@ -239,8 +241,8 @@ class Runtime:
         ran = decision.branch
         exited = None
         if hook is not None:
-            decision_us += getattr(hook, "decision_us", 0.0)  # the hook's own decisions (gates), not its exit heads
-            exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit
+            decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
+            exited = hook.exited_at  # (position, block) of an early exit
             ran = self._ran(ran, exited)
         record = Record._make(
             self._calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
