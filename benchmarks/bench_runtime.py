@@ -1,8 +1,13 @@
 """Runtime benchmark: budget tracking under live contention (steps and sub-second bursts), per scheduler
 and latency model, side by side in one run, at real scale.
 
-    .venv/bin/python benchmarks/bench_runtime.py --package PKG            # e.g. mnist-resnet18, <= 8 min
-    .venv/bin/python benchmarks/bench_runtime.py --package PKG --quick    # ~2 min, 2 threads only
+    .venv/bin/python benchmarks/bench_runtime.py --package PKG            # e.g. mnist-resnet18
+    .venv/bin/python benchmarks/bench_runtime.py --package PKG --quick    # short traces, cores' threads only
+
+The full run holds 340 s of traces (5 runs x (24 + 20) s at the cores' thread count, 5 x 24 s at
+1 thread) plus profiling, calibration and session start-up; it took 739 s (--quick: 341 s) on
+the 2-core VM at a load average of 10-24 from other work, where each session open and each
+profiled call was several times slower than on a quiet host.
     .venv/bin/python benchmarks/bench_runtime.py --synthetic               # no package needed (needs onnx)
 
 For each intra-op thread count (the cores, then 1): the package is profiled frame-paced at that
@@ -247,7 +252,7 @@ def traces_threads(args) -> list[int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_package_source(p)
-    p.add_argument("--quick", action="store_true", help="short traces, the cores' thread count only (~2 min)")
+    p.add_argument("--quick", action="store_true", help="short traces, the cores' thread count only")
     p.add_argument("--threads", default=None, help="intra-op thread counts, comma-separated (default: cores,1)")
     p.add_argument("--phase-s", type=float, default=3.0, help="seconds per contention phase of the steps trace")
     p.add_argument("--phases", type=int, default=8, help="phases of the steps trace")
