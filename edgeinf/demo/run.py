@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeinf.demo import analysis, report, steps
+import edgeinf.demo.analysis as analysis
+import edgeinf.demo.report as report
+import edgeinf.demo.steps as steps
 from edgeinf.demo.config import DemoConfig
 
 log = logging.getLogger("edgeinf")
