@@ -45,8 +45,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
     with TorchThreads(_threads(config.threads)):
         models, data = _step(run, "models", steps.load_models, config)
         for name, model in models.items():
-            run.results[name] = _step(run, "profile", steps.profile_model, config, name, model, data[name])
-        oracles = {n: _step(run, "oracle", analysis.oracle_analysis, r.profile, r.correct) for n, r in run.results.items()}
+            run.results[name] = _step(run, f"profile:{name}", steps.profile_model, config, name, model, data[name])
+        oracles = {n: _step(run, f"oracle:{n}", analysis.oracle_analysis, r.profile, r.correct)
+                   for n, r in run.results.items()}
         first = run.results[config.models[0]]
         graded = _step(run, "graded", steps.graded_accuracy, config, first)
         pkg = _step(run, "package", steps.export_package, config, first)
@@ -64,8 +65,12 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
 
 def _step(run: DemoResult, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """One step with its progress line; its time adds to ``run.timings_s[name]``."""
-    log.info("edgeinf demo [%d/%d] %s", STEPS.index(name) + 1, len(STEPS), name)
+    """One step with its progress line; its time adds to ``run.timings_s[name]``.
+
+    ``name`` may carry the model after a colon (``"profile:mnist-resnet18"``): shown, not timed apart.
+    """
+    name, _, model = name.partition(":")
+    log.info("edgeinf demo [%d/%d] %s%s", STEPS.index(name) + 1, len(STEPS), name, f" {model}" if model else "")
     t0 = time.perf_counter()
     out = fn(*args)
     run.timings_s[name] = round(run.timings_s.get(name, 0.0) + time.perf_counter() - t0, 2)
