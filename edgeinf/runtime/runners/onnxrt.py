@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeinf import _lazy
 from edgeinf.errors import EdgeinfError, PackageError
+from edgeinf.runtime.runners._heap import release_free_heap
 from edgeinf.runtime.runners.base import Runner, specs_from
 
 # ORT's type strings -> numpy dtype names
@@ -131,7 +132,9 @@ class OnnxRuntimeRunner(Runner):
 
     def close_session(self) -> None:
         """Release the session (a pooled runner opens it again on its next call)."""
-        self.session = None
+        if self.session is not None:
+            self.session = None
+            release_free_heap()
 
     def infer(self, feed, check: bool = True) -> dict[str, np.ndarray]:
         if self.pool is not None and self.is_active:
@@ -148,7 +151,7 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(self.output_names, outs))
 
     def deactivate_impl(self) -> None:
-        self.session = None
+        self.close_session()
         if self.pool is not None:
             self.pool.forget(self)
 
@@ -170,4 +173,6 @@ def _session(model, options: OrtOptions):
     for key, value in options.session_config:
         so.add_session_config_entry(key, value)
     providers = resolve_providers(options, ort.get_available_providers())
-    return ort.InferenceSession(model, sess_options=so, providers=providers)
+    session = ort.InferenceSession(model, sess_options=so, providers=providers)
+    release_free_heap()  # the temporary weight copies of session creation (see _heap)
+    return session
