@@ -38,7 +38,8 @@ def open_package(pkg, backend: str | None = None, board=None, require_latency: b
     """
     from edgeinf.package import Package, load_package
 
-    package = pkg if isinstance(pkg, Package) else load_package(pkg)
+    # segment graphs (often hundreds) are checked when their session first opens (_runner)
+    package = pkg if isinstance(pkg, Package) else load_package(pkg, defer_roles=("segment",))
     backend = backend or _board_backend(board)
     if backend not in BACKENDS:
         raise EdgeinfError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
@@ -115,9 +116,10 @@ def _runner(package, key: str, backend: str, options: dict, pool=None) -> Runner
     # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
     # (allowlisted by the manifest schema)
     config = tuple(sorted((str(k), str(v)) for k, v in package.entry(key).get("ort_session_config", {}).items()))
+    deferred = key in getattr(package, "deferred", ())
     runner = OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key,
-                               pool=pool)
-    runner.external_data = bool(getattr(package, "external", {}).get(key))
+                               pool=pool, before_open=(lambda: package.verify_deferred(key)) if deferred else None)
+    runner.external_data = bool(getattr(package, "external", {}).get(key) or (deferred and package.entry(key).get("external_data")))
     return runner
 
 

@@ -90,15 +90,18 @@ class OnnxRuntimeRunner(Runner):
     Without ``pool`` the session is created in ``activate``. With a
     :class:`~edgeinf.runtime.runners.pool.SessionPool` it is created on the first call (or
     :meth:`open_session`), and the pool may close it again when too many are open.
+    ``before_open`` (e.g. a package's deferred checksum check of this file) is called before
+    every session is created; it raises to refuse the file.
     """
 
     def __init__(self, path: str | os.PathLike, options: OrtOptions | None = None, name: str | None = None,
-                 model_bytes: bytes | None = None, pool=None):
+                 model_bytes: bytes | None = None, pool=None, before_open=None):
         super().__init__(name or Path(path).name)
         self.path = Path(path)
         self.options = options or OrtOptions()
         self.model_bytes = model_bytes  # an in-memory model (e.g. a composed segment); ``path`` then only names it
         self.pool = pool
+        self.before_open = before_open
         # it reads external data files beside ``path``: never composed into an in-memory graph,
         # which onnxruntime would resolve against the process's current directory
         self.external_data = False
@@ -113,6 +116,8 @@ class OnnxRuntimeRunner(Runner):
     def open_session(self) -> "OnnxRuntimeRunner":
         """Create the session now (if it is not open) and register it with the pool."""
         if self.session is None:
+            if self.before_open is not None:
+                self.before_open()
             model = self.model_bytes if self.model_bytes is not None else str(self.path)
             try:
                 self.session = _session(model, self.options)
