@@ -322,3 +322,34 @@ def test_segment_graphs_are_verified_when_first_opened_and_a_tampered_one_never_
     with Runtime.load(root, scheduler=Threshold(0.5), monitor=False, intra_op_threads=1) as rt:  # the segments wait
         with pytest.raises(PackageError, match=r"segment/.*sha256"):
             rt.infer(x, 1000.0)
+
+
+def test_without_graph_optimizations_segments_are_bit_identical_to_the_chain(pkg, tmp_path):
+    """Composed and packaged segments run exactly the parts' operations: with onnxruntime's graph
+    optimizations off their outputs equal the per-block chain's bit for bit on every branch, so
+    a wrong segment or stale state would show as a difference; the last-bit differences with
+    optimizations on come from fusions across the joined blocks (docs/runtime.md)."""
+    import shutil
+
+    from edgeinf.exporters.onnx.segments import add_scheduler_segments
+
+    root = tmp_path / "pkg"
+    shutil.copytree(pkg[0], root)
+    assert add_scheduler_segments(root, "threshold")
+    opts = dict(intra_op_threads=1, graph_optimization="disable")
+    runs = {name: build_executor(load_package(where), "onnxruntime", segments=seg, **opts)  # composed: nothing shipped
+            for name, where, seg in (("composed", pkg[0], True), ("packaged", root, None), ("chain", pkg[0], False))}
+    for ex in runs.values():
+        ex.activate()
+    try:
+        x = x_batch(4, 9)
+        for b in Runtime.load(root, monitor=False).table.branches:
+            outs = {}
+            for name, ex in runs.items():
+                outs[name] = ex.run(b, x, ExitHook(2.0, ex.run_exit, set(b.blocks[:-1]) & ex.exits))  # never stops
+            np.testing.assert_array_equal(outs["composed"], outs["chain"])
+            np.testing.assert_array_equal(outs["packaged"], outs["chain"])
+        assert runs["packaged"].segments.stats()["packaged_calls"] > 0 and runs["composed"].segments.stats()["hits"] > 0
+    finally:
+        for ex in runs.values():
+            ex.deactivate()

@@ -19,6 +19,8 @@ _ORT_DTYPES = {
     "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
     "tensor(bool)": "bool",
 }
+_GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                 "all": "ORT_ENABLE_ALL"}
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
@@ -36,6 +38,10 @@ class OrtOptions:
         allow_fallback: drop unavailable providers (with CPU always last) instead of raising.
         session_config: extra session config entries (``SessionOptions.add_session_config_entry``),
             e.g. a package artifact's ``ort_session_config``.
+        graph_optimization: onnxruntime's graph optimization level, ``"disable"``, ``"basic"``,
+            ``"extended"`` or ``"all"``; ``None`` = onnxruntime's default (all). With ``"disable"``
+            a merged graph computes exactly what its parts compute one by one (no fusion
+            across their joins reorders float operations).
     """
 
     providers: tuple[str, ...] | None = None
@@ -45,8 +51,12 @@ class OrtOptions:
     trt_fp16: bool = True
     allow_fallback: bool = False
     session_config: tuple[tuple[str, str], ...] = ()
+    graph_optimization: str | None = None
 
     def __post_init__(self):
+        if self.graph_optimization is not None and self.graph_optimization not in _GRAPH_LEVELS:
+            raise EdgeinfError(f"graph_optimization {self.graph_optimization!r} is not a level; "
+                               f"choose from {', '.join(_GRAPH_LEVELS)} or None")
         for p in self.providers or ():
             if p not in _PROVIDERS:
                 raise EdgeinfError(f"unknown ORT provider '{p}'; choose from {sorted(_PROVIDERS)}")
@@ -175,6 +185,8 @@ def _session(model, options: OrtOptions):
     if options.inter_op_threads is not None:
         so.inter_op_num_threads = options.inter_op_threads
     so.log_severity_level = 3
+    if options.graph_optimization is not None:
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_LEVELS[options.graph_optimization])
     for key, value in options.session_config:
         so.add_session_config_entry(key, value)
     providers = resolve_providers(options, ort.get_available_providers())
