@@ -108,7 +108,7 @@ STAGES: list[tuple[str, Stage | str]] = [
     ("models", "edgeinf.demo:stage_models"),
     ("profile", "edgeinf.demo:stage_profile"),
     ("package", "edgeinf.demo:stage_package"),
-    ("bench", "edgeinf.bench_report:demo_stage"),
+    ("bench", "edgeinf.benchmark.report:demo_stage"),
     ("runtime", "edgeinf.demo:stage_runtime"),
     ("report", "edgeinf.demo:stage_report"),
 ]
@@ -218,10 +218,10 @@ def branch_latency_section(package_dir: Path) -> list[str]:
              f"(`manifest.json` → `device_latency[\"{key}\"]`, {record['measured_utc']}; calls paced every "
              f"{record.get('period_ms') or 0:.2f} ms); accuracy and MACs from the profile.", "",
              "| branch | MACs | accuracy | p50 ms | p95 ms |", "|---|---|---|---|---|"]
-    for b in sorted(manifest["branches"], key=lambda b: measured.get(b["id"], {}).get("p50", float("inf"))):
+    for b in sorted(manifest["branches"], key=lambda b: measured.get(b["id"], {}).get("p50_ms", float("inf"))):
         m = measured.get(b["id"])
         if m:
-            lines.append(f"| `{b['id']}` | {b['macs']:,} | {b['accuracy']:.4f} | {m['p50']:.3f} | {m['p95']:.3f} |")
+            lines.append(f"| `{b['id']}` | {b['macs']:,} | {b['accuracy']:.4f} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} |")
     return lines + [""]
 
 

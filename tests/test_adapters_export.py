@@ -93,7 +93,7 @@ def test_package_runs_in_the_runtime_and_matches_torch(exported):
 
     name, sm, pkg = exported
     measured = profile_package(pkg.root, repeats=3, warmup=1, intra_op_threads=1)["branches"]
-    assert len(measured) == 3 and all(v["p50"] > 0 for v in measured.values())
+    assert len(measured) == 3 and all(v["p50_ms"] > 0 for v in measured.values())
     x = np.random.default_rng(2).standard_normal((1, *sm.input_shape)).astype(np.float32)
     full, *chained = _branches(sm)  # the fused full branch, then two run from the block artifacts
     with Runtime.load(pkg.root, monitor=False, scheduler=Static(full.id), intra_op_threads=1) as rt:

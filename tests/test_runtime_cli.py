@@ -49,11 +49,11 @@ def test_profile_writes_the_table_and_the_package_still_verifies(cli, pkg):
     res = json.loads(out)
     manifest = load_package(pkg).manifest  # verifies the digest and every artifact
     table = manifest["device_latency"][res["key"]]["branches"]
-    assert set(table) == {"k0-e0", "k01-e1", "k012-eNone"} and all(v["p50"] > 0 for v in table.values())
+    assert set(table) == {"k0-e0", "k01-e1", "k012-eNone"} and all(v["p50_ms"] > 0 for v in table.values())
     from edgeinf.runtime.runtime import Runtime
 
     with Runtime.load(pkg, monitor=False) as rt:  # the runtime now uses the measured latencies
-        assert {b.id: b.base_ms for b in rt.table} == {k: v["p50"] for k, v in table.items()}
+        assert {b.id: b.base_ms for b in rt.table} == {k: v["p50_ms"] for k, v in table.items()}
 
 
 def test_simulate_writes_records(cli, pkg, tmp_path):

@@ -49,17 +49,18 @@ class BenchTool(Tool):
                             help="write the results to FILE (.json or .csv), atomically")
 
     def run(self, args: argparse.Namespace) -> int:
-        from edgeinf import bench
-        from edgeinf.bench_targets import TargetOptions
+        from edgeinf.benchmark.results import write_results
+        from edgeinf.benchmark.run import BenchConfig, benchmark
+        from edgeinf.benchmark.targets import TargetOptions
 
-        config = bench.BenchConfig(warmup_iters=args.warmup, warmup_s=args.warmup_s, iters=args.iters,
+        config = BenchConfig(warmup_iters=args.warmup, warmup_s=args.warmup_s, iters=args.iters,
                                    duration_s=args.duration_s, concurrency=args.concurrency, seed=args.seed)
         options = TargetOptions(threads=args.threads, batch=args.batch, seed=args.seed,
                                 providers=tuple(args.provider) if args.provider else None)
         specs = [args.target] if args.vs else _expand(args.target)
-        doc = bench.benchmark(specs, config, options, vs=args.vs, command=_command(args))
+        doc = benchmark(specs, config, options, vs=args.vs, command=_command(args))
         if args.results_file:
-            bench.write_results(doc, args.results_file)
+            write_results(doc, args.results_file)
             log.info("results written to %s", args.results_file)
         if args.plot:
             from edgeinf.plots.latency import plot_latency
@@ -91,7 +92,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def _expand(spec: str) -> list[str]:
     """``PKG#all`` -> one spec per branch of the package; anything else -> itself."""
-    from edgeinf.bench_targets import split_package_spec
+    from edgeinf.benchmark.targets import split_package_spec
 
     parts = split_package_spec(spec)
     if parts is None or parts[1] != "all":

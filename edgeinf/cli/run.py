@@ -194,8 +194,8 @@ class ProfileTool(Tool):
             self.print_json(result)
             return 0
         print(f"{'BRANCH':<32} {'P50 MS':>9} {'P95 MS':>9}")
-        for bid, st in sorted(result["branches"].items(), key=lambda kv: kv[1]["p50"]):
-            print(f"{bid:<32} {st['p50']:9.4f} {st['p95']:9.4f}")
+        for bid, st in sorted(result["branches"].items(), key=lambda kv: kv[1]["p50_ms"]):
+            print(f"{bid:<32} {st['p50_ms']:9.4f} {st['p95_ms']:9.4f}")
         where = "not written (--dry-run)" if args.dry_run else f"written to the package as {result['key']}"
         print(f"{len(result['branches'])} branches, backend {result['backend']}: {where}")
         return 0

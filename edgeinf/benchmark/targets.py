@@ -157,9 +157,9 @@ def pick_branch(branches: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 def _speed_key(branch: dict[str, Any]) -> tuple:
     """Profiled latency where the manifest has it, else MACs / BitOPs, else size of the branch."""
-    lat = branch.get("latency_ms")
-    if isinstance(lat, dict):
-        lat = lat.get("p50", lat.get("mean"))
+    from edgeinf.profile import latency_p50_ms
+
+    lat = latency_p50_ms(branch.get("latency_ms"))
     cost = next((branch[k] for k in ("bitops", "macs") if isinstance(branch.get(k), (int, float))), None)
     return (lat if isinstance(lat, (int, float)) else float("inf"), cost if cost is not None else float("inf"),
             len(branch["blocks"]), sum(branch["bits"]))
