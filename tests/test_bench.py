@@ -170,6 +170,7 @@ def test_pick_branch_aliases():
     assert pick_branch(branches, "fastest")["id"] == "b-exit"
     timed = [dict(b, latency_ms={"p50": 5.0 - i}) for i, b in enumerate(branches)]
     assert pick_branch(timed, "fastest")["id"] == "b-skip"
+    assert pick_branch(timed, "fastest", measured={"b-low": 0.5})["id"] == "b-low"  # measured here wins
     assert pick_branch(branches, "b-low")["id"] == "b-low"
     with pytest.raises(EdgeinfError, match="no branch"):
         pick_branch(branches, "nope")
@@ -335,11 +336,50 @@ def test_package_branch_target_computes_the_branch(package):
     for alias, blocks, exit in (("full", (0, 1, 2), None), ("fastest", (0,), 0)):
         target = resolve_target(f"{root}#{alias}", TargetOptions(batch=2))
         try:
-            out = next(iter(target.runner.infer(target.feed).values()))
+            out = target.runner.infer(target.feed)
             np.testing.assert_allclose(out, reference(target.feed["x"], weights, blocks, exit), rtol=1e-4, atol=1e-5)
             assert target.describe()["branch"] == f"k{''.join(map(str, blocks))}-e{exit}"
         finally:
             target.close()
+
+
+def test_bench_and_runtime_run_a_branch_through_the_same_executor(package, monkeypatch):
+    from edgeinf.runtime import _package
+    from edgeinf.runtime.runtime import Runtime
+
+    root, _ = package
+    built = []
+    real = _package.build_executor
+    monkeypatch.setattr(_package, "build_executor", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    target = resolve_target(f"{root}#full", TargetOptions(threads=1))
+    rt = Runtime.load(root, scheduler="static", monitor=False, intra_op_threads=1)
+    try:
+        bench_ex, rt_ex = target.runner.executor, rt.executor
+        assert built == [bench_ex, rt_ex] and type(bench_ex) is type(rt_ex)
+        bench_runners = {**bench_ex.fused, **({} if bench_ex.chain is None else dict(bench_ex.chain.blocks))}
+        rt_runners = {**rt_ex.fused, **({} if rt_ex.chain is None else dict(rt_ex.chain.blocks))}
+        assert bench_runners.keys() == rt_runners.keys()
+        assert all(bench_runners[k].options == rt_runners[k].options for k in bench_runners)
+        assert target.describe()["fused"] == (target.describe()["branch"] in rt_ex.fused)
+        x = target.feed["x"]
+        np.testing.assert_array_equal(target.runner.infer(target.feed), rt.infer(x, budget_ms=1e3)[0])
+    finally:
+        target.close()
+        rt.close()
+
+
+def test_bench_fastest_uses_the_latencies_edgeinf_profile_measured(package):
+    from edgeinf.runtime.measure import write_device_latency
+
+    root, _ = package
+    assert resolve_target(f"{root}#fastest").describe()["branch"] == "k0-e0"
+    write_device_latency(root, "onnxruntime", {"k0-e0": {"p50_ms": 3.0}, "k01-e1": {"p50_ms": 2.0},
+                                               "k012-eNone": {"p50_ms": 1.0}})
+    target = resolve_target(f"{root}#fastest")
+    try:
+        assert target.describe()["branch"] == "k012-eNone" and target.describe()["device_latency_ms"] == 1.0
+    finally:
+        target.close()
 
 
 def test_bench_package_full_vs_fastest(package, tmp_path, capsys):
