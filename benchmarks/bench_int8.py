@@ -222,14 +222,14 @@ def _bench_composed(pkg, branches, x, n_rounds: int, per_round: int) -> list[dic
 
 
 def _bench_profile(pkg, pairs, repeats: int) -> dict:
-    """The device profiler's loop (edgeinf.runtime.measure.measure_branches) over the package's
+    """The device profiler's loop (edgeinf.runtime.device_profile.measure_branches) over the package's
     executor (one thread), then fp32 / w8a8 per pair. The random-weight model has no accuracy,
     so the table is built here (accuracy 0) instead of from a profile."""
     from types import SimpleNamespace
 
     from edgeinf.runtime._package import build_executor
     from edgeinf.runtime.table import BranchInfo
-    from edgeinf.runtime.measure import measure_branches
+    from edgeinf.runtime.device_profile import measure_branches
 
     executor = build_executor(pkg, "onnxruntime", intra_op_threads=1, inter_op_threads=1)
     table = [BranchInfo(b.id, 0.0, 1.0, b.blocks, b.exit, b.bits, f"branch/{b.id}") for b in pairs]

@@ -29,7 +29,7 @@ from edgeinf._atomic import write_json
 from edgeinf.contention import ContentionGenerator, LoadTrace
 from edgeinf.runtime._package import open_package
 from edgeinf.runtime.latency import LatencyModelConfig
-from edgeinf.runtime.measure import profile_package, sample_input
+from edgeinf.runtime.device_profile import profile_package, sample_input
 from edgeinf.runtime.monitor import MonitorConfig, Monitor
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.simulate import BudgetTrace, replay

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeinf import _atomic
 from edgeinf.branch import Branch, bits_label
-from edgeinf.profile import RESOURCES, branch_costs
+from edgeinf.profile_format import RESOURCES, branch_costs
 from edgeinf.quant import QuantConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +38,7 @@ def profile_model(ctx: "DemoContext", name: str, model: Any) -> dict[str, Any]:
     blocks and their packed weights), ``precision`` and ``exits`` (accuracy tables).
     """
     from edgeinf.builder.stages import profile_model as build_profile
-    from edgeinf.profiling import evaluate_branches
+    from edgeinf.host_profiling import evaluate_branches
 
     cfg = ctx.config
     x, y = _test_tensors(ctx)

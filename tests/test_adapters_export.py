@@ -39,8 +39,8 @@ def _branches(sm) -> list[Branch]:
 def _profiled_package(sm, out_dir):
     """Export sm (fp32 blocks) with a profile on random labelled data, as a build would."""
     from edgeinf.exporters.export import export_package
-    from edgeinf.profile import save_profile
-    from edgeinf.profiling import ProfileConfig, profile_space
+    from edgeinf.profile_format import save_profile
+    from edgeinf.host_profiling import ProfileConfig, profile_space
     from edgeinf.quant import BlockVariants, QuantConfig
     from edgeinf.space import BranchSpace
 
@@ -87,7 +87,7 @@ def test_every_block_artifact_matches_torch(exported):
 
 
 def test_package_runs_in_the_runtime_and_matches_torch(exported):
-    from edgeinf.runtime.measure import profile_package
+    from edgeinf.runtime.device_profile import profile_package
     from edgeinf.runtime.runtime import Runtime
     from edgeinf.runtime.schedulers import Static
 

@@ -369,7 +369,7 @@ def test_bench_and_runtime_run_a_branch_through_the_same_executor(package, monke
 
 
 def test_bench_fastest_uses_the_latencies_edgeinf_profile_measured(package):
-    from edgeinf.runtime.measure import write_device_latency
+    from edgeinf.runtime.device_profile import write_device_latency
 
     root, _ = package
     assert resolve_target(f"{root}#fastest").describe()["branch"] == "k0-e0"

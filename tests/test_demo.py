@@ -10,7 +10,7 @@ from edgeinf import demo
 from edgeinf.costs import LatencyConfig
 from edgeinf.demo import DemoConfig, run_demo
 from edgeinf.errors import EdgeinfError
-from edgeinf.profile import load_profile, oracle_inputs
+from edgeinf.profile_format import load_profile, oracle_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

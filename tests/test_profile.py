@@ -9,8 +9,8 @@ from test_space_tiny_model import tiny_cnn, tiny_data
 from edgeinf.branch import Branch
 from edgeinf.costs import LatencyConfig
 from edgeinf.errors import EdgeinfError
-from edgeinf.profile import ProfileError, load_profile, oracle_inputs, save_profile, validate
-from edgeinf.profiling import ProfileConfig, evaluate_branches, profile_space
+from edgeinf.profile_format import ProfileError, load_profile, oracle_inputs, save_profile, validate
+from edgeinf.host_profiling import ProfileConfig, evaluate_branches, profile_space
 from edgeinf.quant import BlockVariants, QuantConfig
 from edgeinf.space import BranchSpace
 
@@ -77,7 +77,7 @@ def test_save_load_round_trip_and_oracle_inputs(saved, measured):
 
 
 def test_profiles_with_unit_less_latency_keys_still_load(saved, tmp_path):
-    from edgeinf.profile import LEGACY_LATENCY_KEYS, latency_p50_ms, latency_stats_ms
+    from edgeinf.profile_format import LEGACY_LATENCY_KEYS, latency_p50_ms, latency_stats_ms
 
     data = json.loads(saved.read_text())
     old_names = {v: k for k, v in LEGACY_LATENCY_KEYS.items() if k in ("p50", "p90", "p99", "mean", "min", "n")}
@@ -158,7 +158,7 @@ def test_json_schema_file_agrees_with_validator(measured):
     import pathlib
 
     schema = json.loads((pathlib.Path(__file__).parents[1] / "docs" / "profile.schema.json").read_text())
-    from edgeinf.profile import BRANCH_KEYS, TOP_KEYS
+    from edgeinf.profile_format import BRANCH_KEYS, TOP_KEYS
 
     assert set(TOP_KEYS) <= set(schema["required"])
     branch_schema = schema["properties"]["branches"]["items"]
@@ -172,6 +172,6 @@ def test_format_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, edgeinf.profile, edgeinf.branch, edgeinf.space, edgeinf.quant, edgeinf.demo, edgeinf.cli.demo;"
+    code = ("import sys, edgeinf.profile_format, edgeinf.branch, edgeinf.space, edgeinf.quant, edgeinf.demo, edgeinf.cli.demo;"
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -158,7 +158,7 @@ def pick_branch(branches: list[dict[str, Any]], name: str, measured: dict[str, f
 
 def _speed_key(branch: dict[str, Any], measured: dict[str, float]) -> tuple:
     """Latency measured on this device, else profiled in the manifest, else MACs / BitOPs, else size."""
-    from edgeinf.profile import latency_p50_ms
+    from edgeinf.profile_format import latency_p50_ms
 
     lat = measured.get(branch["id"]) or latency_p50_ms(branch.get("latency_ms"))
     cost = next((branch[k] for k in ("bitops", "macs") if isinstance(branch.get(k), (int, float))), None)

@@ -186,7 +186,7 @@ class ProfileTool(Tool):
         parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the package")
 
     def run(self, args: argparse.Namespace) -> int:
-        from edgeinf.runtime.measure import profile_package
+        from edgeinf.runtime.device_profile import profile_package
 
         result = profile_package(args.package, args.backend, args.repeat, args.warmup, write=not args.dry_run,
                                  period_ms=args.period_ms, **backend_options(args))

@@ -91,7 +91,7 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
 def table_split(pkg) -> str:
     """The digits split the package's branch accuracies were measured on ("val" or "test"),
     from its profile.json (``data.name``); "test" when the package does not say."""
-    from edgeinf.profile import latency_stats_ms
+    from edgeinf.profile_format import latency_stats_ms
 
     path = Path(pkg.root) / "profile.json"
     if path.is_file():

@@ -76,9 +76,9 @@ def usable(backend: str) -> bool:
 
 def _load_board(board):
     if isinstance(board, str):
-        from edgeinf.boards.profile import load_profile
+        from edgeinf.boards.board_profile import load_board_profile
 
-        return load_profile(board)
+        return load_board_profile(board)
     return board
 
 
@@ -208,8 +208,8 @@ def fallback_warning(package, executor: PackageExecutor, reachable=None, hooks_w
 
 # -- table and input spec -----------------------------------------------------------------
 def latency_value(value: Any) -> float | None:
-    """A latency in ms from a number or a stats dict (see :func:`edgeinf.profile.latency_p50_ms`)."""
-    from edgeinf.profile import latency_p50_ms
+    """A latency in ms from a number or a stats dict (see :func:`edgeinf.profile_format.latency_p50_ms`)."""
+    from edgeinf.profile_format import latency_p50_ms
 
     return latency_p50_ms(value)
 

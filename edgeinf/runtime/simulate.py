@@ -85,7 +85,7 @@ def demo_run(package, out_dir, xs: np.ndarray, ys: np.ndarray | None, duration_s
 
     from edgeinf import _lazy
     from edgeinf._atomic import write_json
-    from edgeinf.runtime.measure import profile_package
+    from edgeinf.runtime.device_profile import profile_package
     from edgeinf.runtime.runtime import Runtime
 
     quick = profile_package(package, repeats=5, warmup=2, write=False, intra_op_threads=threads)

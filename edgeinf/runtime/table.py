@@ -66,7 +66,7 @@ class BranchTable:
     @classmethod
     def from_rows(cls, rows: Iterable[dict]) -> "BranchTable":
         """From dicts with keys id, accuracy, base_ms (or latency_ms) and optional blocks/exit/bits."""
-        from edgeinf.profile import latency_p50_ms
+        from edgeinf.profile_format import latency_p50_ms
 
         out = []
         for r in rows:

@@ -1,8 +1,8 @@
-"""Profile a branch space on held-out data: accuracy, per-sample correctness, costs and latency (torch).
+"""Build-host profiling (torch): profile a branch space on held-out data: accuracy, per-sample correctness, costs, latency.
 
 :func:`profile_space` runs every branch (shared prefixes are computed once), counts its costs,
 measures its latency with torch on this machine, and returns the profile dict and the
-correctness matrix that :func:`edgeinf.profile.save_profile` writes (schema: docs/profile.md).
+correctness matrix that :func:`edgeinf.profile_format.save_profile` writes (schema: docs/profile.md).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from edgeinf.benchmark.timing import unmeasured_stats
 from edgeinf.branch import Branch
 from edgeinf.costs import LatencyConfig, SplitCosts, TorchThreads, block_latency, measure_interleaved, synced
 from edgeinf.errors import EdgeinfError
-from edgeinf.profile import SCHEMA, SCHEMA_VERSION
+from edgeinf.profile_format import SCHEMA, SCHEMA_VERSION
 from edgeinf.progress import Progress
 from edgeinf.space import BranchSpace, pareto_front
 
@@ -107,7 +107,7 @@ def profile_space(space: BranchSpace, variants: "BlockVariants", x: "torch.Tenso
         branches: profile exactly these; ``None`` = ``space.branches(config.max_branches, config.seed)``.
 
     Returns:
-        ``(profile, correct)`` ready for :func:`edgeinf.profile.save_profile`.
+        ``(profile, correct)`` ready for :func:`edgeinf.profile_format.save_profile`.
     """
     config = ProfileConfig() if config is None else config
     model = variants.model
