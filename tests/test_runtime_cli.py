@@ -67,6 +67,10 @@ def test_simulate_writes_records(cli, pkg, tmp_path):
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["summary"]["calls"] == len(doc["records"]) > 10
     assert {r["budget_ms"] for r in doc["records"]} == {5.0, 0.5}
+    ss, ms = doc["latency_report"]["single_stream"], doc["latency_report"]["multi_stream"]
+    assert ss["queries"] == len(doc["records"]) and not ss["valid"] and "SingleStream p90" in out  # 0.4 s < 60 s
+    assert ss["p90_ms"] == pytest.approx(np.percentile([r["measured_ms"] for r in doc["records"]], 90))
+    assert ms["queries"] == len(doc["records"]) // 8 and ms["samples_per_query"] == 8
 
 
 def test_simulate_needs_a_budget(cli, pkg, tmp_path):

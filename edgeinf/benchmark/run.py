@@ -13,7 +13,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgeinf.benchmark.host_compute import host_vs_compute
 from edgeinf.benchmark.results import environment, ratio_summary, results_document, run_result
+from edgeinf.benchmark.scenarios import Reporting, idle_gaps, multi_stream, run_until, sequential_query, single_stream
 from edgeinf.benchmark.timing import interleave, time_concurrent, warm_up
 from edgeinf.errors import EdgeinfError
 from edgeinf.progress import Progress
@@ -95,21 +97,46 @@ def _pair_progress(bar: Progress) -> Callable[[int, list[list[float]]], None]:
 
 
 # -- whole runs ------------------------------------------------------------------------------
-def bench_target(spec: str, config: BenchConfig, options: Any = None) -> dict[str, Any]:
-    """Warm up and time one target (see :mod:`edgeinf.benchmark.targets` for specs); returns its run block."""
+def bench_target(spec: str, config: BenchConfig, options: Any = None, reporting: Reporting | None = None) -> dict[str, Any]:
+    """Warm up and time one target (see :mod:`edgeinf.benchmark.targets` for specs); returns its run block
+    with the latency reports ``reporting`` asks for (SingleStream always, for one call at a time)."""
     from edgeinf.benchmark.targets import resolve_target
 
+    reporting = reporting or Reporting()
     target = resolve_target(spec, options)
     try:
         if config.concurrency > 1 and not target.thread_safe:
             raise EdgeinfError(f"{target.kind} targets run one call at a time; drop --concurrency")
+        if config.concurrency > 1 and (reporting.single_stream or reporting.multi_stream):
+            raise EdgeinfError("SingleStream and MultiStream send one query at a time; drop --concurrency")
         done = warm_up(target.call, *config.warmup)
-        with Progress(f"bench {spec}", total=config.measure[0]) as bar:
-            latency_ms, wall_s = time_concurrent([target.call] * config.concurrency, *config.measure,
-                                                 on_sample=_sample_progress(bar) if config.concurrency == 1 else None)
-        return run_result(target.describe(), latency_ms, wall_s, config.concurrency, done)
+        if reporting.single_stream:
+            latency_ms, wall_s = run_until(target.call, reporting.rules.min_queries, reporting.rules.min_duration_s)
+        else:
+            with Progress(f"bench {spec}", total=config.measure[0]) as bar:
+                latency_ms, wall_s = time_concurrent([target.call] * config.concurrency, *config.measure,
+                                                     on_sample=_sample_progress(bar) if config.concurrency == 1 else None)
+        run = run_result(target.describe(), latency_ms, wall_s, config.concurrency, done)
+        if config.concurrency == 1:
+            run.update(latency_reports(target, latency_ms, wall_s, reporting))
+        return run
     finally:
         target.close()
+
+
+def latency_reports(target: Any, latency_ms: np.ndarray, wall_s: float, reporting: Reporting) -> dict[str, Any]:
+    """SingleStream of the main run, and MultiStream, idle gaps, host vs compute where asked."""
+    rules = reporting.rules
+    out: dict[str, Any] = {"single_stream": single_stream(latency_ms, wall_s, rules)}
+    if reporting.multi_stream:
+        n = rules.samples_per_query
+        query_ms, query_s = run_until(sequential_query(target.call, n), rules.multi_stream_min_queries, rules.min_duration_s)
+        out["multi_stream"] = multi_stream(query_ms, query_s, n, f"{n} sequential calls", rules)
+    if reporting.idle_gaps_s:
+        out["idle_gaps"] = idle_gaps(target.call, reporting.idle_gaps_s, float(np.median(latency_ms)))
+    if reporting.host_compute_calls:
+        out["host_compute"] = host_vs_compute(target, reporting.host_compute_calls)
+    return out
 
 
 def compare_targets(spec_a: str, spec_b: str, config: BenchConfig, options: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -132,14 +159,16 @@ def compare_targets(spec_a: str, spec_b: str, config: BenchConfig, options: Any 
     runs = []
     for target, lat in ((a, lat_a), (b, lat_b)):
         # throughput of a side = its calls per second of its own time (the other side's time excluded)
-        runs.append(run_result(target.describe(), lat, float(lat.sum()) / 1e3, 1, done))
+        run = run_result(target.describe(), lat, float(lat.sum()) / 1e3, 1, done)
+        run["single_stream"] = single_stream(lat, run["wall_s"])
+        runs.append(run)
     comparison = {"a": spec_a, "b": spec_b, "definition": "ratio = latency(A) / latency(B) per pair; > 1: B is faster",
                   **ratio_summary(lat_a, lat_b, seed=config.seed)}
     return runs, comparison
 
 
 def benchmark(specs: Sequence[str], config: BenchConfig | None = None, options: Any = None, vs: str | None = None,
-              board_root: str | Path = "/", command: str | None = None) -> dict[str, Any]:
+              board_root: str | Path = "/", command: str | None = None, reporting: Reporting | None = None) -> dict[str, Any]:
     """The whole ``edgeinf bench`` run as a results document (``vs``: compare ``specs[0]`` with it).
 
     Example:
@@ -154,5 +183,6 @@ def benchmark(specs: Sequence[str], config: BenchConfig | None = None, options: 
             raise EdgeinfError("--vs compares exactly one target with another")
         runs, comparison = compare_targets(specs[0], vs, config, options)
     else:
-        runs, comparison = [bench_target(spec, config, options) for spec in specs], None
-    return results_document(runs, config.settings(), env, comparison, command=command)
+        runs, comparison = [bench_target(spec, config, options, reporting) for spec in specs], None
+    settings = {**config.settings(), "reporting": (reporting or Reporting()).to_dict()}
+    return results_document(runs, settings, env, comparison, command=command)

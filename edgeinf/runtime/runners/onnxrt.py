@@ -35,6 +35,7 @@ class OrtOptions:
         allow_fallback: drop unavailable providers (with CPU always last) instead of raising.
         session_config: extra session config entries (``SessionOptions.add_session_config_entry``),
             e.g. a package artifact's ``ort_session_config``.
+        profile_prefix: turn on ORT's own profiler, writing ``<prefix>_<time>.json`` (``None`` = off).
     """
 
     providers: tuple[str, ...] | None = None
@@ -44,6 +45,7 @@ class OrtOptions:
     trt_fp16: bool = True
     allow_fallback: bool = False
     session_config: tuple[tuple[str, str], ...] = ()
+    profile_prefix: str | None = None
 
     def __post_init__(self):
         for p in self.providers or ():
@@ -169,5 +171,7 @@ def _session(model, options: OrtOptions):
     so.log_severity_level = 3
     for key, value in options.session_config:
         so.add_session_config_entry(key, value)
+    if options.profile_prefix is not None:
+        so.enable_profiling, so.profile_file_prefix = True, options.profile_prefix
     providers = resolve_providers(options, ort.get_available_providers())
     return ort.InferenceSession(model, sess_options=so, providers=providers)
