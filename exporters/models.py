@@ -82,7 +82,7 @@ def export_demo_package(ctx: Any, name: str = "digits-resnet") -> "Package":
     """
     from edgeinf.builder.stages import check_inputs as inputs
     from edgeinf.builder.stages import export
-    from edgeinf.profile import load_profile
+    from edgeinf.profile_format import load_profile
     from edgeinf.quant import QuantConfig
 
     if name not in ctx.models or name not in ctx.results:

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from edgeinf.exporters.models import export_demo_package  # noqa: E402
-from edgeinf.profile import load_profile, save_profile  # noqa: E402
-from edgeinf.profiling import ProfileConfig, profile_space  # noqa: E402
+from edgeinf.profile_format import load_profile, save_profile  # noqa: E402
+from edgeinf.host_profiling import ProfileConfig, profile_space  # noqa: E402
 from edgeinf.quant import BlockVariants, QuantConfig  # noqa: E402
 from edgeinf.space import BranchSpace  # noqa: E402
 from edgeinf.zoo.nets import ResNetConfig, digits_resnet  # noqa: E402

@@ -20,7 +20,7 @@ def report_section(doc: dict[str, Any], json_name: str = JSON_NAME, png_name: st
     """Markdown lines presenting a ``--vs`` results document; every number is read from ``doc``.
 
     Args:
-        doc: results of :func:`edgeinf.bench.benchmark` with ``vs`` set.
+        doc: results of :func:`edgeinf.benchmark.run.benchmark` with ``vs`` set.
         json_name: the file ``doc`` was written to, named in the text so each number can be traced.
         png_name: the latency plot beside it (None: no image).
     """
@@ -53,17 +53,18 @@ def bench_package(package_dir: str | Path, out_dir: str | Path, iters: int = 200
                   threads: int | None = 1, fast: str = "fastest") -> dict[str, Any]:
     """Run ``PKG#full --vs PKG#<fast>`` (``fast``: a branch id or ``fastest``); write the JSON and the
     latency plot into ``out_dir``."""
-    from edgeinf import bench
-    from edgeinf.bench_targets import TargetOptions
+    from edgeinf.benchmark.results import write_results
+    from edgeinf.benchmark.run import BenchConfig, benchmark
+    from edgeinf.benchmark.targets import TargetOptions
 
     out_dir = Path(out_dir)
-    config = bench.BenchConfig(warmup_iters=warmup, iters=iters)
+    config = BenchConfig(warmup_iters=warmup, iters=iters)
     command = f"edgeinf bench {package_dir}#full --vs {package_dir}#{fast} --warmup {warmup} --iters {iters}"
     if threads is not None:
         command += f" --threads {threads}"
-    doc = bench.benchmark([f"{package_dir}#full"], config, TargetOptions(threads=threads), vs=f"{package_dir}#{fast}",
+    doc = benchmark([f"{package_dir}#full"], config, TargetOptions(threads=threads), vs=f"{package_dir}#{fast}",
                           command=command + f" --results-file {out_dir / JSON_NAME}")
-    bench.write_results(doc, out_dir / JSON_NAME)
+    write_results(doc, out_dir / JSON_NAME)
     try:
         from edgeinf.plots.latency import plot_latency
 
