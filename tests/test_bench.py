@@ -395,23 +395,3 @@ def test_bench_all_branches(package, capsys):
     root, _ = package
     code, out = run_bench(capsys, f"{root}#all", "--iters", 5, "--json")
     assert code == 0 and [r["target"]["branch"] for r in json.loads(out)["runs"]] == ["k0-e0", "k01-e1", "k012-eNone"]
-
-
-def test_demo_report_section_repeats_the_json_numbers(package, tmp_path):
-    from types import SimpleNamespace
-
-    from edgeinf.benchmark.report import JSON_NAME, demo_stage
-
-    root, _ = package
-    ctx = SimpleNamespace(out_dir=tmp_path / "demo", sections=[], package_dir=root)
-    ctx.out_dir.mkdir()
-    demo_stage(ctx)
-    doc = json.loads((ctx.out_dir / JSON_NAME).read_text())
-    text = "\n".join(ctx.sections)
-    cmp, full = doc["comparison"], doc["runs"][0]["latency"]
-    for value in (cmp["median"], cmp["ci_low"], cmp["ci_high"], full["p50_ms"], full["p99_ms"]):
-        assert f"{value:.3f}" in text
-    assert JSON_NAME in text and doc["command"] in text
-    empty = SimpleNamespace(out_dir=tmp_path / "none", sections=[])
-    demo_stage(empty)
-    assert "Skipped" in "\n".join(empty.sections)
