@@ -40,7 +40,7 @@ from edgeinf._atomic import write_json
 from edgeinf.contention import ContentionGenerator, LoadTrace, machine_cores
 from edgeinf.runtime import open_package
 from edgeinf.runtime.latency import LatencyModelConfig
-from edgeinf.runtime.measure import profile_package, sample_input
+from edgeinf.runtime.device_profile import profile_package, sample_input
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.simulate import BudgetTrace, replay
@@ -202,7 +202,7 @@ def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
     hi = max(2.0 * float(np.median(calib["idle"][view.table.most_accurate.id])), 1.5 * lo)
     out = {"threads": threads, "data": data, "pareto_branches": [{"id": b.id, "accuracy": b.accuracy, "base_ms": b.base_ms}
                                                                   for b in branches],
-           "profile_p50_ms": {k: v["p50"] for k, v in prof["branches"].items()},
+           "profile_p50_ms": {k: v["p50_ms"] for k, v in prof["branches"].items()},
            "calibration_p50_ms": {lv: {b: float(np.median(v)) for b, v in c.items()} for lv, c in calib.items()},
            "calibration_p99_ms": {lv: {b: float(np.percentile(v, 99)) for b, v in c.items()} for lv, c in calib.items()},
            "budget_range_ms": [lo, hi], "traces": {}}
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
 
 def _environment() -> dict:
     try:
-        from edgeinf.bench import environment
+        from edgeinf.benchmark.results import environment
 
         return environment()
     except Exception as exc:  # noqa: BLE001 - the environment record is informative only

@@ -8,7 +8,7 @@ import pytest
 from _runtime_pkg import write_package
 from edgeinf.package import read_manifest
 from edgeinf.runtime._package import device_table, session_mismatch, thread_scale
-from edgeinf.runtime.measure import write_device_latency
+from edgeinf.runtime.device_profile import write_device_latency
 from edgeinf.runtime.runtime import Runtime
 
 pytest.importorskip("onnx")

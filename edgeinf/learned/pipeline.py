@@ -91,6 +91,8 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
 def table_split(pkg) -> str:
     """The digits split the package's branch accuracies were measured on ("val" or "test"),
     from its profile.json (``data.name``); "test" when the package does not say."""
+    from edgeinf.profile_format import latency_stats_ms
+
     path = Path(pkg.root) / "profile.json"
     if path.is_file():
         try:
@@ -109,7 +111,7 @@ def _block_ms(pkg, table) -> list[float]:
     if path.is_file():
         blocks = json.loads(path.read_text()).get("blocks") or []
         try:
-            return [float(b["latency_ms"]["32"]["p50"]) for b in blocks]
+            return [float(latency_stats_ms(b["latency_ms"]["32"])["p50_ms"]) for b in blocks]
         except (KeyError, TypeError):
             pass
     return [table.most_accurate.base_ms / max(n, 1)] * max(n, 1)
