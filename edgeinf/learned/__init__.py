@@ -3,7 +3,7 @@ content-aware scheduler.
 
 All decide between block artifacts at run time with numpy only; training
 (:mod:`edgeinf.learned.train_gates`, :mod:`edgeinf.learned.train_next_step`,
-:func:`edgeinf.learned.content.train_content`) uses torch and scikit-learn on the build host.
+:mod:`edgeinf.learned.train_content`) uses torch and scikit-learn on the build host.
 """
 from edgeinf.learned.content import ContentAware, ContentScheduler
 from edgeinf.learned.gates import ErrorGates, GatesScheduler

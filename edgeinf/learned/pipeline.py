@@ -162,7 +162,7 @@ def train_for(wb: Workbench, kind: str, seed: int = 0, max_paths: int = 50, epoc
 
 def train_content_for(wb: Workbench, seed: int = 0, epochs: int | None = None):
     """AdaInf's content-aware scheduler on train + val, budgets relative to the full branch's latency."""
-    from edgeinf.learned.content import ContentTrainConfig, train_content
+    from edgeinf.learned.train_content import ContentTrainConfig, train_content
 
     x = np.concatenate([wb.data.x_train, wb.data.x_val])
     y = np.concatenate([wb.data.y_train, wb.data.y_val])
@@ -177,7 +177,7 @@ def finetune_content_for(wb: Workbench, mode: str, seed: int = 0, epochs: int | 
     """AdaInf with the backbone fine-tuned ("full" or "lora") on train + val: (scheduler, tuned model).
 
     The tuned model's blocks differ from the package's: export it again before using the scheduler."""
-    from edgeinf.learned.content import ContentTrainConfig
+    from edgeinf.learned.train_content import ContentTrainConfig
     from edgeinf.learned.finetune import finetune_content
 
     x, y = np.concatenate([wb.data.x_train, wb.data.x_val]), np.concatenate([wb.data.y_train, wb.data.y_val])
