@@ -154,6 +154,11 @@ def test_bench_branch_space_and_shared_prefix_predictions_match_forward_branch(b
         for kept, exit_ in branches[::7]:
             ref = model.forward_branch(torch.as_tensor(x), kept, exit_).argmax(1).numpy()
             assert np.array_equal(preds[(kept, exit_)], ref), (kept, exit_)
+    sample = bench_scale._sample_branches(branches, n, model.exit_points(), 9, seed=0)
+    assert len(sample) == len(set(sample)) == 9 and (tuple(range(n)), None) in sample
+    assert all((tuple(range(e + 1)), e) in sample for e in model.exit_points())
+    part = bench_scale._predict_all(model, x, sample, batch=10)  # only the sampled prefixes run
+    assert set(part) == set(sample) and all(np.array_equal(part[b], preds[b]) for b in sample)
 
 
 def test_skip_robust_exit_finetune_changes_only_exits():
