@@ -124,3 +124,27 @@ def test_table_split_comes_from_the_profile(tmp_path):
     assert table_split(pkg) == "val"
     (tmp_path / "profile.json").write_text("{broken")
     assert table_split(pkg) == "test"
+
+
+def test_branch_probs_shares_prefixes_and_matches_forward_branch():
+    """Prefix sharing runs the same operations as forward_branch, for every branch and order."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from edgeinf import zoo
+    from edgeinf.branch import Branch
+    from edgeinf.learned.evaluate import branch_probs
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    model = zoo.build("digits-resnet", seed=2).eval()
+    variants = BlockVariants(model, QuantConfig(group_size=32), kernels="simulate")
+    skip = model.skippable()
+    sparse = tuple(i for i in range(8) if not skip[i] or i % 2 == 0)  # a branch that skips blocks
+    rows = [Branch((0, 1, 2, 3), 3, (32, 32, 8, 8)), Branch((0, 1), 1, (32, 32)), Branch(sparse, None, (8,) * len(sparse)),
+            Branch((0, 1), 1, (32, 8)), Branch(sparse, None, (8,) * (len(sparse) - 1) + (4,)), Branch(tuple(range(8)), None)]
+    x = np.random.default_rng(0).normal(size=(7, 1, 32, 32)).astype(np.float32)
+    got = branch_probs(model, variants, rows, x, batch=3)
+    with torch.no_grad():
+        for j, b in enumerate(rows):
+            ref = torch.softmax(variants.forward_branch(torch.as_tensor(x), b), 1).numpy()
+            assert np.allclose(got[j], ref, atol=1e-6), b.id

@@ -23,20 +23,36 @@ from edgeinf.runtime.table import BranchTable
 ORACLE_LOGGER = "edgeinf.oracle"  # the logger the oracle warns on
 
 
-def branch_probs(model, variants, branches: Sequence, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Softmax probabilities of every branch on ``x``: [branches, n, classes] (torch, build host)."""
+def branch_probs(model, variants, branches: Sequence, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Softmax probabilities of every branch on ``x``: [branches, n, classes] (torch, build host).
+
+    The branches run in lexicographic order of their (block, bits) sequences and each keeps the
+    hidden states of the prefix it shares with the previous one, so a shared prefix runs once per
+    batch (the same operations as ``variants.forward_branch``, at a fraction of the work)."""
     import torch
 
-    from edgeinf.branch import Branch
-
-    out = []
+    seqs = [tuple(zip(b.blocks, tuple(b.bits) or (32,) * len(b.blocks))) for b in branches]
+    order = sorted(range(len(branches)), key=lambda j: seqs[j])
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    out: list[list] = [[] for _ in branches]
     with torch.no_grad():
-        for b in branches:
-            br = Branch(tuple(b.blocks), b.exit, tuple(b.bits) or None)
-            parts = [torch.softmax(variants.forward_branch(xt[i:i + batch], br), dim=1) for i in range(0, len(xt), batch)]
-            out.append(torch.cat(parts).numpy())
-    return np.stack(out).astype(np.float32)
+        for s in range(0, len(xt), batch):
+            stack = [((), variants.model.stem(xt[s:s + batch]))]  # (prefix, hidden) of the previous branch
+            for j in order:
+                _extend(stack, seqs[j], variants)
+                out[j].append(torch.softmax(variants.head(branches[j].exit)(stack[-1][1]), dim=1))
+    return np.stack([torch.cat(parts).numpy() for parts in out]).astype(np.float32)
+
+
+def _extend(stack: list, seq: tuple, variants) -> None:
+    """Cut ``stack`` to the longest prefix of ``seq`` it holds, then run the rest of ``seq``'s blocks."""
+    keep = 1
+    while keep < len(stack) and keep <= len(seq) and stack[keep][0] == seq[:keep]:
+        keep += 1
+    del stack[keep:]
+    for k in range(len(stack) - 1, len(seq)):
+        index, bits = seq[k]
+        stack.append((seq[:k + 1], variants.block(index, bits)(stack[-1][1])))
 
 
 def budgets_between(table: BranchTable, count: int = 8) -> np.ndarray:
