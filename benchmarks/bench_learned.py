@@ -15,6 +15,12 @@ the exact oracle, (b) the real runtime (ONNX Runtime, segments between decision 
 decisions and exit heads included) with *measured* latencies, the full model and the best
 static branch run as references, and the oracle from every branch's measured median.
 Thresholds and fixed lambdas are swept so each family is compared at its best point.
+
+At real scale (``mnist-*`` packages, ``edgeinf demo --split val``): ``--graded N`` repeats the
+whole protocol on graded-difficulty sets (the schedulers retrained on graded val images, judged
+on the first N test images at severities 0..4; result under ``"graded"``); ``--probs-cache``
+keeps the branches' probabilities between runs; ``--runtime-samples`` measures on an evenly
+spaced subset of the test inputs (the offline replay always uses all of them).
 """
 from __future__ import annotations
 

@@ -283,7 +283,7 @@ def main(argv=None) -> int:
                                 args.max_branches, args.seed)
     ref_preds = _evaluate(ref, {"test": data.x_test}, args.max_branches, args.seed)[1] if ref is not None else None
     t_eval = time.perf_counter() - t0 - t_load
-    print(f"evaluated {len(branches)} branches x 2 models in {t_eval:.0f} s", file=sys.stderr)
+    print(f"evaluated {len(branches)} branches x {1 + (ref is not None)} model(s) in {t_eval:.0f} s", file=sys.stderr)
 
     seg = _segments(model, args.threads)
     chains = {b: _Chain([seg["stem"], *[seg[i] for i in b[0]], seg["head" if b[1] is None else f"exit{b[1]}"]])
