@@ -227,7 +227,7 @@ def _bench_profile(pkg, pairs, repeats: int) -> dict:
     so the table is built here (accuracy 0) instead of from a profile."""
     from types import SimpleNamespace
 
-    from edgeinf.runtime._package import build_executor
+    from edgeinf.runtime import build_executor
     from edgeinf.runtime.table import BranchInfo
     from edgeinf.runtime.measure import measure_branches
 

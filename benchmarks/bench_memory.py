@@ -50,10 +50,10 @@ if mode != "empty":
     rt = Runtime.load(pkg, monitor=False, intra_op_threads=1) if mode == "demo" else None
     if rt is None:  # a package without a profile (no accuracy): the runtime's executor alone
         from edgeinf.package import load_package
-        from edgeinf.runtime import _package
+        from edgeinf.runtime import build_executor
         from edgeinf.runtime.table import BranchInfo
         package = load_package(pkg)
-        ex = _package.build_executor(package, "onnxruntime", intra_op_threads=1)
+        ex = build_executor(package, "onnxruntime", intra_op_threads=1)
         ex.activate()
         rows = [BranchInfo(b["id"], 0.5, 1.0, tuple(b["blocks"]), b["exit"], tuple(b["bits"]), "")
                 for b in package.branches]

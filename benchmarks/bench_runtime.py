@@ -27,7 +27,7 @@ import psutil
 from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
 from edgeinf.contention import ContentionGenerator, LoadTrace
-from edgeinf.runtime._package import open_package
+from edgeinf.runtime import open_package
 from edgeinf.runtime.latency import LatencyModelConfig
 from edgeinf.runtime.measure import profile_package, sample_input
 from edgeinf.runtime.monitor import MonitorConfig, Monitor

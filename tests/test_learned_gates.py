@@ -6,7 +6,7 @@ import pytest
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import ErrorGates, GateHook, GatesScheduler
-from edgeinf.learned.paths import Path, PathSet, gate_features, monotone
+from edgeinf.learned.paths import PathSet, gate_features, make_path, monotone
 from edgeinf.learned.train_gates import GateTrainConfig, calibration_error, cluster_targets, train_gates
 from edgeinf.runtime.runners.chain import ChainRunner
 
@@ -29,7 +29,7 @@ def _synthetic(n=400, seed=0):
     easy = rng.random(n) < 0.5
     p_a = np.where(easy[:, None], _probs(y, 0.95), _probs(y, 0.3, shift=rng.integers(0, 2, n)))
     p_b = _probs(y, 0.9)
-    paths = [Path("A", (0, 1), 1, (32, 32), 1.0), Path("B", (0, 1, 2, 3), None, (32, 32, 32, 32), 4.0)]
+    paths = [make_path("A", (0, 1), 1, (32, 32), 1.0), make_path("B", (0, 1, 2, 3), None, (32, 32, 32, 32), 4.0)]
     ps = PathSet(paths, 4, [1])
     probs = np.stack([p_a if p.id == "A" else p_b for p in ps.paths]).astype(np.float32)
     return ps, probs, y, easy
@@ -52,9 +52,9 @@ def test_gate_features_match_eq13_by_hand():
 
 
 def test_pathset_states_futures_and_monotone_filter():
-    paths = [Path("e1", (0, 1), 1, (8, 8), 1.0), Path("full", (0, 1, 2), None, (8, 8, 4), 3.0),
-             Path("up", (0, 1, 2), None, (8, 8, 32), 3.0),    # low -> high: excluded
-             Path("other", (0, 1, 2), None, (32, 32, 32), 3.5)]  # its exit-1 prefix is not a path: no gate
+    paths = [make_path("e1", (0, 1), 1, (8, 8), 1.0), make_path("full", (0, 1, 2), None, (8, 8, 4), 3.0),
+             make_path("up", (0, 1, 2), None, (8, 8, 32), 3.0),    # low -> high: excluded
+             make_path("other", (0, 1, 2), None, (32, 32, 32), 3.5)]  # its exit-1 prefix is not a path: no gate
     ps = PathSet(paths, 3, [1])
     assert "up" not in ps.index and not monotone((4, 8))
     state = (1, (0, 1), (8, 8))
@@ -65,7 +65,7 @@ def test_pathset_states_futures_and_monotone_filter():
 
 
 def test_sampling_caps_paths_keeps_requested_and_is_seeded():
-    paths = [Path(f"p{i}", (0, 1, 2), None, (8, 8, 8), 1.0 + i) for i in range(80)]
+    paths = [make_path(f"p{i}", (0, 1, 2), None, (8, 8, 8), 1.0 + i) for i in range(80)]
     a = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=["p79"])
     b = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=["p79"])
     assert len(a) == 50 and "p79" in a.index
@@ -134,8 +134,8 @@ def test_load_rejects_other_files(tmp_path):
 
 def _three_paths():
     """Exit after block 1, a high-bit and a low-bit continuation, and a low->high one (never allowed)."""
-    return [Path("e1", (0, 1), 1, (8, 8), 1.0), Path("hi", (0, 1, 2), None, (8, 8, 8), 3.0),
-            Path("lo", (0, 1, 2), None, (8, 8, 4), 2.0), Path("up", (0, 1, 2), None, (8, 8, 32), 2.5)]
+    return [make_path("e1", (0, 1), 1, (8, 8), 1.0), make_path("hi", (0, 1, 2), None, (8, 8, 8), 3.0),
+            make_path("lo", (0, 1, 2), None, (8, 8, 4), 2.0), make_path("up", (0, 1, 2), None, (8, 8, 32), 2.5)]
 
 
 def _fixed_gates(pe_by_id: dict[str, float]) -> ErrorGates:
@@ -226,7 +226,7 @@ def test_scheduler_binds_only_to_a_table_that_has_its_paths():
     from edgeinf.runtime.table import BranchInfo, BranchTable
 
     gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
-    rows = [BranchInfo(p.id, 0.9, p.cost_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    rows = [BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
     sched = GatesScheduler(gates, lam=0.0).bind(BranchTable(tuple(rows)), LatencyModel())
     scale, add = sched.latency.bounds(IDLE)
     d = sched.choose(2.5 * scale + add, IDLE)  # "hi" (3 ms) does not fit: the best allowed start is "lo"
@@ -274,3 +274,23 @@ def test_a_forced_stop_runs_no_gate_mlp(monkeypatch):
     hook = GateHook(gates, gates.pathset.index["hi"], 0.0, allowed, chain.run_exit, chain)
     out = hook(1, 1, np.zeros((1, 2)))
     assert out is not None and hook.path.id == "e1" and hook.exited_at == (1, 1) and hook.gates_run == 1
+
+
+def test_one_scheduler_serves_interleaved_calls():
+    """Per-call state travels in the decision: a hook made after a later ``choose`` still uses its own call's."""
+    from edgeinf.runtime.hooks import PassHook
+    from edgeinf.runtime.latency import LatencyModel
+    from edgeinf.runtime.monitor import IDLE
+    from edgeinf.runtime.table import BranchInfo, BranchTable
+
+    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    rows = [BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    sched = GatesScheduler(gates, lam=0.0).bind(BranchTable(tuple(rows)), LatencyModel())
+    scale, add = sched.latency.bounds(IDLE)
+    tight, loose = sched.choose(2.5 * scale + add, IDLE), sched.choose(100.0, IDLE)
+    chain = _FakeChain()
+    first, second = (sched.exit_hook(d, chain.run_exit, {1}, chain) for d in (tight, loose))
+    hi = gates.pathset.index["hi"]
+    assert not first.allowed[hi] and second.allowed[hi]
+    assert tight.branch.id == "lo" and loose.branch.id == "hi"
+    assert isinstance(first, PassHook) and isinstance(second, PassHook)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import ErrorGates, GatesScheduler
 from edgeinf.learned.next_step import NextStepGates, NextStepScheduler, next_steps, step_targets
-from edgeinf.learned.paths import Path, PathSet, gate_features
+from edgeinf.learned.paths import PathSet, gate_features, make_path
 from edgeinf.learned.train_next_step import NextStepTrainConfig, train_next_step
 
 C = 4
@@ -31,7 +31,7 @@ def _synthetic(n=300, seed=0):
     y = rng.integers(0, C, n)
     easy = rng.random(n) < 0.5
     p_a = np.where(easy[:, None], _rows(y, 0.95), _rows((y + rng.integers(0, 2, n)) % C, 0.3))
-    ps = PathSet([Path("A", (0, 1), 1, (32, 32), 1.0), Path("B", (0, 1, 2, 3), None, (32,) * 4, 4.0)], 4, [1])
+    ps = PathSet([make_path("A", (0, 1), 1, (32, 32), 1.0), make_path("B", (0, 1, 2, 3), None, (32,) * 4, 4.0)], 4, [1])
     probs = np.stack([p_a if p.id == "A" else _rows(y, 0.9) for p in ps.paths]).astype(np.float32)
     return ps, probs, y, easy
 
@@ -47,8 +47,8 @@ def trained():
 
 def _four_paths() -> PathSet:
     """e1 exits after block 1, e2 after block 2; full and lo (lower bits from block 2) run to the end."""
-    return PathSet([Path("e1", (0, 1), 1, (8, 8), 1.0), Path("e2", (0, 1, 2), 2, (8, 8, 8), 2.0),
-                    Path("full", (0, 1, 2, 3), None, (8, 8, 8, 8), 4.0), Path("lo", (0, 1, 2, 3), None, (8, 8, 4, 4), 3.0)],
+    return PathSet([make_path("e1", (0, 1), 1, (8, 8), 1.0), make_path("e2", (0, 1, 2), 2, (8, 8, 8), 2.0),
+                    make_path("full", (0, 1, 2, 3), None, (8, 8, 8, 8), 4.0), make_path("lo", (0, 1, 2, 3), None, (8, 8, 4, 4), 3.0)],
                    4, [1, 2])
 
 
@@ -72,7 +72,7 @@ def test_steps_group_futures_by_their_next_state_by_hand():
 
 
 def test_stopping_at_the_last_block_and_going_to_the_final_head_are_different_steps():
-    ps = PathSet([Path("e3", (0, 1, 2, 3), 3, (8,) * 4, 3.0), Path("f", (0, 1, 2, 3), None, (8,) * 4, 3.2)], 4, [3])
+    ps = PathSet([make_path("e3", (0, 1, 2, 3), 3, (8,) * 4, 3.0), make_path("f", (0, 1, 2, 3), None, (8,) * 4, 3.2)], 4, [3])
     (steps,) = next_steps(ps).values()
     assert [_ids(ps, g) for g in steps.groups] == [["e3"], ["f"]]
     assert not np.array_equal(steps.enc[0], steps.enc[1])
@@ -234,7 +234,7 @@ def test_gates_scheduler_drives_next_step_gates_in_the_runtime(trained):
     from edgeinf.runtime.table import BranchInfo, BranchTable
 
     gates = trained[0]
-    table = BranchTable(tuple(BranchInfo(p.id, 0.9, p.cost_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths))
+    table = BranchTable(tuple(BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths))
     ran = []
 
     def run(branch, x, hook):  # x = [easy?, label]; hidden = x; exit 1 sees what the synthetic exit A sees
@@ -276,7 +276,7 @@ def _realistic(n=360, seed=0):
             bits = tuple(levels[i // 2] for i in blocks)
             cost = sum({8: 1.0, 4: 0.6, 2: 0.4}[b] for b in bits) + (0.2 if end is not None else 0.5)
             cands[f"e{end}-" + "".join(map(str, bits))] = (blocks, end, bits, cost)
-    ps = PathSet([Path(k, *v) for k, v in cands.items()], 8, [1, 3, 5, 7], max_paths=50, seed=seed)
+    ps = PathSet([make_path(k, *v) for k, v in cands.items()], 8, [1, 3, 5, 7], max_paths=50, seed=seed)
     y, hard = rng.integers(0, 10, n), rng.random(n)
     probs = []
     for p in ps.paths:

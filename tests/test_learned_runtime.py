@@ -73,6 +73,10 @@ def test_gates_attached_to_the_package_verify_and_run(tmp_path):
         fh.write(bytes([byte[0] ^ 1]))
     with pytest.raises(PackageError, match="sha256"):
         load_trained(tmp_path / "pkg", "gates")
+    with open(tmp_path / "pkg" / entry["path"], "ab") as fh:  # the package loader's checks, the same messages
+        fh.write(b"x")
+    with pytest.raises(PackageError, match=r"scheduler file \(schedulers/gates.npz\) is \d+ bytes.*truncated.*re-attach"):
+        load_trained(tmp_path / "pkg", "gates")
     with pytest.raises(PackageError, match="no trained 'content'"):
         load_trained(tmp_path / "pkg", "content")
 
@@ -137,4 +141,4 @@ def test_inspect_lists_and_verifies_the_trained_schedulers(tmp_path, cli):
     assert "schedulers/gates.npz" in out and "and 1 trained scheduler" in out
     (tmp_path / "pkg" / entry["path"]).write_bytes(b"not the gates")
     code, out, err = cli("inspect", tmp_path / "pkg")
-    assert code == 1 and "sha256" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "truncated or replaced" in err and len(err.strip().splitlines()) == 1  # the size check comes first

@@ -76,12 +76,16 @@ def _content():
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
+    return write_core_package(tmp_path_factory.mktemp("core") / "pkg")
+
+
+def write_core_package(root):
+    """The test package with every trained scheduler kind attached; returns (root, weights)."""
     from edgeinf.learned.store import attach_scheduler
     from edgeinf.runtime.latency import LatencyModelConfig
     from edgeinf.runtime.runtime import Runtime
     from test_learned_runtime import _constant_gates
 
-    root = tmp_path_factory.mktemp("core") / "pkg"
     weights = write_package(root, n_blocks=N_BLOCKS, fused=False, merged="all")
     with Runtime.load(root, monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
         table = probe.table

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.hooks import PassHook
 from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig
 from edgeinf.runtime.monitor import IDLE
 from edgeinf.runtime.schedulers import LookupTable, Static, Threshold, make_scheduler, max_probability
@@ -98,6 +99,7 @@ def test_max_probability_and_threshold_hook():
         return logits if i == 2 else np.zeros((1, 2))
 
     hook = sched.exit_hook(d, run_exit, {1, 2, 3})
+    assert isinstance(hook, PassHook) and hook.points == frozenset(hook.exits)
     assert hook(0, 0, None) is None and calls == []  # no exit after block 0
     assert hook(1, 1, None) is None and calls == [1]  # 0.5 < 0.85
     assert hook(2, 2, None) is logits and hook.exited_at == (2, 2)

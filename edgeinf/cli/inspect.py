@@ -145,7 +145,7 @@ def _latency_columns(pkg) -> tuple[str, str, dict[str, float]]:
 
     The host column is the build's torch timing (the profile); the device column is the newest
     table ``edgeinf profile`` wrote on a device (its host and backend name it)."""
-    from edgeinf.runtime._package import DEVICE_LATENCY, latency_value
+    from edgeinf.runtime import DEVICE_LATENCY, latency_value
 
     manifest = pkg.manifest if pkg is not None else {}
     backend = _host_backend(pkg)
@@ -163,7 +163,7 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def _print_branches(rows: list[dict[str, Any]], show_all: bool, pkg=None) -> None:
-    from edgeinf.runtime._package import latency_value
+    from edgeinf.runtime import latency_value
 
     shown = [r for r in rows if show_all or r.get("pareto") or r.get("fused")]
     if not rows:

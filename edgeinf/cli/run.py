@@ -109,10 +109,11 @@ class RunTool(Tool):
         parser.add_argument("--input", required=True, metavar="NPY", help="inputs, one sample per row (.npy)")
         parser.add_argument("--labels", default=None, metavar="NPY", help="labels (.npy) to report accuracy")
         parser.add_argument("--budget-ms", type=positive_float, required=True, help="latency budget per call in ms")
-        parser.add_argument("--scheduler", default="lut",
-                            choices=("lut", "static", "threshold", "gates", "gates-next", "content"),
-                            help="gates, gates-next and content load the scheduler trained into the package "
-                                 "(edgeinf train-scheduler); default lut")
+        from edgeinf.runtime.registry import scheduler_names
+
+        parser.add_argument("--scheduler", default="lut", choices=scheduler_names(),
+                            help="a registered scheduler; gates, gates-next and content load the scheduler trained "
+                                 "into the package (edgeinf train-scheduler); default lut")
         parser.add_argument("--branch", default=None, metavar="ID|full",
                             help="always run this branch (the static scheduler); full = every block, the final "
                                  "head, the highest bits")

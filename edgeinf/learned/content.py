@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FsPath
 from typing import Sequence
 
@@ -137,7 +137,6 @@ class ContentScheduler(LookupTable):
     def __init__(self, scheduler: "ContentAware | str | FsPath"):
         super().__init__()
         self.content = scheduler if isinstance(scheduler, ContentAware) else ContentAware.load(scheduler)
-        self._budget = (0.0, 1.0, 0.0)
 
     def bind(self, table, latency) -> "ContentScheduler":
         super().bind(table, latency)
@@ -157,11 +156,10 @@ class ContentScheduler(LookupTable):
 
     def choose(self, budget_ms: float, snapshot) -> Decision:
         scale, add_ms = self.latency.bounds(snapshot)
-        self._budget = (budget_ms, scale, add_ms)
-        return super().choose(budget_ms, snapshot)
+        return replace(super().choose(budget_ms, snapshot), state=(budget_ms, scale, add_ms))
 
     def exit_hook(self, decision, run_exit, exits, chain=None):
-        return _ContentHook(self, decision.branch, chain)
+        return _ContentHook(self, decision.branch, chain, decision.state)
 
     def __repr__(self) -> str:
         return "ContentScheduler()"
@@ -170,8 +168,9 @@ class ContentScheduler(LookupTable):
 class _ContentHook:
     """Decides once, after block 0; runs the chosen branch's remaining blocks itself if it changed."""
 
-    def __init__(self, sched: ContentScheduler, planned, chain):
+    def __init__(self, sched: ContentScheduler, planned, chain, budget: tuple[float, float, float]):
         self.sched, self.planned, self.chain = sched, planned, chain
+        self.budget = budget  # (budget_ms, scale, add_ms) of this call's decision
         self.branch = planned
         self.exited_at = None
         # the one decision is after the first kept block: the executor runs the rest as one segment
@@ -193,7 +192,7 @@ class _ContentHook:
     def _pick(self, hidden: np.ndarray):
         """The allowed table branch (same block 0 and bits) the prediction makes most likely, or None."""
         sched = self.sched
-        budget_ms, scale, add_ms = sched._budget
+        budget_ms, scale, add_ms = self.budget
         bits0 = self.planned.bits[:1]
         allowed = (sched._base_ms * scale + add_ms <= budget_ms) & sched.starts_like(bits0)
         if not allowed.any():

@@ -237,7 +237,7 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
 
     Args:
         package: a package directory or loaded package (per-block artifacts needed for hooks), or
-            a view from ``edgeinf.runtime._package.open_package`` that the caller opened (and
+            a view from ``edgeinf.runtime.open_package`` that the caller opened (and
             deactivates), to share its sessions across calls; ``threads`` then does not apply.
         schedulers: name -> a Scheduler instance or a name ``make_scheduler`` knows.
         x / y: test inputs [n, ...] and labels.
@@ -253,16 +253,15 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
     (mean time of ``choose`` plus the hook's own decisions; exit heads are inference, in the
     measured ms), ``met`` (share of calls within the budget) and ``rounds_mean_ms``.
     """
-    from edgeinf.runtime import _package
+    from edgeinf.runtime import PackageView, Runtime, named_scheduler, open_package
     from edgeinf.runtime.latency import LatencyModelConfig
-    from edgeinf.runtime.runtime import Runtime
 
     if rounds < 1:
         raise EdgeinfError(f"rounds must be >= 1, got {rounds}")
     x = np.asarray(x, dtype=np.float32)
-    own = not isinstance(package, _package.PackageView)
-    view = _package.open_package(package, intra_op_threads=threads, segments=True) if own else package
-    runtimes = {name: Runtime(view.table, view.executor, _package.named_scheduler(view.package, s) if isinstance(s, str)
+    own = not isinstance(package, PackageView)
+    view = open_package(package, intra_op_threads=threads, segments=True) if own else package
+    runtimes = {name: Runtime(view.table, view.executor, named_scheduler(view.package, s) if isinstance(s, str)
                               else s, LatencyModelConfig(mode=latency_mode), None, view.input_spec)
                 for name, s in schedulers.items()}
     try:

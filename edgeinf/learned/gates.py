@@ -17,9 +17,10 @@ from typing import Callable
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.learned.paths import (Path, PathSet, State, features_row, gate_features, row_stats, softmax,
-                                   uniform_stats)
+from edgeinf.learned.paths import (PathSet, State, features_row, gate_features, path_rows, paths_from_rows, row_stats,
+                                   softmax, uniform_stats)
 from edgeinf.runtime.schedulers import Decision, Scheduler
+from edgeinf.runtime.table import BranchInfo
 
 FORMAT = "edgeinf-error-gates/1"
 TIE = 1e-6  # added to lambda: among equal predicted errors, the cheaper path wins
@@ -173,7 +174,7 @@ class ErrorGates:
         if str(data.get("format", "")) != FORMAT:
             raise EdgeinfError(f"{path} is not an edgeinf gates file ({FORMAT}); retrain the gates")
         info = json.loads(str(data["paths"]))
-        paths = [Path(p["id"], tuple(p["blocks"]), p["exit"], tuple(p["bits"]), p["cost_ms"]) for p in info["paths"]]
+        paths = paths_from_rows(info["paths"])
         pathset = PathSet(paths, info["num_blocks"], info["exit_points"], max_paths=len(paths))
         weights = {}
         for g in info["gates"]:
@@ -217,8 +218,7 @@ def most_accurate_cheapest(prior_pe: np.ndarray, costs_ms: np.ndarray, candidate
 
 def _paths_json(ps: PathSet) -> dict:
     return {"num_blocks": ps.num_blocks, "exit_points": list(ps.exit_points), "gates": sorted({s[0] for s in ps.stop}),
-            "paths": [{"id": p.id, "blocks": list(p.blocks), "exit": p.exit, "bits": list(p.bits), "cost_ms": p.cost_ms}
-                      for p in ps.paths]}
+            "paths": path_rows(ps.paths)}
 
 
 class GatesScheduler(Scheduler):
@@ -244,7 +244,6 @@ class GatesScheduler(Scheduler):
         if lam is not None and not lam >= 0:
             raise EdgeinfError(f"lambda must be >= 0, got {lam}")
         self.lam = lam
-        self._call: tuple[float, np.ndarray] | None = None
 
     def bind(self, table, latency) -> "GatesScheduler":
         super().bind(table, latency)
@@ -261,12 +260,11 @@ class GatesScheduler(Scheduler):
         if not allowed.any():
             allowed = ps.costs_ms == ps.costs_ms.min()
         lam = self.lam if self.lam is not None else self.gates.lam_for_budget((budget_ms - add_ms) / scale)
-        self._call = (lam, allowed)
         start = ps.paths[self.gates.start(lam, allowed)]
-        return self._decide(self.table.get(start.id), bounds, budget_ms)
+        return self._decide(self.table.get(start.id), bounds, budget_ms, state=(lam, allowed))
 
     def exit_hook(self, decision, run_exit, exits, chain=None):
-        lam, allowed = self._call
+        lam, allowed = decision.state
         return GateHook(self.gates, self.gates.pathset.index[decision.branch.id], lam, allowed, run_exit, chain)
 
     def __repr__(self) -> str:
@@ -293,7 +291,7 @@ class GateHook:
         return self.gates.pathset.points_of(self.current)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> BranchInfo:
         """The path the call is on now (after the gates so far)."""
         return self.gates.pathset.paths[self.current]
 

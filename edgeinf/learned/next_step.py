@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import GatesScheduler, common_arrays, lambda_for_budget, most_accurate_cheapest
-from edgeinf.learned.paths import Path, PathSet, State, gate_features
+from edgeinf.learned.paths import PathSet, State, gate_features, paths_from_rows
 
 FORMAT = "edgeinf-next-step-gates/1"
 Weights = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -222,7 +222,7 @@ class NextStepGates:
     @classmethod
     def _from_arrays(cls, data: dict[str, np.ndarray]) -> "NextStepGates":
         info = json.loads(str(data["paths"]))
-        paths = [Path(p["id"], tuple(p["blocks"]), p["exit"], tuple(p["bits"]), p["cost_ms"]) for p in info["paths"]]
+        paths = paths_from_rows(info["paths"])
         pathset = PathSet(paths, info["num_blocks"], info["exit_points"], max_paths=len(paths))
         lambdas = np.asarray(data["lambdas"], dtype=np.float64)
         modules = [{g: _checked(data, f"m{k}_gate{g}_", pathset.num_blocks + 3) for g in info["gates"]}

@@ -9,30 +9,30 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.table import BranchInfo
 
 State = tuple[int, tuple[int, ...], tuple[int, ...]]  # (gate block, kept blocks <= gate, their bits)
 
 
-@dataclass(frozen=True)
-class Path:
-    """One candidate path: a branch id, its structure and its cost in ms."""
+def make_path(id: str, blocks: Sequence[int], exit: int | None, bits: Sequence[int], cost_ms: float) -> BranchInfo:
+    """One candidate path: a branch (the runtime's :class:`BranchInfo`) with its cost in ms and no accuracy."""
+    return BranchInfo(str(id), None, float(cost_ms), tuple(blocks), exit, tuple(bits))
 
-    id: str
-    blocks: tuple[int, ...]
-    exit: int | None
-    bits: tuple[int, ...]
-    cost_ms: float
 
-    @property
-    def end(self) -> int:
-        """The block after which this path's head runs (``num_blocks`` for the final head)."""
-        return self.exit if self.exit is not None else 10**9
+def path_rows(paths: Iterable[BranchInfo]) -> list[dict]:
+    """The paths as JSON rows (``cost_ms`` = ``base_ms``), as the gates files store them."""
+    return [{"id": p.id, "blocks": list(p.blocks), "exit": p.exit, "bits": list(p.bits), "cost_ms": p.base_ms}
+            for p in paths]
+
+
+def paths_from_rows(rows: Iterable[dict]) -> list[BranchInfo]:
+    """The paths of :func:`path_rows` rows."""
+    return [make_path(r["id"], r["blocks"], r["exit"], r["bits"], r["cost_ms"]) for r in rows]
 
 
 def monotone(bits: Sequence[int]) -> bool:
@@ -44,7 +44,7 @@ class PathSet:
     """At most ``max_paths`` monotone-bit paths plus the index structures the gates need.
 
     Args:
-        paths: candidates (anything with id, blocks, exit, bits and ``base_ms`` or ``cost_ms``).
+        paths: candidates (anything with id, blocks, exit, bits and ``base_ms`` or ``cost_ms``: its cost).
         num_blocks: blocks of the model.
         exit_points: blocks with an exit head.
         max_paths: cap (QuEE samples 50); sampling prefers paths whose early-exit prefixes are
@@ -63,10 +63,10 @@ class PathSet:
         if not cands:
             raise EdgeinfError("no path with non-increasing bits to schedule over; profile more branches")
         self.num_blocks, self.exit_points = int(num_blocks), tuple(sorted(int(e) for e in exit_points))
-        self.paths: tuple[Path, ...] = tuple(_sample(cands, max_paths, set(self.exit_points), seed, set(keep)))
+        self.paths: tuple[BranchInfo, ...] = tuple(_sample(cands, max_paths, set(self.exit_points), seed, set(keep)))
         self.index = {p.id: i for i, p in enumerate(self.paths)}
         self._by_structure = {(p.blocks, p.exit, p.bits): i for i, p in enumerate(self.paths)}
-        self.costs_ms = np.array([p.cost_ms for p in self.paths], dtype=np.float64)
+        self.costs_ms = np.array([p.base_ms for p in self.paths], dtype=np.float64)
         self.cost_norm = self.costs_ms / self.costs_ms.max()
         self.encodings = np.stack([self.encode(p) for p in self.paths]).astype(np.float32)
         self.futures: dict[State, np.ndarray] = {}
@@ -81,7 +81,7 @@ class PathSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def encode(self, path: Path) -> np.ndarray:
+    def encode(self, path: BranchInfo) -> np.ndarray:
         """Eq. 14: bits of each block / 32 (0 = skipped or not reached), then the end position / blocks."""
         enc = np.zeros(self.num_blocks + 1, dtype=np.float32)
         for i, b in zip(path.blocks, path.bits):
@@ -89,11 +89,11 @@ class PathSet:
         enc[-1] = (min(path.end, self.num_blocks - 1) + 1) / self.num_blocks
         return enc
 
-    def gates_on(self, path: Path) -> list[int]:
+    def gates_on(self, path: BranchInfo) -> list[int]:
         """Kept blocks of ``path`` with an exit head, strictly before its end."""
         return [b for b in path.blocks if b in self.exit_points and b < path.end]
 
-    def states_of(self, path: Path) -> list[State]:
+    def states_of(self, path: BranchInfo) -> list[State]:
         """The states along ``path`` where a gate decides (its early-exit prefix is in the set)."""
         out = []
         for g in self.gates_on(path):
@@ -111,7 +111,7 @@ class PathSet:
             hit = self._points[index] = frozenset(g for g in path.blocks if self.state_at(path, g) is not None)
         return hit
 
-    def state_at(self, path: Path, g: int) -> State | None:
+    def state_at(self, path: BranchInfo, g: int) -> State | None:
         """The decision state of ``path`` at block ``g`` (None: no gate there).
 
         Unlike :meth:`states_of` this includes the path's own end when it is an exit with a
@@ -170,23 +170,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z.astype(np.float32)
 
 
-def _consistent(path: Path, state: State) -> bool:
+def _consistent(path: BranchInfo, state: State) -> bool:
     g, blocks, bits = state
     k = len(blocks)
     return path.blocks[:k] == blocks and path.bits[:k] == bits and path.end >= g
 
 
-def _as_path(p) -> Path:
-    if isinstance(p, Path):
-        return p
+def _as_path(p) -> BranchInfo:
+    """``p`` (anything with id, blocks, exit, bits and ``base_ms`` or ``cost_ms``: its cost) as a path."""
     cost = getattr(p, "base_ms", None)
     cost = getattr(p, "cost_ms", None) if cost is None else cost
     if cost is None or not cost > 0:
         raise EdgeinfError(f"path {getattr(p, 'id', p)} has no positive latency; profile the package first")
-    return Path(str(p.id), tuple(p.blocks), p.exit, tuple(p.bits) or (32,) * len(p.blocks), float(cost))
+    return make_path(p.id, p.blocks, p.exit, tuple(p.bits) or (32,) * len(p.blocks), cost)
 
 
-def _prefix_keys(p: Path, exits: set[int]) -> list[tuple]:
+def _prefix_keys(p: BranchInfo, exits: set[int]) -> list[tuple]:
     out = []
     for k, g in enumerate(p.blocks):
         if g in exits and g < p.end:
@@ -194,7 +193,7 @@ def _prefix_keys(p: Path, exits: set[int]) -> list[tuple]:
     return out
 
 
-def _sample(cands: list[Path], max_paths: int, exits: set[int], seed: int, keep: set[str]) -> list[Path]:
+def _sample(cands: list[BranchInfo], max_paths: int, exits: set[int], seed: int, keep: set[str]) -> list[BranchInfo]:
     """All candidates when they fit; else ``keep``, then a seeded sample that keeps early-exit prefixes together."""
     if len(cands) <= max_paths:
         return sorted(cands, key=lambda p: p.id)
@@ -202,7 +201,7 @@ def _sample(cands: list[Path], max_paths: int, exits: set[int], seed: int, keep:
     order = list(cands)
     random.Random(seed).shuffle(order)
     order.sort(key=lambda p: p.id not in keep)  # stable: kept ones first, the rest shuffled
-    chosen: dict[str, Path] = {p.id: p for p in order[:max_paths] if p.id in keep}
+    chosen: dict[str, BranchInfo] = {p.id: p for p in order[:max_paths] if p.id in keep}
     for p in order:  # first: paths that bring an early-exit prefix along
         group = [p] + [by_structure[k] for k in _prefix_keys(p, exits) if k in by_structure]
         if len(group) > 1 and len(chosen) + len([q for q in group if q.id not in chosen]) <= max_paths:

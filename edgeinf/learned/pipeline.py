@@ -58,7 +58,7 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
     """
     from edgeinf import zoo
     from edgeinf.package import load_package
-    from edgeinf.runtime._package import branch_table
+    from edgeinf.runtime import branch_table
 
     pkg = load_package(pkg_dir)
     name = model_name or (pkg.manifest.get("model") or {}).get("name")
@@ -313,7 +313,7 @@ def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, 
     best static branch as schedulers, and the oracle from every branch's measured median."""
     from edgeinf.learned.evaluate import evaluate_runtime, measure_branches, oracle_point
     from edgeinf.learned.store import KINDS
-    from edgeinf.runtime._package import open_package
+    from edgeinf.runtime import open_package
     from edgeinf.runtime.schedulers import Static, Threshold
 
     makers = {"static": Static, "lut": lambda: "lut", "threshold": lambda: Threshold(0.9),

@@ -12,6 +12,7 @@ from edgeinf.errors import EdgeinfError, PackageError
 from edgeinf.learned.content import ContentAware, ContentScheduler
 from edgeinf.learned.gates import ErrorGates, GatesScheduler
 from edgeinf.learned.next_step import NextStepGates, NextStepScheduler
+from edgeinf.runtime.registry import register_scheduler
 
 SCHEDULERS = "schedulers"  # manifest key
 KINDS = {"gates": (ErrorGates, GatesScheduler), "gates-next": (NextStepGates, NextStepScheduler),
@@ -43,7 +44,7 @@ def attach_scheduler(root: str | Path, kind: str, trained: ErrorGates | NextStep
 def load_trained(pkg, kind: str) -> ErrorGates | ContentAware:
     """The trained ``kind`` scheduler of package ``pkg`` (a directory or a loaded package), verified."""
     from edgeinf.package import Package, load_package
-    from edgeinf.package.loader import file_sha256
+    from edgeinf.package.loader import verify_file
 
     package = pkg if isinstance(pkg, Package) else load_package(pkg)
     entry = package.manifest.get(SCHEDULERS, {}).get(kind)
@@ -52,11 +53,8 @@ def load_trained(pkg, kind: str) -> ErrorGates | ContentAware:
     if entry is None:
         raise PackageError(f"package {package.root} has no trained '{kind}' scheduler; train one with: "
                            f"edgeinf train-scheduler {package.root} --kind {kind}")
-    path = Path(package.root) / entry["path"]
-    if not path.resolve().is_relative_to(Path(package.root).resolve()):
-        raise PackageError(f"the '{kind}' scheduler file points outside {package.root}; re-attach it")
-    if not path.is_file() or path.stat().st_size != entry["size_bytes"] or file_sha256(path) != entry["sha256"]:
-        raise PackageError(f"the '{kind}' scheduler file {entry['path']} is missing or fails its sha256 check; re-attach it")
+    path = verify_file(package.root, entry, f"the '{kind}' scheduler file",
+                       f"re-attach it: edgeinf train-scheduler {package.root} --kind {kind}")
     try:
         return KINDS[kind][0].load(path)
     except EdgeinfError:
@@ -76,3 +74,19 @@ def _check_kind(kind: str, trained) -> None:
         raise PackageError(f"unknown scheduler kind '{kind}'; choose from {', '.join(KINDS)}")
     if not isinstance(trained, KINDS[kind][0]):
         raise PackageError(f"a '{kind}' scheduler must be a {KINDS[kind][0].__name__}, got {type(trained).__name__}")
+
+
+def _trained_factory(kind: str):
+    """The registry factory of the trained ``kind``: it reads the weights from the package."""
+
+    def make(package=None, **options):
+        if package is None:
+            raise EdgeinfError(f"the '{kind}' scheduler is trained into a package; load it from one: "
+                               f"Runtime.load(PKG, scheduler='{kind}') or load_scheduler(PKG, '{kind}')")
+        return load_scheduler(package, kind, **options)
+
+    return make
+
+
+for _kind in KINDS:
+    register_scheduler(_kind, _trained_factory(_kind))

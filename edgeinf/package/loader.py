@@ -71,19 +71,24 @@ def check_tree(root: Path) -> None:
 
 def verify_artifact(root: Path, entry: dict) -> Path:
     """Check one artifact's presence, confinement, size and sha256; return its path."""
+    return verify_file(root, entry, f"artifact {entry['key']}")
+
+
+def verify_file(root: Path, entry: dict, what: str, fix: str = "re-export the package") -> Path:
+    """Check a file the manifest lists (``path``, ``size_bytes``, ``sha256``): inside ``root``, a
+    plain file, its size and sha256; return its path. Errors name ``what`` and end with ``fix``."""
+    root = Path(root)
     path = root / entry["path"]
     if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
-        raise PackageError(f"artifact {entry['key']} ({entry['path']}) points outside {root}; re-export the package")
+        raise PackageError(f"{what} ({entry['path']}) points outside {root}; {fix}")
     if not path.is_file():
-        raise PackageError(f"artifact {entry['key']} ({entry['path']}) is missing from {root}; re-export the package")
+        raise PackageError(f"{what} ({entry['path']}) is missing from {root}; {fix}")
     size = path.stat().st_size
     if size != entry["size_bytes"]:
-        raise PackageError(
-            f"artifact {entry['key']} ({entry['path']}) is {size} bytes, the manifest says {entry['size_bytes']} "
-            "(truncated or replaced); re-export the package"
-        )
+        raise PackageError(f"{what} ({entry['path']}) is {size} bytes, the manifest says {entry['size_bytes']} "
+                           f"(truncated or replaced); {fix}")
     if file_sha256(path) != entry["sha256"]:
-        raise PackageError(f"artifact {entry['key']} ({entry['path']}) fails its sha256 check (corrupt or tampered); re-export the package")
+        raise PackageError(f"{what} ({entry['path']}) fails its sha256 check (corrupt or tampered); {fix}")
     return path
 
 

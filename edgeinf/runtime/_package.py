@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeinf.errors import EdgeinfError
+from edgeinf.runtime import registry
 from edgeinf.runtime.executors import PackageExecutor
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runners.base import Runner, TensorSpec, specs_from
@@ -14,10 +15,6 @@ from edgeinf.runtime.segments import DEFAULT_MAX_SEGMENTS
 from edgeinf.runtime.table import BranchInfo, BranchTable
 
 DEVICE_LATENCY = "device_latency"  # manifest key written by `edgeinf profile`
-BACKENDS = {
-    "onnxruntime": ("cpu",), "onnxruntime-cpu": ("cpu",), "ort": ("cpu",), "onnx": ("cpu",),
-    "onnxruntime-cuda": ("cuda", "cpu"), "onnxruntime-tensorrt": ("tensorrt", "cuda", "cpu"), "tensorrt": None,
-}
 _BLOCK = re.compile(r"^block(\d+)/(fp32|fp16|w(\d+))$")
 _BITS = {"fp32": 32, "fp16": 16}
 
@@ -40,8 +37,7 @@ def open_package(pkg, backend: str | None = None, board=None, require_latency: b
 
     package = pkg if isinstance(pkg, Package) else load_package(pkg)
     backend = backend or _board_backend(board)
-    if backend not in BACKENDS:
-        raise EdgeinfError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    registry.backend(backend)  # an unknown name: one line listing the registered ones
     executor = build_executor(package, backend, **options)
     table = branch_table(package.manifest, backend, require_latency)
     return PackageView(table, executor, input_spec(package.manifest), package, backend)
@@ -53,25 +49,14 @@ def _board_backend(board) -> str:
         return "onnxruntime"
     prefs = getattr(_load_board(board), "backends", ()) or ()
     for p in prefs:
-        if p in BACKENDS and usable(p):
+        if p in registry.backend_names() and usable(p):
             return p
     return "onnxruntime"
 
 
 def usable(backend: str) -> bool:
-    """Whether ``backend`` can run on this machine (library and GPU provider present)."""
-    from edgeinf import _lazy
-
-    if backend == "tensorrt":
-        return _lazy.is_available("tensorrt") and _lazy.is_available("pycuda")
-    if not _lazy.is_available("onnxruntime"):
-        return False
-    want = {"onnxruntime-tensorrt": "TensorrtExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider"}.get(backend)
-    if want is None:
-        return True
-    import onnxruntime as ort
-
-    return want in ort.get_available_providers()
+    """Whether registered backend ``backend`` can run on this machine (library and GPU provider present)."""
+    return registry.backend(backend).usable()
 
 
 def _load_board(board):
@@ -91,34 +76,15 @@ def default_monitor(board=None, **config) -> Monitor:
 
 
 def named_scheduler(package, name: str):
-    """``name`` itself for the built-in schedulers, else the package's trained learned scheduler."""
-    from edgeinf.runtime.schedulers import SCHEDULERS
-
-    if name in SCHEDULERS:
-        return name
-    from edgeinf.learned.store import KINDS, load_scheduler
-
-    if name not in KINDS:
-        raise EdgeinfError(f"unknown scheduler '{name}'; choose from {', '.join([*SCHEDULERS, *KINDS])}")
-    return load_scheduler(package, name)
+    """The registered scheduler ``name`` for ``package`` (a trained kind reads its weights from it)."""
+    return registry.create_scheduler(name, package)
 
 
 # -- runners -------------------------------------------------------------------------------
 def _runner(package, key: str, backend: str, options: dict, pool=None) -> Runner:
-    path = package.path(key)
-    if backend == "tensorrt":
-        from edgeinf.runtime.runners.trt import TensorRTRunner
-
-        return TensorRTRunner(path, name=key)
-    from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
-
-    # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
-    # (allowlisted by the manifest schema)
-    config = tuple(sorted((str(k), str(v)) for k, v in package.entry(key).get("ort_session_config", {}).items()))
-    runner = OnnxRuntimeRunner(path, OrtOptions(providers=BACKENDS[backend], session_config=config, **options), name=key,
-                               pool=pool)
-    runner.external_data = bool(getattr(package, "external", {}).get(key))
-    return runner
+    ref = registry.ArtifactRef(package.path(key), key, package.entry(key), options, pool,
+                               bool(getattr(package, "external", {}).get(key)))
+    return registry.backend(backend).runner_factory(ref)
 
 
 def build_executor(package, backend: str, segments: bool | None = None, max_segments: int | None = None,
@@ -136,9 +102,10 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
     """
     from edgeinf.runtime.runners.pool import SessionPool
 
-    suffix = "@trt" if backend == "tensorrt" else ""
+    spec = registry.backend(backend)
+    suffix = spec.artifact_suffix
     keys = [a["key"] for a in package.artifacts if a["key"].endswith(suffix) and (suffix or "@" not in a["key"])]
-    pool = SessionPool(max_sessions) if backend != "tensorrt" else None
+    pool = SessionPool(max_sessions) if spec.onnx else None
     parts: dict[str, Runner] = {}
     blocks: dict[tuple[int, int], Runner] = {}
     exits: dict[int, Runner] = {}
@@ -155,7 +122,7 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
             exits[int(base[4:])] = _runner(package, key, backend, options, pool)
         elif base.startswith("branch/"):
             fused[base[len("branch/"):]] = _runner(package, key, backend, options, pool)
-        elif base.startswith("segment/") and backend != "tensorrt":
+        elif base.startswith("segment/") and spec.onnx:
             entry = package.entry(key)
             names = (tuple(entry.get("segment_parts", ())), entry.get("segment_tap"))
             shipped[names] = _runner(package, key, backend, options, pool)
@@ -171,9 +138,9 @@ def _segment_composer(backend: str, segments: bool | None):
     """The function that composes segments on this machine (``segments=True``), else ``None``."""
     if not segments:
         return None
-    if backend == "tensorrt":
+    if not registry.backend(backend).onnx:
         raise EdgeinfError("segmented execution composes ONNX artifacts for onnxruntime; "
-                           "with the tensorrt backend pass segments=False (or None)")
+                           f"with the {backend} backend pass segments=False (or None)")
     from edgeinf import _lazy
 
     if not _lazy.is_available("onnx"):

@@ -91,7 +91,7 @@ class PackageExecutor(Executor):
             return next(iter(runner.infer(x, check=False).values()))
         if self.chain is None:
             raise EdgeinfError(f"branch {branch.id} has no fused artifact and the package has no per-block artifacts")
-        points = getattr(hook, "points", None)
+        points = hook.points if hook is not None else None
         if points is not None and self.segments is not None:
             plan = self.segments.plan(branch, points)
             if plan is not None:

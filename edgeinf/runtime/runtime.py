@@ -94,16 +94,18 @@ class Runtime:
         """A runtime for package ``pkg`` (a directory or a loaded ``edgeinf.package.Package``).
 
         Args:
-            backend: "onnxruntime" (CPU, default), "onnxruntime-cuda", "onnxruntime-tensorrt",
-                "tensorrt"; ``None`` = the board's first available preference, else ORT CPU.
-            scheduler: "lut" (default), "static", "threshold", a learned scheduler trained into the
-                package ("gates", "gates-next", "content"), or a Scheduler instance.
+            backend: a registered backend: "onnxruntime" (CPU, default), "onnxruntime-cuda",
+                "onnxruntime-tensorrt", "tensorrt" (``edgeinf.runtime.register_backend`` adds more);
+                ``None`` = the board's first available preference, else ORT CPU.
+            scheduler: a registered scheduler: "lut" (default), "static", "threshold", a learned
+                scheduler trained into the package ("gates", "gates-next", "content"), or a
+                Scheduler instance.
             board: a board profile name or ``BoardProfile`` (GPU sysfs paths, backend preference).
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
             **options: ``allow_nonfinite=True`` lets NaN/inf inputs through (default: they raise),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
-                ``segments`` / ``max_segments`` / ``max_sessions`` (see ``_package.build_executor``):
+                ``segments`` / ``max_segments`` / ``max_sessions`` (see ``edgeinf.runtime.build_executor``):
                 ``segments=True`` composes mid-pass segments here (needs onnx).
 
         Sessions open on demand (the first call of a branch opens its graphs). What the package
@@ -170,8 +172,10 @@ class Runtime:
                                         chain=self.executor.chain) if self.executor.exits else None
         out = self.executor.run(decision.branch, x, hook)
         measured_ms = (self.clock() - t0) * 1e3
-        decision_us += getattr(hook, "decision_us", 0.0)  # the hook's own decisions (gates), not its exit heads
-        exited = getattr(hook, "exited_at", None)  # (position, block) of an early exit
+        exited = None
+        if hook is not None:
+            decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
+            exited = hook.exited_at  # (position, block) of an early exit
         ran = self._ran(decision.branch, exited)
         self.latency.observe(ran.base_ms, snap, measured_ms, batch)
         record = Record(

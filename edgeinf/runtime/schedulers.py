@@ -7,28 +7,38 @@ decision records a predicted miss.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
+from edgeinf.runtime.hooks import PassHook
 from edgeinf.runtime.latency import LatencyModel
 from edgeinf.runtime.monitor import Snapshot
+from edgeinf.runtime.registry import create_scheduler, register_scheduler
 from edgeinf.runtime.table import BranchInfo, BranchTable
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The branch to run, its predicted latency (margin included) and whether that fits."""
+    """The branch to run, its predicted latency (margin included) and whether that fits.
+
+    ``state``: what the scheduler's ``exit_hook`` needs from this call's ``choose`` (e.g. the
+    gates' lambda and allowed paths); kept here, not on the scheduler, so one scheduler can
+    serve concurrent calls."""
 
     branch: BranchInfo
     predicted_ms: float
     fits: bool
+    state: Any = field(default=None, compare=False)
 
 
 class Scheduler:
-    """Base class. Subclasses write ``choose``; ``exit_hook`` may stop a chain pass early."""
+    """Base class. Subclasses write ``choose``; ``exit_hook`` may stop a chain pass early.
+
+    Per-call values go in the returned :class:`Decision` (``state``) and the hook, never on the
+    instance: ``choose`` and ``exit_hook`` may run for two calls at once."""
 
     name = "scheduler"
 
@@ -44,16 +54,17 @@ class Scheduler:
         raise NotImplementedError
 
     def exit_hook(self, decision: Decision, run_exit: Callable[[int, np.ndarray], np.ndarray],
-                  exits: set[int], chain=None) -> "ExitHook | None":
-        """A hook for ``ChainRunner.run_branch`` (``None``: run the branch to its end).
+                  exits: set[int], chain=None) -> PassHook | None:
+        """A :class:`~edgeinf.runtime.hooks.PassHook` for this call's ``decision`` (``None``: run
+        the branch to its end).
 
         ``chain`` is the executor's per-block runner, for hooks that switch to another path and
         run its remaining blocks themselves (``None`` when the executor has none)."""
         return None
 
-    def _decide(self, branch: BranchInfo, bounds: tuple[float, float], budget_ms: float) -> Decision:
+    def _decide(self, branch: BranchInfo, bounds: tuple[float, float], budget_ms: float, state: Any = None) -> Decision:
         predicted = branch.base_ms * bounds[0] + bounds[1]
-        return Decision(branch, predicted, predicted <= budget_ms)
+        return Decision(branch, predicted, predicted <= budget_ms, state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -118,7 +129,7 @@ class Threshold(LookupTable):
 
 
 class ExitHook:
-    """Runs the exit heads met along a pass; stops when one is confident enough.
+    """Runs the exit heads met along a pass; stops when one is confident enough (a :class:`PassHook`).
 
     ``points`` (the exits) tells the executor after which blocks the hook needs control: it may
     run the blocks in between as one graph (segmented execution) and skip calling it elsewhere.
@@ -151,14 +162,18 @@ def max_probability(logits: np.ndarray) -> float:
     return float((p.max(axis=1) / p.sum(axis=1)).min())
 
 
-SCHEDULERS = {"static": Static, "lut": LookupTable, "threshold": Threshold}
+def _untrained(cls: type[Scheduler]):
+    """The registry factory of a scheduler that needs nothing from the package."""
+    return lambda package=None, **options: cls(**options)
+
+
+register_scheduler("static", _untrained(Static))
+register_scheduler("lut", _untrained(LookupTable))
+register_scheduler("threshold", _untrained(Threshold))
 
 
 def make_scheduler(name: str | Scheduler | None, **kwargs) -> Scheduler:
-    """A scheduler from its name ("lut", "static", "threshold"); ``None`` = "lut"."""
+    """A scheduler from its registered name ("lut", "static", "threshold", ...); ``None`` = "lut"."""
     if isinstance(name, Scheduler):
         return name
-    try:
-        return SCHEDULERS[name or "lut"](**kwargs)
-    except KeyError:
-        raise EdgeinfError(f"unknown scheduler '{name}'; choose from {', '.join(SCHEDULERS)}") from None
+    return create_scheduler(name or "lut", None, **kwargs)

@@ -10,11 +10,12 @@ from edgeinf.errors import EdgeinfError
 
 @dataclass(frozen=True)
 class BranchInfo:
-    """One runnable branch.
+    """One branch: the value type the runtime, the schedulers and the learned gates share.
 
     Args:
         id: the branch's stable id (``edgeinf.branch.Branch.id``).
-        accuracy: profiled accuracy in [0, 1].
+        accuracy: profiled accuracy in [0, 1]; ``None`` = not profiled (a gates path: only its
+            structure and cost matter; a :class:`BranchTable` refuses it).
         base_ms: latency of one call on an unloaded device (profiled), in ms.
         blocks: kept block indices, in order.
         exit: exit index (the block after which the exit head sits); ``None`` = final head.
@@ -23,7 +24,7 @@ class BranchInfo:
     """
 
     id: str
-    accuracy: float
+    accuracy: float | None
     base_ms: float
     blocks: tuple[int, ...] = ()
     exit: int | None = None
@@ -31,12 +32,17 @@ class BranchInfo:
     artifact: str | None = None
 
     def __post_init__(self):
-        if not (0.0 <= self.accuracy <= 1.0):
+        if self.accuracy is not None and not (0.0 <= self.accuracy <= 1.0):
             raise EdgeinfError(f"branch {self.id}: accuracy {self.accuracy} is not in [0, 1]")
         if not (self.base_ms > 0.0):
             raise EdgeinfError(f"branch {self.id}: base latency {self.base_ms} ms must be > 0; profile the package")
         if self.bits and len(self.bits) != len(self.blocks):
             raise EdgeinfError(f"branch {self.id}: {len(self.bits)} bit-widths for {len(self.blocks)} blocks")
+
+    @property
+    def end(self) -> int:
+        """The block after which this branch's head runs (a huge number for the final head)."""
+        return self.exit if self.exit is not None else 10**9
 
 
 @dataclass
@@ -53,6 +59,10 @@ class BranchTable:
         self.branches = tuple(self.branches)
         if not self.branches:
             raise EdgeinfError("the branch table is empty: the package lists no branches")
+        unprofiled = [b.id for b in self.branches if b.accuracy is None]
+        if unprofiled:
+            raise EdgeinfError(f"branch {unprofiled[0]} has no accuracy (and {len(unprofiled) - 1} more); "
+                               "profile the package with labelled data")
         self._by_id = {b.id: b for b in self.branches}
         if len(self._by_id) != len(self.branches):
             raise EdgeinfError("the branch table has duplicate branch ids")

@@ -57,7 +57,7 @@ def part_keys(row: dict) -> list[str]:
 
 def reachable_ids(manifest: dict) -> set[str]:
     """Ids of the branches the lookup table can pick under the exported latencies (its Pareto set)."""
-    from edgeinf.runtime._package import branch_table
+    from edgeinf.runtime import branch_table
 
     try:
         return {b.id for b in branch_table(manifest, "onnxruntime").pareto()}

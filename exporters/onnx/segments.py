@@ -72,7 +72,7 @@ def write_segments(root: str | Path, segments) -> list[dict]:
 
 def add_scheduler_segments(root: str | Path, kind: str, trained=None) -> list[dict]:
     """Write the segment graphs the ``kind`` scheduler of package ``root`` can run (build side)."""
-    from edgeinf.runtime._package import open_package
+    from edgeinf.runtime import open_package
 
     if kind not in SEGMENT_KINDS:
         return []

@@ -5,15 +5,14 @@ that is what per-block artifacts make possible and a fused branch graph does not
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.runtime.runners.base import Runner
 
-# hook(position in the kept blocks, block index just run, hidden) -> logits to stop with, or None
-Hook = Callable[[int, int, np.ndarray], "np.ndarray | None"]
+from edgeinf.runtime.hooks import PassHook as Hook  # hook(pos, block, hidden) -> logits to stop with, or None
 
 
 class ChainRunner(Runner):
@@ -63,7 +62,7 @@ class ChainRunner(Runner):
         rest runs as composed segments.
 
         ``branch``: anything with ``blocks``, ``exit`` and ``bits`` (a table branch, a gates path)."""
-        points = getattr(hook, "points", None)
+        points = hook.points if hook is not None else None
         if points is not None and self.segments is not None:
             plan = self.segments.plan(branch, frozenset(points), start=pos + 1)
             if plan is not None:
