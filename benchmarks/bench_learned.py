@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--graded", type=int, default=0, metavar="N",
                     help="also train and judge on graded-difficulty sets: the first N test images x 5 severities")
     ap.add_argument("--graded-val", type=int, default=300, help="val images of the graded training set (x 5 severities)")
+    ap.add_argument("--graded-train", type=int, default=0,
+                    help="train images the content-aware scheduler also sees on graded sets (x 5 severities)")
     ap.add_argument("--runtime-samples", type=int, default=None, help="measure on this many evenly spaced test samples")
     ap.add_argument("--probs-cache", default=None, help="an .npz for the branches' probabilities (reused when it matches)")
     ap.add_argument("--out", default=None)
@@ -70,11 +72,12 @@ def main(argv=None) -> int:
         from edgeinf.learned.pipeline import graded_workbench
 
         gwb = graded_workbench(wb, args.graded_val, args.graded, args.seed,
-                               cache and cache.with_name(cache.stem + "-graded.npz"))
+                               cache and cache.with_name(cache.stem + "-graded.npz"), args.graded_train)
         result["graded"] = _run(gwb, args, attach=False)
         result["graded"]["protocol"] = (f"graded sets (edgeinf.data.graded_set, severities 0..4): the first "
                                         f"{args.graded_val} val images train the schedulers (the content-aware one "
-                                        f"on them alone), the first {args.graded} test images judge them; the "
+                                        f"with the first {args.graded_train} train images), the first {args.graded} "
+                                        f"test images judge them; the "
                                         f"package's table is unchanged (accuracies from its clean {wb.table_split} split)")
         result["graded"]["per_severity_offline"] = _per_severity(result["graded"], gwb)
         _print_summary(result["graded"], "graded ")

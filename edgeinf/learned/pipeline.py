@@ -87,10 +87,11 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
 
 
 def graded_workbench(wb: Workbench, val_images: int = 300, test_images: int = 200, seed: int = 0,
-                     probs_cache: str | Path | None = None) -> Workbench:
+                     probs_cache: str | Path | None = None, train_images: int = 0) -> Workbench:
     """``wb`` on graded-difficulty inputs (:func:`edgeinf.data.graded_set`: every image at
     severities 0..4): the first ``val_images`` val images (the schedulers train there; the
-    content-aware one on them alone) and the first ``test_images`` test images (judged there).
+    content-aware one also on the first ``train_images`` train images) and the first
+    ``test_images`` test images (judged there).
     The package, its table (accuracies from its own split) and the model are ``wb``'s."""
     from dataclasses import replace
 
@@ -99,7 +100,8 @@ def graded_workbench(wb: Workbench, val_images: int = 300, test_images: int = 20
     d = wb.data
     gv = graded_set(d.x_val[:val_images], d.y_val[:val_images], seed=seed)
     gt = graded_set(d.x_test[:test_images], d.y_test[:test_images], seed=seed)
-    data = replace(d, x_train=gv.x[:0], y_train=gv.y[:0], x_val=gv.x, y_val=gv.y, x_test=gt.x, y_test=gt.y)
+    gtr = graded_set(d.x_train[:train_images], d.y_train[:train_images], seed=seed)
+    data = replace(d, x_train=gtr.x, y_train=gtr.y, x_val=gv.x, y_val=gv.y, x_test=gt.x, y_test=gt.y)
     t0 = time.perf_counter()
     pv, pt = _cached_probs(probs_cache, wb.model, wb.package, wb.table, data.x_val, data.x_test)
     return replace(wb, data=data, probs_val=pv, probs_test=pt, timings_s={"probs": time.perf_counter() - t0},
