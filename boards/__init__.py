@@ -1,5 +1,8 @@
 """Board profiles (Jetson, Raspberry Pi, x86 hosts) and detection (installed as edgeinf.boards).
 
+Live readings (GPU load, clocks, temperatures, power rails) go through one reader,
+:mod:`edgeinf.boards.sysfs`, with one unit per quantity in its name.
+
 Example:
     >>> from edgeinf.boards import detect, load_profile
     >>> load_profile("jetson-agx-orin-64gb").cpu_cores

@@ -9,17 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeinf.boards.profile import BoardProfile, all_profiles
+from edgeinf.boards.sysfs import read_text
 
 _L4T_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
-
-
-def read_text(root: Path, path: str) -> str | None:
-    """``root/path`` as text (NUL bytes become newlines), or None if absent or unreadable."""
-    try:
-        data = (root / path.lstrip("/")).read_bytes()
-    except OSError:
-        return None
-    return data.replace(b"\x00", b"\n").decode("utf-8", errors="replace").strip()
 
 
 @dataclass

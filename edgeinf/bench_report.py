@@ -50,17 +50,18 @@ def report_section(doc: dict[str, Any], json_name: str = JSON_NAME, png_name: st
 
 
 def bench_package(package_dir: str | Path, out_dir: str | Path, iters: int = 200, warmup: int = 20,
-                  threads: int | None = 1) -> dict[str, Any]:
-    """Run ``PKG#full --vs PKG#fastest``; write the JSON and the latency plot into ``out_dir``."""
+                  threads: int | None = 1, fast: str = "fastest") -> dict[str, Any]:
+    """Run ``PKG#full --vs PKG#<fast>`` (``fast``: a branch id or ``fastest``); write the JSON and the
+    latency plot into ``out_dir``."""
     from edgeinf import bench
     from edgeinf.bench_targets import TargetOptions
 
     out_dir = Path(out_dir)
     config = bench.BenchConfig(warmup_iters=warmup, iters=iters)
-    command = f"edgeinf bench {package_dir}#full --vs {package_dir}#fastest --warmup {warmup} --iters {iters}"
+    command = f"edgeinf bench {package_dir}#full --vs {package_dir}#{fast} --warmup {warmup} --iters {iters}"
     if threads is not None:
         command += f" --threads {threads}"
-    doc = bench.benchmark([f"{package_dir}#full"], config, TargetOptions(threads=threads), vs=f"{package_dir}#fastest",
+    doc = bench.benchmark([f"{package_dir}#full"], config, TargetOptions(threads=threads), vs=f"{package_dir}#{fast}",
                           command=command + f" --results-file {out_dir / JSON_NAME}")
     bench.write_results(doc, out_dir / JSON_NAME)
     try:

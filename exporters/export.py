@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeinf.quant import BlockVariants
 
 log = logging.getLogger("edgeinf")
-FORMATS = ("onnx", "trt")
+FORMATS = ("onnx", "trt-onnx", "trt")  # trt-onnx: TensorRT's ONNX forms + trtexec lines, no tensorrt needed
 
 
 def select_branches(profile: dict | None, how: str | int, resource: str = "macs") -> list[Branch]:
@@ -79,7 +79,10 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
         bit_levels: bit-widths exported for every block (32 = fp32, 16 = fp16).
         profile_path: profile.json to embed (its branch table goes into the manifest).
         branches: which branches to export as fused graphs: ``"pareto"``, ``"all"``, ``N``, or a list.
-        formats: ``("onnx",)`` or ``("onnx", "trt")`` (TensorRT engines need tensorrt and a GPU).
+        formats: ``("onnx",)``, ``("onnx", "trt-onnx")`` (also what TensorRT builds from: graphs
+            it cannot parse as exported rewritten under ``trt/``, e.g. ``w8a8`` in symmetric int8
+            Q/DQ, and a trtexec line per artifact; no tensorrt needed) or ``("onnx", "trt")``
+            (the same plus engines built here: needs tensorrt and a GPU).
         accuracy_level: MatMulNBits precision; None = 4 where within tolerance, else 0.
         resource: the cost the Pareto set is taken on.
         command: the command line recorded in the manifest.
@@ -100,7 +103,7 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
 
     bad = sorted(set(formats) - set(FORMATS))
     if bad or "onnx" not in formats:
-        raise EdgeinfError(f"formats {list(formats)} are not valid; use onnx or onnx,trt (engines are built from ONNX)")
+        raise EdgeinfError(f"formats {list(formats)} are not valid; use onnx, onnx,trt-onnx or onnx,trt (engines are built from ONNX)")
     if "trt" in formats:
         from edgeinf._lazy import require
 
@@ -124,6 +127,10 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
             from edgeinf.exporters.tensorrt import add_engines
 
             add_engines(pkg, artifacts)
+        elif "trt-onnx" in formats:
+            from edgeinf.exporters.tensorrt import add_trt_onnx
+
+            add_trt_onnx(pkg, artifacts)
     _add_segments(out, segments_for)
     return load_package(out)
 

@@ -12,7 +12,7 @@ pytest.importorskip("onnx")  # building the test package (and composing) needs o
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.package import load_package
-from edgeinf.runtime._package import _segment_composer, build_executor
+from edgeinf.runtime._package import _segment_composer, build_executor, open_package
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.schedulers import ExitHook, Threshold
 from edgeinf.runtime.table import BranchInfo
@@ -288,3 +288,68 @@ def test_threshold_segments_written_at_export_run_without_composing(pkg, tmp_pat
     manifest[DIGEST_FIELD] = manifest_digest(manifest)
     with pytest.raises(PackageError, match="not a graph artifact"):
         validate_manifest(manifest)
+
+
+def test_segment_graphs_are_verified_when_first_opened_and_a_tampered_one_never_runs(pkg, tmp_path):
+    """Runtime.load defers the segment graphs' sha256 and external-data checks to their first
+    session; a segment changed on disk is refused (PackageError) before onnxruntime reads it,
+    while load_package (the full check) refuses the package at once."""
+    import shutil
+
+    from edgeinf.errors import PackageError
+    from edgeinf.exporters.onnx.segments import add_scheduler_segments
+
+    root = tmp_path / "pkg"
+    shutil.copytree(pkg[0], root)
+    assert add_scheduler_segments(root, "threshold")
+    x = x_batch(1, 6)
+    with Runtime.load(pkg[0], scheduler=Threshold(0.5), monitor=False, segments=False, intra_op_threads=1) as rt:
+        want, want_rec = rt.infer(x, 1000.0)  # the per-block chain of the original package
+    with Runtime.load(root, scheduler=Threshold(0.5), monitor=False, intra_op_threads=1) as rt:
+        y, rec = rt.infer(x, 1000.0)
+        assert rt.executor.segments.stats()["packaged_calls"] > 0
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    assert (rec.branch, rec.exited_at) == (want_rec.branch, want_rec.exited_at)
+    package = open_package(root).package  # what Runtime.load verified: everything but the segments
+    assert package.deferred == {a["key"] for a in package.artifacts if a["role"] == "segment"}
+    used = sorted(a["path"] for a in package.artifacts if a["role"] == "segment")
+    for rel in used:  # flip one byte in every segment graph
+        data = bytearray((root / rel).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (root / rel).write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="sha256"):
+        load_package(root)
+    with Runtime.load(root, scheduler=Threshold(0.5), monitor=False, intra_op_threads=1) as rt:  # the segments wait
+        with pytest.raises(PackageError, match=r"segment/.*sha256"):
+            rt.infer(x, 1000.0)
+
+
+def test_without_graph_optimizations_segments_are_bit_identical_to_the_chain(pkg, tmp_path):
+    """Composed and packaged segments run exactly the parts' operations: with onnxruntime's graph
+    optimizations off their outputs equal the per-block chain's bit for bit on every branch, so
+    a wrong segment or stale state would show as a difference; the last-bit differences with
+    optimizations on come from fusions across the joined blocks (docs/runtime.md)."""
+    import shutil
+
+    from edgeinf.exporters.onnx.segments import add_scheduler_segments
+
+    root = tmp_path / "pkg"
+    shutil.copytree(pkg[0], root)
+    assert add_scheduler_segments(root, "threshold")
+    opts = dict(intra_op_threads=1, graph_optimization="disable")
+    runs = {name: build_executor(load_package(where), "onnxruntime", segments=seg, **opts)  # composed: nothing shipped
+            for name, where, seg in (("composed", pkg[0], True), ("packaged", root, None), ("chain", pkg[0], False))}
+    for ex in runs.values():
+        ex.activate()
+    try:
+        x = x_batch(4, 9)
+        for b in Runtime.load(root, monitor=False).table.branches:
+            outs = {}
+            for name, ex in runs.items():
+                outs[name] = ex.run(b, x, ExitHook(2.0, ex.run_exit, set(b.blocks[:-1]) & ex.exits))  # never stops
+            np.testing.assert_array_equal(outs["composed"], outs["chain"])
+            np.testing.assert_array_equal(outs["packaged"], outs["chain"])
+        assert runs["packaged"].segments.stats()["packaged_calls"] > 0 and runs["composed"].segments.stats()["hits"] > 0
+    finally:
+        for ex in runs.values():
+            ex.deactivate()

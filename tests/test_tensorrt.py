@@ -127,10 +127,92 @@ def test_engine_builds_and_cache_is_reused(tmp_path):
     assert any(p.name.startswith("timing-") for p in (tmp_path / "cache").iterdir())
 
 
-def test_onnxruntime_w8a8_artifacts_are_not_built_for_tensorrt():
+def test_w8a8_artifacts_are_built_for_tensorrt_from_their_symmetric_int8_form():
     from edgeinf.exporters.tensorrt import unsupported_reason
 
-    ort_form = {"form": "w8a8", "int8": {"act_type": "uint8", "act_symmetric": False}}
-    assert "int8 symmetric" in unsupported_reason(ort_form)
+    assert unsupported_reason({"form": "w8a8", "int8": {"act_type": "uint8", "act_symmetric": False}}) is None
     assert unsupported_reason({"form": "w8a8", "int8": {"act_type": "int8", "act_symmetric": True}}) is None
+    assert "int8" in unsupported_reason({"form": "w8a8", "int8": {"act_type": "int16"}})
     assert unsupported_reason({"form": "fp32"}) is None
+
+
+def _run_plain(data: bytes, x: np.ndarray) -> np.ndarray:
+    """onnxruntime with graph optimizations off: the graph's Q/DQ arithmetic as written."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _w8a8_package(tmp_path, formats):
+    """A small digits ResNet exported at fp32 and w8a8 with a fused all-w8a8 branch."""
+    torch = pytest.importorskip("torch")
+    from edgeinf.branch import Branch
+    from edgeinf.exporters.export import export_package
+    from edgeinf.quant import BlockVariants, QuantConfig
+    from edgeinf.zoo.nets import ResNetConfig, digits_resnet
+
+    torch.manual_seed(0)
+    model = digits_resnet(ResNetConfig(size=16, widths=(8, 16), depths=(2, 2), exits=())).eval()
+    n = len(model.blocks)
+    variants = BlockVariants(model, QuantConfig(act_bits=8), calib_x=torch.randn(32, *model.input_shape))
+    pkg = export_package(variants, tmp_path / "pkg", check_x=torch.randn(4, *model.input_shape), bit_levels=(32, 8),
+                         branches=[Branch(tuple(range(n)), None, (8,) * n)], formats=formats)
+    return model, pkg
+
+
+def test_w8a8_package_carries_the_tensorrt_symmetric_int8_form(tmp_path):
+    """export formats onnx,trt-onnx (no tensorrt needed): every w8a8 artifact gets a trt/ copy with
+    int8 Q/DQ at zero point 0, per-tensor activations, per-output-channel int8 weights and float
+    biases, which computes what the onnxruntime form computes (relative RMS <= 10 %), the Relus
+    the uint8 clamps stood for restored; trtexec lines name those copies with --int8."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from edgeinf.exporters.onnx.int8 import relative_rms
+    from edgeinf.exporters.tensorrt.qdq import trt_qdq_problems
+
+    model, pkg = _w8a8_package(tmp_path, ("onnx", "trt-onnx"))
+    n = len(model.blocks)
+    int8_keys = [a["key"] for a in pkg.artifacts if a.get("form") == "w8a8" and a["role"] in ("stem", "block", "branch")]
+    assert "stem" in int8_keys and len(int8_keys) >= n + 1
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((8, *model.input_shape)).astype(np.float32)
+    inputs, h = {"stem": x0}, None
+    with torch.no_grad():
+        h = model.stem(torch.from_numpy(x0))
+        for i, block in enumerate(model.blocks):
+            inputs[f"block{i}/w8"], h = h.numpy(), block(h)
+    for key in int8_keys:
+        trt = pkg.entry(f"{key}@trt-onnx")
+        assert trt["role"] == "trt-onnx" and trt["converted_from"] == key and trt["path"].startswith("trt/")
+        assert trt["int8"]["act_type"] == "int8" and trt["int8"]["act_symmetric"] is True
+        ort_form, trt_form = onnx.load(str(pkg.path(key))), onnx.load(str(pkg.path(f"{key}@trt-onnx")))
+        assert trt_qdq_problems(ort_form) and trt_qdq_problems(trt_form) == []
+        zps = [t for t in trt_form.graph.initializer if t.name.endswith("zero_point")]
+        assert zps and all(t.data_type == onnx.TensorProto.INT8 for t in zps)
+        assert sum(nd.op_type == "Relu" for nd in trt_form.graph.node) > sum(nd.op_type == "Relu" for nd in ort_form.graph.node)
+        x = inputs.get(key, x0)
+        want, got = _run_plain(ort_form.SerializeToString(), x), _run_plain(trt_form.SerializeToString(), x)
+        assert relative_rms(got, want) <= 0.1, (key, relative_rms(got, want))
+        line = pkg.path(f"{key}@trtexec").read_text()
+        assert f"--onnx=trt/{key.replace('/', '.')}.onnx" in line and "--int8" in line
+    fp32 = pkg.path("block0/fp32@trtexec").read_text()
+    assert "--onnx=onnx/block0.fp32.onnx" in fp32 and "--int8" not in fp32
+    assert not pkg.has("block0/fp32@trt-onnx")
+
+
+@pytest.mark.trt
+def test_tensorrt_builds_int8_engines_from_the_w8a8_artifacts(tmp_path):
+    """With tensorrt present, export --format trt builds every w8a8 artifact's engine from its
+    symmetric int8 form; none is skipped."""
+    _, pkg = _w8a8_package(tmp_path, ("onnx", "trt"))
+    int8_keys = [a["key"] for a in pkg.artifacts if a.get("form") == "w8a8" and a["role"] in ("stem", "block")]
+    assert int8_keys and not set(int8_keys) & set(pkg.manifest["tensorrt"]["skipped"])
+    for key in int8_keys:
+        engine = pkg.entry(f"{key}@trt")
+        assert engine["role"] == "engine" and engine["form"] == "w8a8" and pkg.path(f"{key}@trt").stat().st_size > 0

@@ -1,4 +1,4 @@
-"""``edgeinf demo``: train or load the digits models, build and profile their branch spaces, write a report."""
+"""``edgeinf demo``: the built-in pipeline (models, profiles, oracle, package, runtime, bench) and its report."""
 from __future__ import annotations
 
 import argparse
@@ -47,10 +47,14 @@ class DemoTool(Tool):
                             help="torch threads (default: 1 on a busy machine, else torch's default)")
         parser.add_argument("--cache", default=None, metavar="DIR",
                             help="model cache (default $EDGEINF_CACHE or ~/.cache/edgeinf)")
+        parser.add_argument("--within-points", type=float, default=1.0, metavar="P",
+                            help="the report compares the full model with the fastest branch at most P accuracy "
+                                 "points below it (default 1)")
 
     def run(self, args: argparse.Namespace) -> int:
         from edgeinf.costs import LatencyConfig
-        from edgeinf.demo import DemoConfig, run_demo
+        from edgeinf import demo
+        from edgeinf.demo import DemoConfig, summary_lines
 
         models = _names(args.models) or (DemoConfig.models if args.quick else SCALE_DEFAULTS[0])
         scale = models[0].startswith("mnist-")  # the bit levels and branch budget follow the workload
@@ -60,18 +64,16 @@ class DemoTool(Tool):
             bit_levels=_ints(args.bits, "--bits") or bits, group_size=_group(args.group_size),
             monotone_bits=not args.allow_increasing_bits, max_branches=args.max_branches or branches, seed=args.seed,
             latency=None if args.repeats == 0 else LatencyConfig(warmup=3, repeats=args.repeats, threads=1),
-            cache=args.cache, split=args.split, threads=args.threads)
-        from edgeinf.demo_steps import summary_lines
-
-        ctx = run_demo(config)
+            cache=args.cache, split=args.split, threads=args.threads, within_points=args.within_points)
+        run = demo.run_demo(config)
         if args.json:
-            self.print_json({"out": str(config.out_dir), "timings_s": ctx.timings_s,
-                             "profiles": {n: str(config.profile_path(n)) for n in ctx.results}, "summary": ctx.summary})
+            self.print_json({"out": str(config.out_dir), "timings_s": run.timings_s,
+                             "profiles": {n: str(config.profile_path(n)) for n in run.results}, "summary": run.summary})
         else:
-            for line in summary_lines(ctx.summary):
+            for line in summary_lines(run.summary):
                 print(line)
             print(f"wrote {config.out_dir / 'report.md'} and {config.profile_path(config.models[0])} "
-                  f"in {ctx.timings_s['total']:.0f} s")
+                  f"in {run.timings_s['total']:.0f} s")
         return 0
 
 

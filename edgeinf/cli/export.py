@@ -44,7 +44,8 @@ class ExportTool(Tool):
         parser.add_argument("--bits", type=_int_list, default=None, metavar="B,B,..",
                             help="bit-widths exported for every block; fp32 (32) is always added "
                                  "(default: the profile's bit levels, else 32,16,8,4,2)")
-        parser.add_argument("--format", default="onnx", metavar="F,F", help="onnx or onnx,trt (TensorRT engines need tensorrt + a GPU)")
+        parser.add_argument("--format", default="onnx", metavar="F,F", help="onnx, onnx,trt-onnx (TensorRT's ONNX forms and trtexec lines, no tensorrt "
+                            "needed) or onnx,trt (TensorRT engines need tensorrt + a GPU)")
         parser.add_argument("--branches", type=_branches, default="pareto", metavar="pareto|all|N",
                             help="branches exported as fused single graphs: the profile's Pareto set, all profiled ones, or N Pareto ones")
         parser.add_argument("--pareto-on", default="bitops", choices=("macs", "bitops", "latency_ms", "param_bytes"),

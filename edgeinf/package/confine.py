@@ -34,17 +34,19 @@ def onnx_refs_of(path: Path) -> list[ExternalRef]:
             return external_refs(mm)
 
 
-def check_external_data(root: Path, manifest: dict) -> dict[str, tuple[str, ...]]:
+def check_external_data(root: Path, manifest: dict, keys=None) -> dict[str, tuple[str, ...]]:
     """Check every ONNX artifact's external data (see the module doc); returns artifact key ->
-    the weights keys it reads (only artifacts that read any).
+    the weights keys it reads (only artifacts that read any). ``keys``: only these artifacts
+    (``None`` = all).
 
     Raises:
         PackageError: one line naming the artifact and the reference that is not allowed.
     """
     by_path = {a["path"]: a for a in manifest["artifacts"]}
     out: dict[str, tuple[str, ...]] = {}
+    wanted = None if keys is None else set(keys)
     for entry in manifest["artifacts"]:
-        if entry["backend"] != "onnx" or entry["role"] == "weights":
+        if entry["backend"] != "onnx" or entry["role"] == "weights" or (wanted is not None and entry["key"] not in wanted):
             continue
         try:
             refs = onnx_refs_of(root / entry["path"])

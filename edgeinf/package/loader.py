@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +105,17 @@ class Package:
         ['stem', 'block0/fp32', 'block1/w4', 'head']
     """
 
-    def __init__(self, root: Path, manifest: dict, external: dict[str, tuple[str, ...]] | None = None):
+    def __init__(self, root: Path, manifest: dict, external: dict[str, tuple[str, ...]] | None = None,
+                 deferred: tuple[str, ...] = ()):
         self.root = root
         self.manifest = manifest
         # ONNX artifact key -> the weights artifacts it reads as external data (verified at load)
         self.external = dict(external or {})
         self._by_key = {a["key"]: a for a in manifest["artifacts"]}
         self._branches = {b["id"]: b for b in manifest["branches"]}
+        # artifacts whose checks wait for their first use (load_package(defer_roles=...))
+        self.deferred = set(deferred)
+        self._verify_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -160,6 +165,24 @@ class Package:
     def verify(self) -> None:
         """Re-check everything now (e.g. after copying the package to a device)."""
         self.external = verify_files(self.root, self.manifest)
+        self.deferred = set()
+
+    def verify_deferred(self, key: str) -> Path:
+        """Run the load-time checks of a deferred artifact now (once): its size and sha256 and,
+        for an ONNX graph, that every file it reads is a listed, checksummed weights artifact.
+        Call it before anything reads the file; a no-op for artifacts verified at load.
+
+        Raises:
+            PackageError: as :func:`load_package` would have, naming the artifact.
+        """
+        entry = self.entry(key)
+        with self._verify_lock:
+            if key in self.deferred:
+                verify_artifact(self.root, entry)
+                refs = check_external_data(self.root, self.manifest, keys=(key,))
+                self.external.update(refs)
+                self.deferred.discard(key)
+        return self.root / entry["path"]
 
 
 def _key(role: str, index: Any, bits: Any, backend: str) -> str:
@@ -184,8 +207,16 @@ def artifact_key(role: str, index: Any = None, bits: Any = None, backend: str = 
     return _key(role, index, bits, backend)
 
 
-def load_package(root: str | os.PathLike) -> Package:
+def load_package(root: str | os.PathLike, defer_roles: tuple[str, ...] = ()) -> Package:
     """Load and fully verify a package directory.
+
+    Args:
+        root: the package directory.
+        defer_roles: artifact roles (e.g. ``("segment",)``) whose size, sha256 and external-data
+            checks run on first use instead (:meth:`Package.verify_deferred`, which whoever
+            opens the file must call first); the manifest, the tree and every other artifact
+            are checked now. A package with hundreds of small segment graphs loads without
+            reading them all.
 
     Raises:
         PackageError: one line naming what is wrong (missing, corrupt, truncated, tampered,
@@ -193,14 +224,18 @@ def load_package(root: str | os.PathLike) -> Package:
     """
     root = Path(root)
     manifest = read_manifest(root)
-    return Package(root, manifest, verify_files(root, manifest))
+    deferred = tuple(a["key"] for a in manifest["artifacts"] if a["role"] in defer_roles)
+    return Package(root, manifest, verify_files(root, manifest, skip=frozenset(deferred)), deferred)
 
 
-def verify_files(root: Path, manifest: dict) -> dict[str, tuple[str, ...]]:
+def verify_files(root: Path, manifest: dict, skip: frozenset = frozenset()) -> dict[str, tuple[str, ...]]:
     """The file checks of :func:`load_package`: no links or special files, every artifact's size and
     sha256, every file an ONNX artifact reads listed and checksummed inside the package.
+    ``skip``: artifact keys left for :meth:`Package.verify_deferred`.
     Returns ONNX artifact key -> the weights keys it reads as external data."""
     check_tree(root)
-    for entry in manifest["artifacts"]:
-        verify_artifact(root, entry)
-    return check_external_data(root, manifest)
+    keys = [a["key"] for a in manifest["artifacts"] if a["key"] not in skip]
+    by_key = {a["key"]: a for a in manifest["artifacts"]}
+    for key in keys:
+        verify_artifact(root, by_key[key])
+    return check_external_data(root, manifest, keys=keys)

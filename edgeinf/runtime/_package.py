@@ -35,7 +35,8 @@ def open_package(pkg, backend: str | None = None, board=None, require_latency: b
     """
     from edgeinf.package import Package, load_package
 
-    package = pkg if isinstance(pkg, Package) else load_package(pkg)
+    # segment graphs (often hundreds) are checked when their session first opens (_runner)
+    package = pkg if isinstance(pkg, Package) else load_package(pkg, defer_roles=("segment",))
     backend = backend or _board_backend(board)
     registry.backend(backend)  # an unknown name: one line listing the registered ones
     executor = build_executor(package, backend, **options)
@@ -82,9 +83,16 @@ def named_scheduler(package, name: str):
 
 # -- runners -------------------------------------------------------------------------------
 def _runner(package, key: str, backend: str, options: dict, pool=None) -> Runner:
-    ref = registry.ArtifactRef(package.path(key), key, package.entry(key), options, pool,
-                               bool(getattr(package, "external", {}).get(key)))
-    return registry.backend(backend).runner_factory(ref)
+    deferred = key in getattr(package, "deferred", ())
+    external = getattr(package, "external", {}).get(key) or (deferred and package.entry(key).get("external_data"))
+    ref = registry.ArtifactRef(package.path(key), key, package.entry(key), options, pool, bool(external))
+    runner = registry.backend(backend).runner_factory(ref)
+    if deferred:  # a segment graph checked on first open (load_package(defer_roles=...))
+        if hasattr(runner, "before_open"):
+            runner.before_open = lambda: package.verify_deferred(key)
+        else:  # a runner that cannot defer: verify now, before it can read the file
+            package.verify_deferred(key)
+    return runner
 
 
 def build_executor(package, backend: str, segments: bool | None = None, max_segments: int | None = None,

@@ -1,12 +1,13 @@
 """Raw contention counters from procfs/sysfs (under an injectable root) or from psutil."""
 from __future__ import annotations
 
-import glob
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
+
+from edgeinf.boards import sysfs
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -22,28 +23,33 @@ class Counters:
     procs_running: int
     loadavg1: float
     mem_available_mb: float
-    cpu_freq_mhz: float | None
-    gpu_load: float | None
+    cpu_freq_khz: tuple[float, ...]
+    gpu_load_pct: float | None
     gpu_freq_mhz: float | None
+
+    @property
+    def cpu_freq_mhz(self) -> float | None:
+        """The mean clock over the cores in MHz (None where cpufreq is unreadable)."""
+        return sum(self.cpu_freq_khz) / len(self.cpu_freq_khz) / 1e3 if self.cpu_freq_khz else None
 
 
 class ProcfsReader:
     """Reads /proc and /sys below ``root`` (``"/"`` on a real device, a tmp tree in tests).
 
     ``gpu_paths`` (the board profile's sysfs section, paths taken below ``root``): ``load``
-    (GPU load in per mille, as Jetson's ``/sys/devices/gpu.0/load``) and ``freq`` (current
-    GPU clock in Hz, a devfreq ``cur_freq``); each a path or a list of candidates (globs
-    allowed), the first existing one is used.
+    (Jetson's GPU ``load`` file) and ``freq`` (a devfreq ``cur_freq``); each a path or a list of
+    candidates (globs allowed), the first existing one is used. Files are found once, here, and
+    read and converted by :mod:`edgeinf.boards.sysfs`.
     """
 
     def __init__(self, root: str | os.PathLike = "/", gpu_paths: Mapping[str, object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.root = Path(root)
         gpu_paths = dict(gpu_paths or {})
-        self._gpu_load_file = first_existing(self.root, gpu_paths.get("load", gpu_paths.get("gpu_load")))
-        self._gpu_freq_file = first_existing(self.root, gpu_paths.get("freq", gpu_paths.get("gpu_freq")))
+        self._gpu_load_file = sysfs.first_existing(self.root, gpu_paths.get("load", gpu_paths.get("gpu_load")))
+        self._gpu_freq_file = sysfs.first_existing(self.root, gpu_paths.get("freq", gpu_paths.get("gpu_freq")))
         self.clock = clock
-        self._freq_files = sorted(glob.glob(str(self.root / "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")))
+        self._freq_files = sysfs.cpu_freq_files(self.root)
 
     @staticmethod
     def available(root: str | os.PathLike = "/") -> bool:
@@ -52,7 +58,8 @@ class ProcfsReader:
     def read(self) -> Counters:
         busy, total, running = self._stat()
         return Counters(self.clock(), busy, total, self._own(), running, self._loadavg(), self._mem(),
-                        self._freq(), self._gpu_load(), self._gpu_freq())
+                        sysfs.cpu_freq_khz(self._freq_files), sysfs.gpu_load_pct(self._gpu_load_file),
+                        sysfs.gpu_freq_mhz(self._gpu_freq_file))
 
     def _stat(self) -> tuple[tuple[float, ...], tuple[float, ...], int]:
         busy, total, running = [], [], 0
@@ -80,19 +87,6 @@ class ProcfsReader:
                 return int(line.split()[1]) / 1024.0
         return float("nan")
 
-    def _freq(self) -> float | None:
-        vals = [_read_number(f) for f in self._freq_files]
-        vals = [v for v in vals if v is not None]
-        return sum(vals) / len(vals) / 1e3 if vals else None
-
-    def _gpu_load(self) -> float | None:
-        v = _read_number(self._gpu_load_file) if self._gpu_load_file else None
-        return None if v is None else v / 1000.0
-
-    def _gpu_freq(self) -> float | None:
-        v = _read_number(self._gpu_freq_file) if self._gpu_freq_file else None
-        return None if v is None else v / 1e6
-
 
 class PsutilReader:
     """The same counters through psutil (hosts without /proc: macOS, Windows)."""
@@ -112,18 +106,7 @@ class PsutilReader:
         own = self.process.cpu_times()
         freq = ps.cpu_freq() if hasattr(ps, "cpu_freq") else None
         return Counters(self.clock(), busy, total, own.user + own.system, 0, os.getloadavg()[0],
-                        ps.virtual_memory().available / 2**20, freq.current if freq else None, None, None)
-
-
-def first_existing(root: Path, candidates: object) -> Path | None:
-    """The first existing file among ``candidates`` (a path or a list; globs allowed) below ``root``."""
-    if not candidates:
-        return None
-    for pattern in [candidates] if isinstance(candidates, (str, os.PathLike)) else candidates:
-        hits = sorted(glob.glob(str(root / str(pattern).lstrip("/"))))
-        if hits:
-            return Path(hits[0])
-    return None
+                        ps.virtual_memory().available / 2**20, (freq.current * 1e3,) if freq else (), None, None)
 
 
 def gpu_paths_from_board(board: object) -> dict:
@@ -132,12 +115,5 @@ def gpu_paths_from_board(board: object) -> dict:
         return {}
     if isinstance(board, Mapping):
         return dict(board)
-    sysfs = getattr(board, "sysfs", None)
-    return {"load": list(getattr(sysfs, "gpu_load", ())), "freq": list(getattr(sysfs, "gpu_freq", ()))}
-
-
-def _read_number(path: str | os.PathLike) -> float | None:
-    try:
-        return float(Path(path).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    paths = getattr(board, "sysfs", None)
+    return {"load": list(getattr(paths, "gpu_load", ())), "freq": list(getattr(paths, "gpu_freq", ()))}

@@ -27,7 +27,8 @@ class Snapshot:
 
     ``other_cpu``: CPU busy with everything but this process; ``runnable_per_core``: other
     runnable threads per core (``procs_running`` minus the sampler itself, averaged over the
-    window); ``load_per_core``: 1-minute load average / cores. ``None``: not readable here.
+    window); ``load_per_core``: 1-minute load average / cores; ``gpu_load``: the GPU's busy
+    fraction (0..1, ``gpu_load_pct / 100`` of :mod:`edgeinf.boards.sysfs`). ``None``: not readable here.
     """
 
     t_s: float = 0.0
@@ -177,7 +178,7 @@ def summarize(history: "collections.deque[Counters] | list[Counters]", runnable_
         t_s=last.t_s, other_cpu=max(0.0, busy - own), own_cpu=own, per_core=per_core,
         runnable_per_core=runnable / max(n, 1), load_per_core=last.loadavg1 / max(n, 1),
         mem_available_mb=last.mem_available_mb, cpu_freq_mhz=last.cpu_freq_mhz,
-        gpu_load=last.gpu_load, gpu_freq_mhz=last.gpu_freq_mhz)
+        gpu_load=None if last.gpu_load_pct is None else last.gpu_load_pct / 100.0, gpu_freq_mhz=last.gpu_freq_mhz)
 
 
 def _frac(part: float, whole: float) -> float:

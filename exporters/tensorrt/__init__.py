@@ -17,17 +17,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeinf.package import PackageWriter
 
 log = logging.getLogger("edgeinf")
-__all__ = ["BatchRange", "DeviceInfo", "EnginePlan", "add_engines", "cache_key", "default_cache_dir", "plan_for",
-           "precision_flags", "timing_cache_path", "trt_onnx_bytes", "trtexec_command"]
+__all__ = ["BatchRange", "DeviceInfo", "EnginePlan", "add_engines", "add_trt_onnx", "cache_key", "default_cache_dir",
+           "plan_for", "precision_flags", "timing_cache_path", "trt_onnx_bytes", "trtexec_command"]
 
 
 def trt_onnx_bytes(data: bytes) -> tuple[bytes, int]:
-    """The artifact as TensorRT parses it (MatMulNBits rewritten); returns (bytes, nodes rewritten)."""
+    """The artifact as TensorRT parses it: MatMulNBits rewritten to DequantizeLinear + MatMul, uint8
+    activation Q/DQ to symmetric int8 (:mod:`.qdq`); returns (bytes, nodes and ranges rewritten)."""
     onnx = require("onnx", "TensorRT export")
     from edgeinf.exporters.tensorrt.graph import nbits_to_dequantize
+    from edgeinf.exporters.tensorrt.qdq import symmetric_int8, trt_qdq_problems
 
     model = onnx.load_from_string(data)
-    count = nbits_to_dequantize(model)
+    nbits, ranges = nbits_to_dequantize(model), symmetric_int8(model)
+    if ranges:
+        problems = trt_qdq_problems(model)
+        if problems:
+            raise EdgeinfError(f"the TensorRT int8 form is not valid for explicit quantization: {problems[0]}")
+    count = nbits + ranges
     return (model.SerializeToString() if count else data), count
 
 
@@ -42,6 +49,44 @@ def _input_shape(data: bytes) -> tuple[int, ...]:
     onnx = require("onnx", "TensorRT export")
     dims = onnx.load_from_string(data).graph.input[0].type.tensor_type.shape.dim
     return tuple(int(d.dim_value) for d in dims[1:])
+
+
+def add_trt_onnx(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None = None) -> dict[str, EnginePlan]:
+    """Write what TensorRT builds from, for every ONNX artifact; needs no tensorrt.
+
+    An artifact TensorRT cannot parse as exported (MatMulNBits, uint8 activation Q/DQ) gets a
+    rewritten copy ``<key>@trt-onnx`` under ``trt/`` (:func:`trt_onnx_bytes`; a ``w8a8`` one
+    records ``int8`` with ``act_type`` int8 and ``converted_from``); every artifact gets its
+    ``trtexec`` line (``<key>@trtexec``) to build the engine on the device by hand.
+
+    Returns:
+        ``{artifact key: engine plan}`` of the artifacts written.
+    """
+    batch = batch or BatchRange()
+    plans = {}
+    for key, art in artifacts.items():
+        reason = unsupported_reason(art.meta)
+        if reason is not None:
+            continue
+        data, rewritten = trt_onnx_bytes(art.data)
+        onnx_rel = "onnx/" + key.replace("/", ".") + ".onnx"
+        if rewritten:
+            onnx_rel = "trt/" + key.replace("/", ".") + ".onnx"
+            pkg.add_bytes(f"{key}@trt-onnx", "trt-onnx", onnx_rel, data, backend="onnx", form=art.meta["form"],
+                          converted_from=key, **_trt_int8(art.meta))
+        plans[key] = plan_for(str(pkg.root / onnx_rel), _sha(data), art.meta, _input_shape(data), batch)
+        engine_rel = "trt/" + key.replace("/", ".") + ".engine"
+        line = trtexec_command(EnginePlan(**{**plans[key].__dict__, "onnx_path": onnx_rel}), engine_rel, "timing.cache")
+        pkg.add_bytes(f"{key}@trtexec", "trtexec", engine_rel[:-7] + ".trtexec.sh", (line + "\n").encode(), backend="text")
+    return plans
+
+
+def _trt_int8(meta: dict) -> dict:
+    """The ``int8`` record of the TensorRT form of a ``w8a8`` artifact (nothing for other forms)."""
+    int8 = meta.get("int8")
+    if not int8:
+        return {}
+    return {"int8": {**int8, "act_type": "int8", "act_symmetric": True, "trt_form": "symmetric int8 Q/DQ (qdq.py)"}}
 
 
 def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None = None,
@@ -59,22 +104,13 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
 
     batch = batch or BatchRange()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    device, skipped = device_info(), {}
-    for key, art in artifacts.items():
-        reason = unsupported_reason(art.meta)
-        if reason is not None:
-            skipped[key] = reason
-            log.warning("TensorRT: %s skipped: %s", key, reason)
-            continue
-        data, rewritten = trt_onnx_bytes(art.data)
-        onnx_rel = "onnx/" + key.replace("/", ".") + ".onnx"
-        if rewritten:
-            onnx_rel = "trt/" + key.replace("/", ".") + ".onnx"
-            pkg.add_bytes(f"{key}@trt-onnx", "trt-onnx", onnx_rel, data, backend="onnx", form=art.meta["form"])
-        plan = plan_for(str(pkg.root / onnx_rel), _sha(data), art.meta, _input_shape(data), batch)
+    device = device_info()
+    skipped = {k: r for k, a in artifacts.items() if (r := unsupported_reason(a.meta)) is not None}
+    for key, reason in skipped.items():
+        log.warning("TensorRT: %s skipped: %s", key, reason)
+    for key, plan in add_trt_onnx(pkg, artifacts, batch).items():
+        art = artifacts[key]
         engine_rel = "trt/" + key.replace("/", ".") + ".engine"
-        line = trtexec_command(EnginePlan(**{**plan.__dict__, "onnx_path": onnx_rel}), engine_rel, "timing.cache")
-        pkg.add_bytes(f"{key}@trtexec", "trtexec", engine_rel[:-7] + ".trtexec.sh", (line + "\n").encode(), backend="text")
         try:
             engine = build_engine(plan, cache_dir)
         except EdgeinfError as exc:
@@ -88,16 +124,15 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
 
 
 def unsupported_reason(meta: dict) -> str | None:
-    """Why TensorRT cannot build an artifact as exported, or None.
+    """Why TensorRT cannot build an artifact, or None.
 
-    onnxruntime's CPU int8 kernels are fastest with uint8 (asymmetric) activations; TensorRT's
-    explicit quantization takes only int8 Q/DQ with zero point 0, so a ``w8a8`` artifact made
-    for onnxruntime CPU is not built (the device runs its ONNX form), never silently in float.
+    A ``w8a8`` artifact in onnxruntime's CPU form (uint8 asymmetric activations) is built from its
+    symmetric int8 rewrite (:mod:`.qdq`); an int8 record with another activation type is refused,
+    never built silently in float.
     """
     int8 = meta.get("int8") or {}
-    if int8.get("act_type") == "uint8" or int8.get("act_symmetric") is False:
-        return ("w8a8 artifact has uint8 asymmetric activations (onnxruntime CPU form); TensorRT needs int8 "
-                "symmetric ones: quantize for backend 'tensorrt' (edgeinf.exporters.onnx.int8)")
+    if int8 and int8.get("act_type") not in ("uint8", "int8"):
+        return f"w8a8 artifact has {int8.get('act_type')!r} activations; TensorRT's explicit quantization takes int8"
     return None
 
 

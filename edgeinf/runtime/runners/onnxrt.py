@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeinf import _lazy
 from edgeinf.errors import EdgeinfError, PackageError
+from edgeinf.runtime.runners._heap import release_free_heap
 from edgeinf.runtime.runners.base import Runner, specs_from
 
 # ORT's type strings -> numpy dtype names
@@ -18,6 +19,8 @@ _ORT_DTYPES = {
     "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
     "tensor(bool)": "bool",
 }
+_GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                 "all": "ORT_ENABLE_ALL"}
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
@@ -35,6 +38,10 @@ class OrtOptions:
         allow_fallback: drop unavailable providers (with CPU always last) instead of raising.
         session_config: extra session config entries (``SessionOptions.add_session_config_entry``),
             e.g. a package artifact's ``ort_session_config``.
+        graph_optimization: onnxruntime's graph optimization level, ``"disable"``, ``"basic"``,
+            ``"extended"`` or ``"all"``; ``None`` = onnxruntime's default (all). With ``"disable"``
+            a merged graph computes exactly what its parts compute one by one (no fusion
+            across their joins reorders float operations).
     """
 
     providers: tuple[str, ...] | None = None
@@ -44,8 +51,12 @@ class OrtOptions:
     trt_fp16: bool = True
     allow_fallback: bool = False
     session_config: tuple[tuple[str, str], ...] = ()
+    graph_optimization: str | None = None
 
     def __post_init__(self):
+        if self.graph_optimization is not None and self.graph_optimization not in _GRAPH_LEVELS:
+            raise EdgeinfError(f"graph_optimization {self.graph_optimization!r} is not a level; "
+                               f"choose from {', '.join(_GRAPH_LEVELS)} or None")
         for p in self.providers or ():
             if p not in _PROVIDERS:
                 raise EdgeinfError(f"unknown ORT provider '{p}'; choose from {sorted(_PROVIDERS)}")
@@ -89,15 +100,18 @@ class OnnxRuntimeRunner(Runner):
     Without ``pool`` the session is created in ``activate``. With a
     :class:`~edgeinf.runtime.runners.pool.SessionPool` it is created on the first call (or
     :meth:`open_session`), and the pool may close it again when too many are open.
+    ``before_open`` (e.g. a package's deferred checksum check of this file) is called before
+    every session is created; it raises to refuse the file.
     """
 
     def __init__(self, path: str | os.PathLike, options: OrtOptions | None = None, name: str | None = None,
-                 model_bytes: bytes | None = None, pool=None):
+                 model_bytes: bytes | None = None, pool=None, before_open=None):
         super().__init__(name or Path(path).name)
         self.path = Path(path)
         self.options = options or OrtOptions()
         self.model_bytes = model_bytes  # an in-memory model (e.g. a composed segment); ``path`` then only names it
         self.pool = pool
+        self.before_open = before_open
         # it reads external data files beside ``path``: never composed into an in-memory graph,
         # which onnxruntime would resolve against the process's current directory
         self.external_data = False
@@ -112,6 +126,8 @@ class OnnxRuntimeRunner(Runner):
     def open_session(self) -> "OnnxRuntimeRunner":
         """Create the session now (if it is not open) and register it with the pool."""
         if self.session is None:
+            if self.before_open is not None:
+                self.before_open()
             model = self.model_bytes if self.model_bytes is not None else str(self.path)
             try:
                 self.session = _session(model, self.options)
@@ -131,7 +147,9 @@ class OnnxRuntimeRunner(Runner):
 
     def close_session(self) -> None:
         """Release the session (a pooled runner opens it again on its next call)."""
-        self.session = None
+        if self.session is not None:
+            self.session = None
+            release_free_heap()
 
     def infer(self, feed, check: bool = True) -> dict[str, np.ndarray]:
         if self.pool is not None and self.is_active:
@@ -148,7 +166,7 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(self.output_names, outs))
 
     def deactivate_impl(self) -> None:
-        self.session = None
+        self.close_session()
         if self.pool is not None:
             self.pool.forget(self)
 
@@ -167,7 +185,11 @@ def _session(model, options: OrtOptions):
     if options.inter_op_threads is not None:
         so.inter_op_num_threads = options.inter_op_threads
     so.log_severity_level = 3
+    if options.graph_optimization is not None:
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_LEVELS[options.graph_optimization])
     for key, value in options.session_config:
         so.add_session_config_entry(key, value)
     providers = resolve_providers(options, ort.get_available_providers())
-    return ort.InferenceSession(model, sess_options=so, providers=providers)
+    session = ort.InferenceSession(model, sess_options=so, providers=providers)
+    release_free_heap()  # the temporary weight copies of session creation (see _heap)
+    return session

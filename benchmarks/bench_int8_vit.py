@@ -1,0 +1,149 @@
+"""Linear w4 (MatMulNBits) on ViT shapes, one onnxruntime thread: what block size, accuracy level,
+layer and token count give against fp32, and whole DeiT blocks (timm deit_small / deit_tiny at 224^2).
+
+One run, variants interleaved (benchmarks/bench_int8.py's rounds: medians of rounds, per-round
+ratios); writes benchmarks/results/int8-vit-<host>.json:
+
+1. one Linear layer of each kind (qkv, proj, fc1, fc2) of deit_tiny and deit_small as a MatMul of
+   M tokens (197 = one 224^2 image, 1 = one token / GEMV): fp32 against MatMulNBits 4-bit with
+   block size 32 / 64 / 128 and accuracy_level 0 (fp32 compute) / 4 (int8 compute, AVX-512 VNNI),
+   quantized by onnxruntime's ``MatMulNBitsQuantizer`` (the same op and kernel the package uses);
+2. whole blocks of a package (``BlockVariants`` w4 at the given group size, the exporter choosing
+   the accuracy level per artifact by timing) against their fp32 twins, attention, LayerNorm and
+   GELU left as exported.
+
+Usage:
+    python benchmarks/bench_int8_vit.py                  # deit_small, 4 blocks, group 128 (about 5 min)
+    python benchmarks/bench_int8_vit.py --quick          # short timing, 1 block: checks the script
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_int8 as B  # noqa: E402
+
+from edgeinf import bench  # noqa: E402
+from edgeinf._atomic import write_json  # noqa: E402
+
+# (model, layer) -> (K, N) of its Linear weight
+LAYERS = {("deit_tiny", "qkv"): (192, 576), ("deit_tiny", "proj"): (192, 192), ("deit_tiny", "fc1"): (192, 768),
+          ("deit_tiny", "fc2"): (768, 192), ("deit_small", "qkv"): (384, 1152), ("deit_small", "proj"): (384, 384),
+          ("deit_small", "fc1"): (384, 1536), ("deit_small", "fc2"): (1536, 384)}
+
+
+def _matmul(m: int, k: int, n: int, rng):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _nbits(model, block_size: int, accuracy_level: int) -> bytes:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    q = MatMulNBitsQuantizer(onnx.ModelProto.FromString(model.SerializeToString()), block_size=block_size,
+                             is_symmetric=True, accuracy_level=accuracy_level)
+    q.process()
+    return q.model.model.SerializeToString()
+
+
+def layer_sweep(n_rounds: int, per_round: int, block_sizes=(32, 64, 128), tokens=(197, 1)) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for (model, layer), (k, n) in LAYERS.items():
+        for m in tokens:
+            fp32 = _matmul(m, k, n, rng)
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            calls = {"fp32": B._call(B._session(fp32.SerializeToString()), x)}
+            for bs in block_sizes:
+                for level in (0, 4):
+                    calls[f"w4_bs{bs}_acc{level}"] = B._call(B._session(_nbits(fp32, bs, level)), x)
+            timing = B.rounds(calls, n_rounds, per_round, base="fp32")
+            best = max((v for v in timing if v != "fp32"), key=lambda v: timing[v]["ratio_fp32_over_this"])
+            rows.append({"model": model, "layer": layer, "K": k, "N": n, "tokens": m, **timing, "best": best,
+                         "best_fp32_over_w4": timing[best]["ratio_fp32_over_this"]})
+    return rows
+
+
+def deit_blocks(name: str, group: int, n_blocks: int | None, tmp: Path, n_rounds: int, per_round: int) -> dict:
+    import timm
+    import torch
+
+    from edgeinf.adapters import split
+    from edgeinf.exporters.export import export_package
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    torch.manual_seed(0)
+    model = timm.create_model(f"{name}_patch16_224", pretrained=False).eval()
+    for mod in model.modules():  # fused SDPA does not export with torch 2.14's TorchScript exporter
+        if hasattr(mod, "fused_attn"):
+            mod.fused_attn = False
+    sm = split(model).eval()
+    if n_blocks:
+        sm.blocks = sm.blocks[:n_blocks]
+    check = torch.randn(2, 3, 224, 224)
+    pkg = export_package(BlockVariants(sm, QuantConfig(group_size=group), kernels="simulate"), tmp / name, check_x=check,
+                         bit_levels=(32, 4), branches=[])
+    with torch.no_grad():
+        h = sm.stem(check[:1])
+    rows = []
+    for i, block in enumerate(sm.blocks):
+        feat = h.numpy()
+        calls = {t: B._call(B._session(pkg.path(f"block{i}/{t}")), feat) for t in ("fp32", "w4")}
+        w4 = pkg.entry(f"block{i}/w4")
+        rows.append({"block": i, **B.rounds(calls, n_rounds, per_round, base="fp32"), "w4_kernel": w4["kernel"],
+                     "w4_accuracy_level": w4.get("accuracy_level"),
+                     "w4_latency_ms_by_accuracy_level": w4.get("latency_ms_by_accuracy_level")})
+        with torch.no_grad():
+            h = block(h)
+    return {"model": name, "group_size": group, "tokens": int(h.shape[1]), "blocks": rows,
+            "median_fp32_over_w4": float(np.median([r["w4"]["ratio_fp32_over_this"] for r in rows]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="deit_small", choices=("deit_small", "deit_tiny"), help="timm model (default deit_small)")
+    parser.add_argument("--group", type=int, default=128, help="w4 group (block) size of the package's blocks (default 128)")
+    parser.add_argument("--blocks", type=int, default=4, help="blocks exported and timed (default 4; they share one shape)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (default 9)")
+    parser.add_argument("--per-round", type=int, default=5, help="calls per variant per round (default 5)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, 1 block, block size 32 only: checks the script")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/int8-vit-<host>.json)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.per_round, args.blocks = 2, 2, 1
+    sweep = layer_sweep(args.rounds, args.per_round, (32,) if args.quick else (32, 64, 128))
+    with tempfile.TemporaryDirectory(prefix="bench-int8-vit-") as tmp:
+        blocks = deit_blocks(args.model, args.group, args.blocks, Path(tmp), args.rounds, args.per_round)
+    doc = {"schema": "edgeinf.bench-int8-vit/1", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
+           "rounds": args.rounds, "per_round": args.per_round, "environment": bench.environment(threads={"ort_intra_op": 1}),
+           "goals": {"vit_w4_block_over_fp32_min": 1.5}, "layers": sweep, "deit_blocks": blocks}
+    out = args.out or B.RESULTS / f"int8-vit-{socket.gethostname()}.json"
+    write_json(out, doc)
+    for r in sweep:
+        print(f"{r['model']:<10} {r['layer']:<4} {r['K']}x{r['N']} M={r['tokens']:<3} fp32 {r['fp32']['p50_ms']:.3f} ms  "
+              f"best {r['best']} {r['best_fp32_over_w4']:.2f}x  "
+              + " ".join(f"{k[3:]}:{v['ratio_fp32_over_this']:.2f}" for k, v in r.items() if k.startswith("w4_")))
+    print(f"{blocks['model']} blocks (group {blocks['group_size']}): median fp32/w4 {blocks['median_fp32_over_w4']:.2f}x "
+          f"(accuracy levels chosen: {[b['w4_accuracy_level'] for b in blocks['blocks']]})")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+    sys.exit(main())
