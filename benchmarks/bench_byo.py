@@ -131,7 +131,7 @@ def bench_model(name: str, work: Path, npz: Path, arrays: dict, args) -> dict:
     held = record["held_out"]
     full, run_full_s = cli("run", str(pkg), "--input", held["x"], "--labels", held["y"], "--branch", "full",
                            "--budget-ms", "1000", "--threads", "1")
-    ms = sorted(v["p50"] for v in prof["branches"].values())
+    ms = sorted(v["p50_ms"] for v in prof["branches"].values())
     budget = round(ms[0] + 0.5 * (ms[-1] - ms[0]), 3)
     lut, run_lut_s = cli("run", str(pkg), "--input", held["x"], "--labels", held["y"], "--budget-ms", str(budget),
                          "--threads", "1")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinf import bench
+from edgeinf.benchmark import results, timing
 from edgeinf._atomic import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,12 +87,12 @@ def bench_branches(pkg_dir: Path, pairs: int, threads: int, max_branches: int | 
 def _ab(name: str, call_a, call_b, pairs: int, label_a: str, label_b: str) -> dict:
     for _ in range(5):  # warm-up both
         call_a(), call_b()
-    a, b = bench.interleave(call_a, call_b, pairs, None, desc=name)
-    a2, b2 = bench.interleave(call_b, call_a, pairs, None, desc=name)  # B first too: order effects cancel
+    a, b = timing.interleave([call_a, call_b], pairs)
+    a2, b2 = timing.interleave([call_b, call_a], pairs)  # B first too: order effects cancel
     a, b = np.concatenate([a, b2]), np.concatenate([b, a2])
-    ratio = bench.ratio_summary(a, b)
+    ratio = results.ratio_summary(a, b)
     ratio.pop("ratios")
-    return {"name": name, label_a: bench.latency_stats(a), label_b: bench.latency_stats(b), f"ratio_{label_a}_over_{label_b}": ratio}
+    return {"name": name, label_a: timing.summarize_ms(a), label_b: timing.summarize_ms(b), f"ratio_{label_a}_over_{label_b}": ratio}
 
 
 def _matmul_graphs(k: int, n: int):
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         branches = bench_branches(pkg_dir, args.pairs, args.threads, args.max_branches)
     matmul = bench_matmul(sizes, args.pairs, args.threads)
     doc = {"schema": "edgeinf.bench-export/1", "host": socket.gethostname(), "threads": args.threads, "pairs": args.pairs,
-           "quick": args.quick, "environment": bench.environment(threads={"ort_intra_op": args.threads}),
+           "quick": args.quick, "environment": results.environment(threads={"ort_intra_op": args.threads}),
            "goals": {"composed_over_fused_max": 1.10, "fp32_over_w4_min": 2.0},
            "branches": branches, "matmul": matmul}
     out = args.out or RESULTS / f"export-{socket.gethostname()}.json"

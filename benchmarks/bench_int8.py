@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinf import bench
+from edgeinf.benchmark import results
 from edgeinf._atomic import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -222,14 +222,14 @@ def _bench_composed(pkg, branches, x, n_rounds: int, per_round: int) -> list[dic
 
 
 def _bench_profile(pkg, pairs, repeats: int) -> dict:
-    """The device profiler's loop (edgeinf.runtime.measure.measure_branches) over the package's
+    """The device profiler's loop (edgeinf.runtime.device_profile.measure_branches) over the package's
     executor (one thread), then fp32 / w8a8 per pair. The random-weight model has no accuracy,
     so the table is built here (accuracy 0) instead of from a profile."""
     from types import SimpleNamespace
 
     from edgeinf.runtime import build_executor
     from edgeinf.runtime.table import BranchInfo
-    from edgeinf.runtime.measure import measure_branches
+    from edgeinf.runtime.device_profile import measure_branches
 
     executor = build_executor(pkg, "onnxruntime", intra_op_threads=1, inter_op_threads=1)
     table = [BranchInfo(b.id, 0.0, 1.0, b.blocks, b.exit, b.bits, f"branch/{b.id}") for b in pairs]
@@ -240,8 +240,8 @@ def _bench_profile(pkg, pairs, repeats: int) -> dict:
         executor.deactivate()
     ratios = []
     for fp, q in zip(pairs[0::2], pairs[1::2]):
-        ratios.append({"blocks": list(fp.blocks), "fp32_p50_ms": measured[fp.id]["p50"], "w8a8_p50_ms": measured[q.id]["p50"],
-                       "fp32_over_w8a8": measured[fp.id]["p50"] / measured[q.id]["p50"]})
+        ratios.append({"blocks": list(fp.blocks), "fp32_p50_ms": measured[fp.id]["p50_ms"], "w8a8_p50_ms": measured[q.id]["p50_ms"],
+                       "fp32_over_w8a8": measured[fp.id]["p50_ms"] / measured[q.id]["p50_ms"]})
     return {"pairs": ratios, "median_fp32_over_w8a8": float(np.median([r["fp32_over_w8a8"] for r in ratios]))}
 
 
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.rounds, args.per_round, args.profile_repeats, args.epochs = "64", 3, 2, 5, 1
     doc = {"schema": "edgeinf.bench-int8/1", "host": socket.gethostname(), "note": NOTE, "quick": args.quick,
            "rounds": args.rounds, "per_round": args.per_round,
-           "environment": bench.environment(threads={"ort_intra_op": 1}),
+           "environment": results.environment(threads={"ort_intra_op": 1}),
            "goals": {"w8a8_over_fp32_min": {"64": 5.0, "224": 3.0}, "w8a8_vs_reference": ">= 1 (at least as fast)",
                      "accuracy_loss_points_max": 1.0, "block_w8a8_faster": True, "vit_w4_over_fp32_min": 1.5,
                      "composed_over_fused_max": 1.10}}

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_int8 as B  # noqa: E402
 
-from edgeinf import bench  # noqa: E402
+from edgeinf.benchmark import results  # noqa: E402
 from edgeinf._atomic import write_json  # noqa: E402
 
 # (model, layer) -> (K, N) of its Linear weight
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-int8-vit-") as tmp:
         blocks = deit_blocks(args.model, args.group, args.blocks, Path(tmp), args.rounds, args.per_round)
     doc = {"schema": "edgeinf.bench-int8-vit/1", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
-           "rounds": args.rounds, "per_round": args.per_round, "environment": bench.environment(threads={"ort_intra_op": 1}),
+           "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}),
            "goals": {"vit_w4_block_over_fp32_min": 1.5}, "layers": sweep, "deit_blocks": blocks}
     out = args.out or B.RESULTS / f"int8-vit-{socket.gethostname()}.json"
     write_json(out, doc)

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_int8 as B  # noqa: E402  (timing, export and profiling helpers)
 
-from edgeinf import bench  # noqa: E402
+from edgeinf.benchmark import results  # noqa: E402
 from edgeinf._atomic import write_json  # noqa: E402
 
 MODEL = "mnist-resnet18"
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-int8-zoo-") as tmp:
         result = run(Path(tmp), args.rounds, args.per_round, args.profile_repeats)
     doc = {"schema": "edgeinf.bench-int8-zoo/1", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
-           "rounds": args.rounds, "per_round": args.per_round, "environment": bench.environment(threads={"ort_intra_op": 1}),
+           "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}),
            "goals": {"w8a8_vs_reference": ">= 1 (at least as fast)", "accuracy_loss_points_max": 1.0}, **result}
     out = args.out or B.RESULTS / f"int8-{MODEL}-{socket.gethostname()}.json"
     write_json(out, doc)

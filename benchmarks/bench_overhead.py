@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
-from edgeinf.runtime.measure import profile_package, sample_input
+from edgeinf.runtime.device_profile import profile_package, sample_input
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runtime import Runtime
 

@@ -29,7 +29,7 @@ from edgeinf._atomic import write_json
 from edgeinf.contention import ContentionGenerator, LoadTrace
 from edgeinf.runtime import open_package
 from edgeinf.runtime.latency import LatencyModelConfig
-from edgeinf.runtime.measure import profile_package, sample_input
+from edgeinf.runtime.device_profile import profile_package, sample_input
 from edgeinf.runtime.monitor import MonitorConfig, Monitor
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.simulate import BudgetTrace, replay
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
 def bench(pkg: Path, args, source: str) -> dict:
     quick = profile_package(pkg, repeats=10, warmup=3, write=False, intra_op_threads=args.threads)
     if args.period_ms is None:  # frames at 3x the slowest branch: the app has idle time between frames
-        args.period_ms = round(3 * max(s["p50"] for s in quick["branches"].values()), 3)
+        args.period_ms = round(3 * max(s["p50_ms"] for s in quick["branches"].values()), 3)
     # the profile every run uses: measured here, frame-paced like the runs, written into the package
     prof = profile_package(pkg, repeats=30, warmup=5, period_ms=args.period_ms, intra_op_threads=args.threads)
     view = open_package(pkg, intra_op_threads=args.threads)
@@ -221,7 +221,7 @@ def bench(pkg: Path, args, source: str) -> dict:
 
 def _environment() -> dict:
     try:
-        from edgeinf.bench import environment
+        from edgeinf.benchmark.results import environment
 
         return environment()
     except Exception as exc:  # noqa: BLE001 - the BOARDS module may not offer it yet

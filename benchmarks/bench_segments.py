@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeinf._atomic import write_json
-from edgeinf.runtime.measure import sample_input
+from edgeinf.runtime.device_profile import sample_input
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.schedulers import Threshold
 

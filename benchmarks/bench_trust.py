@@ -121,7 +121,7 @@ def main(argv=None) -> int:
 
 def _profile(root: Path) -> None:
     """Give the synthetic branches measured latencies so the runtime can load them."""
-    from edgeinf.runtime.measure import profile_package
+    from edgeinf.runtime.device_profile import profile_package
 
     profile_package(root, "onnxruntime", 5, 1, write=True, intra_op_threads=1)
 

@@ -4,19 +4,19 @@ Live readings (GPU load, clocks, temperatures, power rails) go through one reade
 :mod:`edgeinf.boards.sysfs`, with one unit per quantity in its name.
 
 Example:
-    >>> from edgeinf.boards import detect, load_profile
-    >>> load_profile("jetson-agx-orin-64gb").cpu_cores
+    >>> from edgeinf.boards import detect, load_board_profile
+    >>> load_board_profile("jetson-agx-orin-64gb").cpu_cores
     12
     >>> detect().name  # doctest: +SKIP
     'x86-64'
 """
 from edgeinf.boards.detect import Detection, HostInfo, detect, host_info, match_profile
-from edgeinf.boards.profile import (
+from edgeinf.boards.board_profile import (
     BoardProfile,
     BoardProfileError,
     PowerMode,
     all_profiles,
-    load_profile,
+    load_board_profile,
     load_profile_file,
     profile_names,
 )
@@ -31,7 +31,7 @@ from edgeinf.boards.sensors import (
 
 __all__ = [
     "BoardProfile", "BoardProfileError", "PowerMode", "Detection", "HostInfo",
-    "all_profiles", "load_profile", "load_profile_file", "profile_names",
+    "all_profiles", "load_board_profile", "load_profile_file", "profile_names",
     "detect", "host_info", "match_profile",
     "read_clocks", "read_gpu_load", "read_power_mode", "read_power_rails", "read_temperatures", "snapshot",
 ]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeinf.boards.profile import BoardProfile, all_profiles
+from edgeinf.boards.board_profile import BoardProfile, all_profiles
 from edgeinf.boards.sysfs import read_text
 
 _L4T_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")

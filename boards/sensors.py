@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinf.boards import sysfs
-from edgeinf.boards.profile import BoardProfile
+from edgeinf.boards.board_profile import BoardProfile
 from edgeinf.boards.sysfs import read_text
 
 _POWER_MODEL_RE = re.compile(r"<\s*POWER_MODEL\s+ID\s*=\s*(\d+)\s+NAME\s*=\s*([^\s>]+)")

@@ -3,17 +3,15 @@
 MACs are counted by running each part once under ``torch.utils.flop_counter.FlopCounterMode``
 (convolutions, linear layers and attention matmuls; FLOPs / 2), batch 1. BitOPs weigh each
 part's MACs by its bit-width: stem and heads run in fp32 (32 bits), kept blocks at their bits.
-Latency is measured with ``time.perf_counter`` after a warm-up and reported as percentiles.
+Latency is timed with :mod:`edgeinf.benchmark.timing` after a warm-up and reported as ``*_ms`` percentiles.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
-
 from edgeinf._lazy import require
+from edgeinf.benchmark.timing import interleave, summarize_ms, time_calls
 from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 
@@ -128,30 +126,6 @@ def branch_param_bytes(variants: Any, branch: Branch) -> int:
 
 
 # -- latency -------------------------------------------------------------------------------
-def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
-    """Percentiles of measured times: ``p50``, ``p90``, ``p99``, ``mean``, ``min`` (ms) and ``n``."""
-    if len(times_ms) == 0:
-        raise EdgeinfError("no latency samples to summarise; measure at least one repeat")
-    arr = np.asarray(times_ms, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(arr.mean()),
-            "min": float(arr.min()), "n": int(arr.size)}
-
-
-def time_call(fn: Callable[[], Any], warmup: int = 5, repeats: int = 30) -> list[float]:
-    """Wall times in ms of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    if repeats < 1 or warmup < 0:
-        raise EdgeinfError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 @dataclass(frozen=True)
 class LatencyConfig:
     """How latency is measured: batch size, warm-up and timed calls, torch threads (None = as set)."""
@@ -186,16 +160,17 @@ class TorchThreads:
 
 
 def measure(fn: Callable[[], Any], config: LatencyConfig | None = None) -> dict[str, float]:
-    """Latency statistics of ``fn`` under ``config`` (inference mode, chosen thread count)."""
+    """Latency statistics (``*_ms`` keys, :func:`edgeinf.benchmark.timing.summarize_ms`) of ``fn``
+    under ``config``: inference mode, the chosen torch thread count, ``warmup`` untimed calls."""
     torch = require("torch", "latency measurement")
     config = LatencyConfig() if config is None else config
     with TorchThreads(config.threads), torch.inference_mode():
-        return latency_stats(time_call(fn, config.warmup, config.repeats))
+        return summarize_ms(time_calls(fn, config.repeats, warmup=config.warmup))
 
 
 def measure_interleaved(fns: Sequence[Callable[[], Any]], config: LatencyConfig | None = None, seed: int = 0,
                         progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-    """Latency statistics of several callables measured in rounds (each round: every callable once).
+    """Latency statistics of several callables timed round-robin (:func:`edgeinf.benchmark.timing.interleave`).
 
     Interleaving spreads slow phases of a busy machine over all callables instead of charging
     them to whichever ran at that moment, so their comparison stays fair; the order inside each
@@ -203,18 +178,10 @@ def measure_interleaved(fns: Sequence[Callable[[], Any]], config: LatencyConfig 
     """
     torch = require("torch", "latency measurement")
     config = LatencyConfig() if config is None else config
-    rng = np.random.default_rng(seed)
-    times: list[list[float]] = [[] for _ in fns]
+    on_round = (lambda r, _times: progress(r)) if progress is not None else None
     with TorchThreads(config.threads), torch.inference_mode():
-        for round_ in range(config.warmup + config.repeats):
-            for i in rng.permutation(len(fns)):
-                t0 = time.perf_counter()
-                fns[i]()
-                if round_ >= config.warmup:
-                    times[i].append((time.perf_counter() - t0) * 1e3)
-            if progress is not None:
-                progress(round_)
-    return [latency_stats(t) for t in times]
+        times = interleave(fns, config.repeats, warmup_rounds=config.warmup, seed=seed, on_round=on_round)
+    return [summarize_ms(t) for t in times]
 
 
 def synced(fn: Callable[[], Any], device: Any) -> Callable[[], Any]:

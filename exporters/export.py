@@ -99,7 +99,7 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
     """
     from edgeinf.exporters.onnx.build import IO_NAMES, OnnxExport, export_parts
     from edgeinf.exporters.onnx.merged import add_merged_graphs
-    from edgeinf.profile import load_profile
+    from edgeinf.profile_format import load_profile
 
     bad = sorted(set(formats) - set(FORMATS))
     if bad or "onnx" not in formats:

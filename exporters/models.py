@@ -1,6 +1,6 @@
 """What ``edgeinf export MODEL`` exports: a zoo model or a user checkpoint + adapter, with data and a profile.
 
-Also the demo's export stage (:func:`export_demo_package`). Model loading, profiling and export
+Model loading, profiling and export
 are the build pipeline's (:mod:`edgeinf.builder.source`, :mod:`edgeinf.builder.stages`); this
 module only picks the data each command profiles and checks on.
 """
@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from edgeinf.branch import Branch
 from edgeinf.builder.stages import CHECK_SAMPLES
-from edgeinf.errors import EdgeinfError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from edgeinf.model import SplitModel
-    from edgeinf.package import Package
 
 log = logging.getLogger("edgeinf")
 
@@ -72,29 +70,6 @@ def check_inputs(source: Source, n: int = CHECK_SAMPLES, seed: int = 0):
 def calib_inputs(source: Source, n: int = 128, seed: int = 1):
     """Inputs for int8 activation calibration (held-out data, else seeded random)."""
     return check_inputs(source, n, seed)
-
-
-def export_demo_package(ctx: Any, name: str = "digits-resnet") -> "Package":
-    """The demo's export stage: ``DIR/package/`` from the demo's ``name`` model and its profile.
-
-    Uses the profile's bit levels and quantization settings, fuses the Pareto branches (BitOPs),
-    and records the package path in ``ctx.results[name]["package"]``.
-    """
-    from edgeinf.builder.stages import check_inputs as inputs
-    from edgeinf.builder.stages import export
-    from edgeinf.profile import load_profile
-    from edgeinf.quant import QuantConfig
-
-    if name not in ctx.models or name not in ctx.results:
-        raise EdgeinfError(f"the demo's export stage needs the {name} model and its profile; run the models and profile stages first")
-    profile_path = Path(ctx.results[name]["profile_path"])
-    profile, _ = load_profile(profile_path)
-    model = ctx.models[name]
-    pkg = export(model, Path(ctx.out_dir) / "package", quant=QuantConfig.from_dict(profile["quant"]),
-                 bit_levels=profile["space"]["bit_levels"], profile_path=profile_path,
-                 check_x=inputs(model, ctx.data.x_val), fused="pareto", pareto_on="bitops", command="edgeinf demo")
-    ctx.results[name]["package"] = str(pkg.root)
-    return pkg
 
 
 def build_arch(arch: str, arch_kwargs: dict | None = None) -> "Any":

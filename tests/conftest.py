@@ -28,6 +28,28 @@ def _trt_reason() -> str | None:
     return _gpu_reason()
 
 
+def parallel_workers(config) -> int:
+    """How many pytest-xdist workers share this run (1 when it runs in one process)."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if count:
+        return int(count)
+    n = config.getoption("numprocesses", default=None) if config.pluginmanager.hasplugin("xdist") else None
+    return int(n) if isinstance(n, int) else (os.cpu_count() or 1) if n in ("auto", "logical") else 1
+
+
+def _enforce_serial(config, items) -> None:
+    """``serial`` tests time things and compare ratios: other tests running beside them on the same
+    cores would decide their outcome. Refuse a parallel run that selects them."""
+    serial = [item.nodeid for item in items if "serial" in item.keywords]
+    if serial and parallel_workers(config) > 1:
+        raise pytest.UsageError(f"{len(serial)} serial test(s) (e.g. {serial[0]}) must not run beside others: "
+                                "run them apart with `pytest -m serial` (no -n), the rest with `-m 'not serial'`")
+
+
+def pytest_collection_finish(session):
+    _enforce_serial(session.config, session.items)  # after -m / -k deselection
+
+
 def pytest_collection_modifyitems(config, items):
     reasons = {
         "slow": None if config.getoption("--runslow") or os.environ.get("EDGEINF_RUNSLOW") else "slow test: run with --runslow",

@@ -39,8 +39,8 @@ def _branches(sm) -> list[Branch]:
 def _profiled_package(sm, out_dir):
     """Export sm (fp32 blocks) with a profile on random labelled data, as a build would."""
     from edgeinf.exporters.export import export_package
-    from edgeinf.profile import save_profile
-    from edgeinf.profiling import ProfileConfig, profile_space
+    from edgeinf.profile_format import save_profile
+    from edgeinf.host_profiling import ProfileConfig, profile_space
     from edgeinf.quant import BlockVariants, QuantConfig
     from edgeinf.space import BranchSpace
 
@@ -87,13 +87,13 @@ def test_every_block_artifact_matches_torch(exported):
 
 
 def test_package_runs_in_the_runtime_and_matches_torch(exported):
-    from edgeinf.runtime.measure import profile_package
+    from edgeinf.runtime.device_profile import profile_package
     from edgeinf.runtime.runtime import Runtime
     from edgeinf.runtime.schedulers import Static
 
     name, sm, pkg = exported
     measured = profile_package(pkg.root, repeats=3, warmup=1, intra_op_threads=1)["branches"]
-    assert len(measured) == 3 and all(v["p50"] > 0 for v in measured.values())
+    assert len(measured) == 3 and all(v["p50_ms"] > 0 for v in measured.values())
     x = np.random.default_rng(2).standard_normal((1, *sm.input_shape)).astype(np.float32)
     full, *chained = _branches(sm)  # the fused full branch, then two run from the block artifacts
     with Runtime.load(pkg.root, monitor=False, scheduler=Static(full.id), intra_op_threads=1) as rt:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeinf import bench
-from edgeinf.bench_targets import (
+from edgeinf.benchmark import results, run, timing
+from edgeinf.benchmark.targets import (
     TargetOptions,
     make_feed,
     pick_branch,
@@ -29,7 +29,7 @@ from edgeinf.runtime.runners import TensorSpec
 
 # -- statistics: hand-computed ---------------------------------------------------------------
 def test_stats_of_four_values_by_hand():
-    s = bench.latency_stats([4.0, 1.0, 3.0, 2.0])
+    s = timing.summarize_ms([4.0, 1.0, 3.0, 2.0])
     # linear interpolation at position q/100 * (n - 1) of the sorted values 1, 2, 3, 4
     assert s["p50_ms"] == pytest.approx(2.5)
     assert s["p90_ms"] == pytest.approx(3.7)
@@ -40,18 +40,18 @@ def test_stats_of_four_values_by_hand():
 
 
 def test_stats_of_one_to_hundred_and_of_one_value():
-    s = bench.latency_stats(np.arange(1, 101))
+    s = timing.summarize_ms(np.arange(1, 101))
     assert (s["p50_ms"], s["p90_ms"], s["p99_ms"]) == pytest.approx((50.5, 90.1, 99.01))
-    one = bench.latency_stats([7.0])
+    one = timing.summarize_ms([7.0])
     assert one["p99_ms"] == one["min_ms"] == 7.0 and one["std_ms"] == 0.0
     with pytest.raises(EdgeinfError):
-        bench.latency_stats([])
+        timing.summarize_ms([])
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0.001, 1e4, allow_nan=False), min_size=1, max_size=200))
 def test_stats_are_ordered_and_median_matches_sorting(values):
-    s = bench.latency_stats(values)
+    s = timing.summarize_ms(values)
     keys = ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
     assert all(s[a] <= s[b] + 1e-9 for a, b in zip(keys, keys[1:]))
     x, n = sorted(values), len(values)
@@ -60,23 +60,23 @@ def test_stats_are_ordered_and_median_matches_sorting(values):
 
 
 def test_ratio_summary_by_hand():
-    r = bench.ratio_summary([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
+    r = results.ratio_summary([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
     assert r["ratios"] == [2.0, 2.0, 3.0]
     assert r["median"] == 2.0
     assert r["geomean"] == pytest.approx(12 ** (1 / 3))
     assert r["q05"] == pytest.approx(2.0) and r["q95"] == pytest.approx(2.9)
     assert 2.0 <= r["ci_low"] <= r["ci_high"] <= 3.0
     with pytest.raises(EdgeinfError):
-        bench.ratio_summary([1.0, 2.0], [1.0])
+        results.ratio_summary([1.0, 2.0], [1.0])
 
 
 def test_bootstrap_interval_properties():
-    assert bench.bootstrap_median_ci([3.0] * 20) == (3.0, 3.0)
+    assert results.bootstrap_median_ci([3.0] * 20) == (3.0, 3.0)
     x = np.random.default_rng(1).normal(10.0, 1.0, 400)
-    lo, hi = bench.bootstrap_median_ci(x, seed=5)
+    lo, hi = results.bootstrap_median_ci(x, seed=5)
     assert lo < np.median(x) < hi and hi - lo < 0.5
-    assert bench.bootstrap_median_ci(x, seed=5) == (lo, hi)  # fixed seed: reproducible
-    wide = bench.bootstrap_median_ci(x, confidence=0.99, seed=5)
+    assert results.bootstrap_median_ci(x, seed=5) == (lo, hi)  # fixed seed: reproducible
+    wide = results.bootstrap_median_ci(x, confidence=0.99, seed=5)
     assert wide[0] <= lo and wide[1] >= hi
 
 
@@ -85,31 +85,31 @@ def test_bootstrap_interval_properties():
                                     dict(concurrency=0), dict(iters=0), dict(warmup_iters=-1)])
 def test_bench_config_refuses_contradictions(kwargs):
     with pytest.raises(EdgeinfError):
-        bench.BenchConfig(**kwargs)
+        run.BenchConfig(**kwargs)
 
 
 def test_config_defaults():
-    c = bench.BenchConfig()
+    c = run.BenchConfig()
     assert c.warmup == (10, None) and c.measure == (100, None)
-    assert bench.BenchConfig(duration_s=2.0).measure == (None, 2.0)
+    assert run.BenchConfig(duration_s=2.0).measure == (None, 2.0)
 
 
 def test_time_call_and_warm_up():
-    latency = bench.time_call(lambda: time.sleep(0.002))
+    latency = timing.time_call_ms(lambda: time.sleep(0.002))
     assert latency >= 2.0
     calls = []
-    assert bench.warm_up(lambda: calls.append(1), 7, None) == 7 == len(calls)
+    assert timing.warm_up(lambda: calls.append(1), 7, None) == 7 == len(calls)
     t0 = time.perf_counter()
-    n = bench.warm_up(lambda: None, None, 0.05)
+    n = timing.warm_up(lambda: None, None, 0.05)
     assert n > 0 and time.perf_counter() - t0 >= 0.05
 
 
 def test_measure_counts_iterations_across_threads():
-    lat, wall = bench.measure([lambda: None], 25, None)
+    lat, wall = timing.time_concurrent([lambda: None], 25, None)
     assert lat.shape == (25,) and wall > 0
-    lat, _ = bench.measure([lambda: None] * 3, 10, None)
+    lat, _ = timing.time_concurrent([lambda: None] * 3, 10, None)
     assert lat.shape == (10,)
-    lat, wall = bench.measure([lambda: time.sleep(0.001)] * 2, None, 0.05)
+    lat, wall = timing.time_concurrent([lambda: time.sleep(0.001)] * 2, None, 0.05)
     assert lat.size >= 2 and wall >= 0.05
 
 
@@ -118,13 +118,34 @@ def test_measure_reraises_errors_from_threads():
         raise EdgeinfError("broken target")
 
     with pytest.raises(EdgeinfError, match="broken target"):
-        bench.measure([boom] * 2, 4, None)
+        timing.time_concurrent([boom] * 2, 4, None)
 
 
 def test_interleave_alternates_a_and_b():
     order = []
-    a, b = bench.interleave(lambda: order.append("A"), lambda: order.append("B"), 4, None)
+    a, b = timing.interleave([lambda: order.append("A"), lambda: order.append("B")], 4)
     assert order == ["A", "B"] * 4 and a.shape == b.shape == (4,)
+
+
+def test_interleave_warms_up_shuffles_with_a_seed_and_paces():
+    order = []
+    calls = [lambda i=i: order.append(i) for i in range(3)]
+    seen = []
+    times = timing.interleave(calls, rounds=5, warmup_rounds=2, seed=3, on_round=lambda r, t: seen.append(r))
+    assert [t.size for t in times] == [5, 5, 5] and len(order) == 21 and seen == list(range(7))
+    rounds = [order[i:i + 3] for i in range(0, 21, 3)]
+    assert all(sorted(r) == [0, 1, 2] for r in rounds) and len({tuple(r) for r in rounds}) > 1
+    t0 = time.perf_counter()
+    timing.interleave([lambda: None, lambda: None], rounds=3, period_ms=5.0)
+    assert time.perf_counter() - t0 >= 6 * 0.005 * 0.9
+    (d,) = timing.interleave([lambda: None], duration_s=0.02)
+    assert d.size >= 1
+    with pytest.raises(EdgeinfError, match="rounds or duration_s"):
+        timing.interleave([lambda: None])
+
+
+def test_unmeasured_stats_have_every_key():
+    assert set(timing.unmeasured_stats()) == set(timing.STAT_KEYS) == set(timing.summarize_ms([1.0]))
 
 
 # -- inputs and targets ------------------------------------------------------------------------
@@ -149,6 +170,7 @@ def test_pick_branch_aliases():
     assert pick_branch(branches, "fastest")["id"] == "b-exit"
     timed = [dict(b, latency_ms={"p50": 5.0 - i}) for i, b in enumerate(branches)]
     assert pick_branch(timed, "fastest")["id"] == "b-skip"
+    assert pick_branch(timed, "fastest", measured={"b-low": 0.5})["id"] == "b-low"  # measured here wins
     assert pick_branch(branches, "b-low")["id"] == "b-low"
     with pytest.raises(EdgeinfError, match="no branch"):
         pick_branch(branches, "nope")
@@ -229,7 +251,7 @@ def test_bench_vs_writes_pair_ratios(models, tmp_path, capsys):
                           "--results-file", out_file)
     assert code == 0 and "median ratio" in out
     doc = json.loads(out_file.read_text())
-    assert doc["schema"] == bench.SCHEMA and doc["environment"]["libraries"]["onnxruntime"]
+    assert doc["schema"] == results.SCHEMA and doc["environment"]["libraries"]["onnxruntime"]
     a, b = (np.asarray(r["latency_samples_ms"]) for r in doc["runs"])
     cmp = doc["comparison"]
     assert cmp["pairs"] == len(cmp["ratios"]) == a.size == b.size == 40
@@ -260,7 +282,7 @@ def test_bench_concurrency_and_duration(models, capsys):
 def test_results_file_needs_a_known_suffix(tmp_path):
     doc = {"runs": [], "environment": {}, "created_utc": "now"}
     with pytest.raises(EdgeinfError, match=".json or .csv"):
-        bench.write_results(doc, tmp_path / "run.txt")
+        results.write_results(doc, tmp_path / "run.txt")
     assert not (tmp_path / "run.txt").exists()
 
 
@@ -314,11 +336,50 @@ def test_package_branch_target_computes_the_branch(package):
     for alias, blocks, exit in (("full", (0, 1, 2), None), ("fastest", (0,), 0)):
         target = resolve_target(f"{root}#{alias}", TargetOptions(batch=2))
         try:
-            out = next(iter(target.runner.infer(target.feed).values()))
+            out = target.runner.infer(target.feed)
             np.testing.assert_allclose(out, reference(target.feed["x"], weights, blocks, exit), rtol=1e-4, atol=1e-5)
             assert target.describe()["branch"] == f"k{''.join(map(str, blocks))}-e{exit}"
         finally:
             target.close()
+
+
+def test_bench_and_runtime_run_a_branch_through_the_same_executor(package, monkeypatch):
+    from edgeinf.runtime import _package
+    from edgeinf.runtime.runtime import Runtime
+
+    root, _ = package
+    built = []
+    real = _package.build_executor
+    monkeypatch.setattr(_package, "build_executor", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    target = resolve_target(f"{root}#full", TargetOptions(threads=1))
+    rt = Runtime.load(root, scheduler="static", monitor=False, intra_op_threads=1)
+    try:
+        bench_ex, rt_ex = target.runner.executor, rt.executor
+        assert built == [bench_ex, rt_ex] and type(bench_ex) is type(rt_ex)
+        bench_runners = {**bench_ex.fused, **({} if bench_ex.chain is None else dict(bench_ex.chain.blocks))}
+        rt_runners = {**rt_ex.fused, **({} if rt_ex.chain is None else dict(rt_ex.chain.blocks))}
+        assert bench_runners.keys() == rt_runners.keys()
+        assert all(bench_runners[k].options == rt_runners[k].options for k in bench_runners)
+        assert target.describe()["fused"] == (target.describe()["branch"] in rt_ex.fused)
+        x = target.feed["x"]
+        np.testing.assert_array_equal(target.runner.infer(target.feed), rt.infer(x, budget_ms=1e3)[0])
+    finally:
+        target.close()
+        rt.close()
+
+
+def test_bench_fastest_uses_the_latencies_edgeinf_profile_measured(package):
+    from edgeinf.runtime.device_profile import write_device_latency
+
+    root, _ = package
+    assert resolve_target(f"{root}#fastest").describe()["branch"] == "k0-e0"
+    write_device_latency(root, "onnxruntime", {"k0-e0": {"p50_ms": 3.0}, "k01-e1": {"p50_ms": 2.0},
+                                               "k012-eNone": {"p50_ms": 1.0}})
+    target = resolve_target(f"{root}#fastest")
+    try:
+        assert target.describe()["branch"] == "k012-eNone" and target.describe()["device_latency_ms"] == 1.0
+    finally:
+        target.close()
 
 
 def test_bench_package_full_vs_fastest(package, tmp_path, capsys):
@@ -334,23 +395,3 @@ def test_bench_all_branches(package, capsys):
     root, _ = package
     code, out = run_bench(capsys, f"{root}#all", "--iters", 5, "--json")
     assert code == 0 and [r["target"]["branch"] for r in json.loads(out)["runs"]] == ["k0-e0", "k01-e1", "k012-eNone"]
-
-
-def test_demo_report_section_repeats_the_json_numbers(package, tmp_path):
-    from types import SimpleNamespace
-
-    from edgeinf.bench_report import JSON_NAME, demo_stage
-
-    root, _ = package
-    ctx = SimpleNamespace(out_dir=tmp_path / "demo", sections=[], package_dir=root)
-    ctx.out_dir.mkdir()
-    demo_stage(ctx)
-    doc = json.loads((ctx.out_dir / JSON_NAME).read_text())
-    text = "\n".join(ctx.sections)
-    cmp, full = doc["comparison"], doc["runs"][0]["latency"]
-    for value in (cmp["median"], cmp["ci_low"], cmp["ci_high"], full["p50_ms"], full["p99_ms"]):
-        assert f"{value:.3f}" in text
-    assert JSON_NAME in text and doc["command"] in text
-    empty = SimpleNamespace(out_dir=tmp_path / "none", sections=[])
-    demo_stage(empty)
-    assert "Skipped" in "\n".join(empty.sections)

@@ -12,7 +12,7 @@ from edgeinf.boards import (
     BoardProfileError,
     all_profiles,
     detect,
-    load_profile,
+    load_board_profile,
     profile_names,
     read_clocks,
     read_gpu_load,
@@ -21,7 +21,7 @@ from edgeinf.boards import (
     read_temperatures,
     snapshot,
 )
-from edgeinf.boards.profile import profile_from_dict
+from edgeinf.boards.board_profile import profile_from_dict
 from edgeinf.cli import build_parser
 from edgeinf.cli.boards import BoardsTool
 
@@ -104,7 +104,7 @@ def test_every_required_board_has_a_profile():
 
 @pytest.mark.parametrize("name", profile_names())
 def test_profile_loads_and_is_consistent(name):
-    p = load_profile(name)
+    p = load_board_profile(name)
     assert p.name == name
     json.dumps(p.to_dict())  # JSON-ready
     if p.family == "jetson":
@@ -120,8 +120,8 @@ def test_profile_loads_and_is_consistent(name):
 
 
 def test_orin_sizes_differ_where_the_modules_differ():
-    nano4, nano8 = load_profile("jetson-orin-nano-4gb"), load_profile("jetson-orin-nano-8gb")
-    agx32, agx64 = load_profile("jetson-agx-orin-32gb"), load_profile("jetson-agx-orin-64gb")
+    nano4, nano8 = load_board_profile("jetson-orin-nano-4gb"), load_board_profile("jetson-orin-nano-8gb")
+    agx32, agx64 = load_board_profile("jetson-agx-orin-32gb"), load_board_profile("jetson-agx-orin-64gb")
     assert (nano4.memory_gb, nano8.memory_gb, agx32.cpu_cores, agx64.cpu_cores) == (4, 8, 8, 12)
     assert nano4.memory_bandwidth_gbs == pytest.approx(nano8.memory_bandwidth_gbs / 2)
 
@@ -156,10 +156,10 @@ def test_invalid_profiles_are_refused_with_a_reason(mutate, words):
 
 def test_load_profile_errors(tmp_path):
     with pytest.raises(BoardProfileError, match="boards list"):
-        load_profile("jetson-nano-9000")
+        load_board_profile("jetson-nano-9000")
     bad = write(tmp_path, "x.toml", "name = [unclosed")
     with pytest.raises(BoardProfileError, match="not valid TOML"):
-        load_profile(str(bad))
+        load_board_profile(str(bad))
 
 
 # -- detection -------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def jetson_sysfs(root: Path) -> Path:
 
 
 def test_live_readers_on_fake_orin(tmp_path):
-    root, p = jetson_sysfs(tmp_path), load_profile("jetson-orin-nano-8gb")
+    root, p = jetson_sysfs(tmp_path), load_board_profile("jetson-orin-nano-8gb")
     assert read_power_mode(p, root) == {"id": 2, "name": "MAXN_SUPER", "watts": None, "source": "nvpmodel_conf"}
     assert read_clocks(p, root) == {"cpu_mhz": [1510.4, 1510.4, 729.6, 115.2], "gpu_mhz": 306.0}
     assert read_temperatures(p, root) == {"cpu-thermal": 45.5, "gpu-thermal": 43.25}
@@ -242,14 +242,14 @@ def test_live_readers_on_fake_orin(tmp_path):
 
 
 def test_power_mode_name_falls_back_to_the_profile(tmp_path):
-    p = load_profile("jetson-orin-nano-8gb")
+    p = load_board_profile("jetson-orin-nano-8gb")
     write(tmp_path, "/var/lib/nvpmodel/status", "pmode:0000\n")
     assert read_power_mode(p, tmp_path) == {"id": 0, "name": "15W", "watts": 15, "source": "profile"}
     assert read_power_mode(p, tmp_path / "empty") is None
 
 
 def test_legacy_iio_rails_on_fake_nano(tmp_path):
-    p = load_profile("jetson-nano")
+    p = load_board_profile("jetson-nano")
     d = "/sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"
     for n, (name, mw) in enumerate((("POM_5V_IN", 2345), ("POM_5V_GPU", 40), ("POM_5V_CPU", 400))):
         write(tmp_path, f"{d}/rail_name_{n}", name + "\n")
@@ -259,7 +259,7 @@ def test_legacy_iio_rails_on_fake_nano(tmp_path):
 
 
 def test_snapshot_of_a_bare_tree_is_empty_not_an_error(tmp_path):
-    snap = snapshot(load_profile("x86-64"), tmp_path)
+    snap = snapshot(load_board_profile("x86-64"), tmp_path)
     assert snap["power_mode"] is None and snap["temperatures_c"] == {} and snap["power_rails"] == {}
     assert snapshot(None, tmp_path)["clocks"] is None
 

@@ -32,7 +32,7 @@ def test_backbone_builds_a_package_that_runs_like_torch(name, tmp_path):
     full = next(b["id"] for b in result.package.branches if b["exit"] is None and b["blocks"] == list(range(len(model.blocks))))
     with torch.no_grad():
         want = model(torch.as_tensor(held_x[:4])).numpy()
-    from edgeinf.runtime.measure import profile_package
+    from edgeinf.runtime.device_profile import profile_package
     from edgeinf.runtime.schedulers import Static
 
     profile_package(result.root, repeats=3, warmup=1, intra_op_threads=1)  # the device step: latency measured here

@@ -6,7 +6,7 @@ from torch import nn
 from test_space_tiny_model import tiny_cnn, tiny_vit
 
 from edgeinf.branch import Branch
-from edgeinf.costs import LatencyConfig, SplitCosts, branch_latency, latency_stats, module_macs, time_call
+from edgeinf.costs import LatencyConfig, SplitCosts, branch_latency, measure, module_macs
 from edgeinf.errors import EdgeinfError
 from edgeinf.quant import BlockVariants
 
@@ -57,18 +57,10 @@ def test_vit_costs_count_attention():
     assert c.block_macs == (per_block,) * 3
 
 
-def test_latency_stats_by_hand():
-    s = latency_stats([1.0, 2.0, 3.0, 4.0, 100.0])
-    assert s["p50"] == 3.0 and s["min"] == 1.0 and s["n"] == 5 and s["mean"] == pytest.approx(22.0)
-    assert s["p99"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 99))
-    with pytest.raises(EdgeinfError):
-        latency_stats([])
-
-
-def test_time_call_counts_calls():
+def test_measure_times_repeats_after_warmup_with_ms_keys():
     calls = []
-    times = time_call(lambda: calls.append(1), warmup=2, repeats=4)
-    assert len(calls) == 6 and len(times) == 4 and min(times) >= 0
+    stats = measure(lambda: calls.append(1), LatencyConfig(warmup=2, repeats=4, threads=None))
+    assert len(calls) == 6 and stats["count"] == 4 and 0 <= stats["min_ms"] <= stats["p50_ms"] <= stats["max_ms"]
     with pytest.raises(EdgeinfError):
         LatencyConfig(repeats=0)
 
@@ -77,7 +69,7 @@ def test_branch_latency_restores_threads():
     model = tiny_cnn()
     before = torch.get_num_threads()
     stats = branch_latency(BlockVariants(model), Branch.full(5), LatencyConfig(warmup=1, repeats=3, threads=1))
-    assert stats["n"] == 3 and 0 < stats["p50"] <= stats["p99"]
+    assert stats["count"] == 3 and 0 < stats["p50_ms"] <= stats["p99_ms"]
     assert torch.get_num_threads() == before
 
 
@@ -89,4 +81,4 @@ def test_measure_interleaved_runs_every_callable_each_round():
     rounds = []
     stats = measure_interleaved(fns, LatencyConfig(warmup=2, repeats=5, threads=None), progress=rounds.append)
     assert calls == {0: 7, 1: 7, 2: 7} and rounds == list(range(7))
-    assert [s["n"] for s in stats] == [5, 5, 5]
+    assert [s["count"] for s in stats] == [5, 5, 5]

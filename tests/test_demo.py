@@ -11,7 +11,7 @@ from edgeinf import demo
 from edgeinf.costs import LatencyConfig
 from edgeinf.demo import DemoConfig, analysis, run_demo, steps, summary_lines
 from edgeinf.errors import EdgeinfError
-from edgeinf.profile import load_profile
+from edgeinf.profile_format import load_profile
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

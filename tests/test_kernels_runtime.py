@@ -149,7 +149,7 @@ def test_torch_runner_runs_a_branch_through_quantlinear():
 
 def test_profile_records_simulated_kernels():
     from edgeinf.costs import LatencyConfig
-    from edgeinf.profiling import ProfileConfig, profile_space
+    from edgeinf.host_profiling import ProfileConfig, profile_space
     from edgeinf.space import BranchSpace
 
     model = _tiny_vit(blocks=2)

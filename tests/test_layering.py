@@ -31,7 +31,8 @@ LEARNED_INFERENCE = ("edgeinf.learned", "edgeinf.learned.paths", "edgeinf.learne
                      "edgeinf.learned.content", "edgeinf.learned.store")
 # small shared modules of edgeinf's top level that the device side may use (standard library inside)
 DEVICE_HELPERS = ("edgeinf", "edgeinf.errors", "edgeinf._atomic", "edgeinf._lazy", "edgeinf.progress",
-                  "edgeinf.contention", "edgeinf.branch")
+                  "edgeinf.contention", "edgeinf.branch", "edgeinf.profile_format", "edgeinf.benchmark",
+                  "edgeinf.benchmark.timing")
 # imports inside a function that only the named use runs; a module-level import is never excused
 LAZY_EXCEPTIONS = {
     ("edgeinf.runtime.runners.pyt", "torch"): "the torch runner, for devices that have torch; imported when one is made",
@@ -140,7 +141,7 @@ def test_the_registries_import_only_device_modules():
 
 @pytest.mark.parametrize("planted, lazy", [("import torch", False), ("from edgeinf.quant import QuantConfig", False),
                                            ("from ..exporters import onnx", False), ("import onnx.helper", True),
-                                           ("from edgeinf import profiling", False), ("import sklearn", True)])
+                                           ("from edgeinf import host_profiling", False), ("import sklearn", True)])
 def test_a_planted_bad_import_is_found(tmp_path, planted, lazy):
     body = f"def f():\n    {planted}\n" if lazy else f"import numpy\n{planted}\n"
     path = tmp_path / "planted.py"
@@ -152,7 +153,7 @@ def test_a_planted_bad_import_is_found(tmp_path, planted, lazy):
     assert violations("edgeinf.runtime.planted", path) == []
 
 
-BLOCKED = (*FORBIDDEN_LIBRARIES, "edgeinf.exporters", "edgeinf.adapters", "edgeinf.quant", "edgeinf.profiling",
+BLOCKED = (*FORBIDDEN_LIBRARIES, "edgeinf.exporters", "edgeinf.adapters", "edgeinf.quant", "edgeinf.host_profiling",
            "edgeinf.builder", "edgeinf.learned.train_gates", "edgeinf.learned.train_next_step",
            "edgeinf.learned.train_content", "edgeinf.learned.finetune", "edgeinf.learned.pipeline", "edgeinf.learned.evaluate", "edgeinf.kernels.quant_linear")
 IMPORT_ALL = textwrap.dedent("""

@@ -121,7 +121,7 @@ def test_profile_uses_profile_oracle_inputs(ocli, monkeypatch):
         calls.append((path, resource))
         return [1.0, 2.0, 4.0], HAND_MATRIX, ["b0", "b1", "b2"]
 
-    monkeypatch.setitem(sys.modules, "edgeinf.profile", types.SimpleNamespace(oracle_inputs=oracle_inputs))
+    monkeypatch.setitem(sys.modules, "edgeinf.profile_format", types.SimpleNamespace(oracle_inputs=oracle_inputs))
     data = _json(ocli, "--profile", "p.json", "--resource", "latency_ms")
     assert calls == [("p.json", "latency_ms")] and data["exact"]["r_oracle"] == approx(2.0)
     code, out, _ = ocli("oracle", "--profile", "p.json")
@@ -129,7 +129,7 @@ def test_profile_uses_profile_oracle_inputs(ocli, monkeypatch):
 
 
 def test_profile_without_support_is_one_line(ocli, monkeypatch):
-    monkeypatch.setitem(sys.modules, "edgeinf.profile", None)  # import fails
+    monkeypatch.setitem(sys.modules, "edgeinf.profile_format", None)  # import fails
     code, out, err = ocli("oracle", "--profile", "p.json")
     assert code == 1 and len(err.strip().splitlines()) == 1 and "--costs" in err
 

@@ -9,8 +9,8 @@ from test_space_tiny_model import tiny_cnn, tiny_data
 from edgeinf.branch import Branch
 from edgeinf.costs import LatencyConfig
 from edgeinf.errors import EdgeinfError
-from edgeinf.profile import ProfileError, load_profile, oracle_inputs, save_profile, validate
-from edgeinf.profiling import ProfileConfig, evaluate_branches, profile_space
+from edgeinf.profile_format import ProfileError, load_profile, oracle_inputs, save_profile, validate
+from edgeinf.host_profiling import ProfileConfig, evaluate_branches, profile_space
 from edgeinf.quant import BlockVariants, QuantConfig
 from edgeinf.space import BranchSpace
 
@@ -58,7 +58,7 @@ def test_profile_contents(measured):
     front = profile["pareto"]["macs"]
     rows = {b["id"]: b for b in profile["branches"]}
     assert [rows[i]["macs"] for i in front] == sorted(rows[i]["macs"] for i in front)
-    assert all(row["latency_ms"]["n"] == 3 for row in profile["branches"])
+    assert all(row["latency_ms"]["count"] == 3 for row in profile["branches"])
     assert set(profile["blocks"][2]["latency_ms"]) <= {"32", "8", "4"}
 
 
@@ -71,9 +71,27 @@ def test_save_load_round_trip_and_oracle_inputs(saved, measured):
     for resource in ("macs", "bitops", "latency_ms", "param_bytes"):
         costs, m, ids = oracle_inputs(saved, resource)
         assert costs.shape == (30,) and m.shape == (48, 30) and ids == [b["id"] for b in profile["branches"]]
-    assert oracle_inputs(saved, "latency_ms")[0][0] == profile["branches"][0]["latency_ms"]["p50"]
+    assert oracle_inputs(saved, "latency_ms")[0][0] == profile["branches"][0]["latency_ms"]["p50_ms"]
     with pytest.raises(EdgeinfError, match="resource"):
         oracle_inputs(saved, "joules")
+
+
+def test_profiles_with_unit_less_latency_keys_still_load(saved, tmp_path):
+    from edgeinf.profile_format import LEGACY_LATENCY_KEYS, latency_p50_ms, latency_stats_ms
+
+    data = json.loads(saved.read_text())
+    old_names = {v: k for k, v in LEGACY_LATENCY_KEYS.items() if k in ("p50", "p90", "p99", "mean", "min", "n")}
+    for b in data["branches"]:
+        b["latency_ms"] = {old_names.get(k, k): v for k, v in b["latency_ms"].items()}
+    old = tmp_path / "profile.json"
+    old.write_text(json.dumps(data))
+    (tmp_path / "profile-correct.npy").write_bytes((saved.parent / "profile-correct.npy").read_bytes())
+    loaded, _ = load_profile(old)
+    new, _ = load_profile(saved)
+    assert [b["latency_ms"]["p50_ms"] for b in loaded["branches"]] == [b["latency_ms"]["p50_ms"] for b in new["branches"]]
+    assert latency_p50_ms({"median": 2.0}) == latency_p50_ms({"p50_ms": 2.0}) == latency_p50_ms(2.0) == 2.0
+    assert latency_p50_ms({"p50": 1.0, "n": 0}) is None and latency_p50_ms({"mean": 3.0}) == 3.0
+    assert latency_stats_ms({"p50": 1.0, "p50_ms": 2.0})["p50_ms"] == 2.0  # today's key wins
 
 
 def _corrupt(path, edit):
@@ -91,7 +109,7 @@ def _corrupt(path, edit):
     (lambda d: d["branches"][0].update(id="b0-ef-w32"), "disagrees"),
     (lambda d: d["branches"][1].update(id=d["branches"][0]["id"], blocks=d["branches"][0]["blocks"],
                                        exit=d["branches"][0]["exit"], bits=d["branches"][0]["bits"]), "twice"),
-    (lambda d: d["branches"][0]["latency_ms"].pop("p99"), "p99"),
+    (lambda d: d["branches"][0]["latency_ms"].pop("p99_ms"), "p99_ms"),
     (lambda d: d["correct"].update(shape=[3, 3]), "correct.shape"),
     (lambda d: d["correct"].update(file="../x.npy"), "plain file name"),
     (lambda d: d["branches"][0].update(accuracy=0.0 if d["branches"][0]["accuracy"] else 1.0), "do not belong"),
@@ -140,7 +158,7 @@ def test_json_schema_file_agrees_with_validator(measured):
     import pathlib
 
     schema = json.loads((pathlib.Path(__file__).parents[1] / "docs" / "profile.schema.json").read_text())
-    from edgeinf.profile import BRANCH_KEYS, TOP_KEYS
+    from edgeinf.profile_format import BRANCH_KEYS, TOP_KEYS
 
     assert set(TOP_KEYS) <= set(schema["required"])
     branch_schema = schema["properties"]["branches"]["items"]
@@ -154,6 +172,6 @@ def test_format_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, edgeinf.profile, edgeinf.branch, edgeinf.space, edgeinf.quant, edgeinf.demo, edgeinf.cli.demo;"
+    code = ("import sys, edgeinf.profile_format, edgeinf.branch, edgeinf.space, edgeinf.quant, edgeinf.demo, edgeinf.cli.demo;"
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -139,7 +139,7 @@ def test_runtime_imports_no_heavy_library():
     import sys
 
     code = ("import sys, edgeinf.runtime, edgeinf.runtime.runtime, edgeinf.runtime.runners, edgeinf.runtime._package, "
-            "edgeinf.runtime.measure, edgeinf.runtime.simulate, edgeinf.contention, edgeinf.cli.run, edgeinf.cli.simulate, "
+            "edgeinf.runtime.device_profile, edgeinf.runtime.simulate, edgeinf.contention, edgeinf.cli.run, edgeinf.cli.simulate, "
             "edgeinf.cli.contention, edgeinf.runtime.segments, edgeinf.learned.store, edgeinf.learned.gates, "
             "edgeinf.learned.next_step, edgeinf.learned.content, edgeinf.learned.paths; print([m for m in ('torch', 'onnx', 'tensorrt', 'pycuda', 'matplotlib', 'sklearn') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -49,11 +49,11 @@ def test_profile_writes_the_table_and_the_package_still_verifies(cli, pkg):
     res = json.loads(out)
     manifest = load_package(pkg).manifest  # verifies the digest and every artifact
     table = manifest["device_latency"][res["key"]]["branches"]
-    assert set(table) == {"k0-e0", "k01-e1", "k012-eNone"} and all(v["p50"] > 0 for v in table.values())
+    assert set(table) == {"k0-e0", "k01-e1", "k012-eNone"} and all(v["p50_ms"] > 0 for v in table.values())
     from edgeinf.runtime.runtime import Runtime
 
     with Runtime.load(pkg, monitor=False) as rt:  # the runtime now uses the measured latencies
-        assert {b.id: b.base_ms for b in rt.table} == {k: v["p50"] for k, v in table.items()}
+        assert {b.id: b.base_ms for b in rt.table} == {k: v["p50_ms"] for k, v in table.items()}
 
 
 def test_simulate_writes_records(cli, pkg, tmp_path):
@@ -67,6 +67,10 @@ def test_simulate_writes_records(cli, pkg, tmp_path):
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["summary"]["calls"] == len(doc["records"]) > 10
     assert {r["budget_ms"] for r in doc["records"]} == {5.0, 0.5}
+    ss, ms = doc["latency_report"]["single_stream"], doc["latency_report"]["multi_stream"]
+    assert ss["queries"] == len(doc["records"]) and not ss["valid"] and "SingleStream p90" in out  # 0.4 s < 60 s
+    assert ss["p90_ms"] == pytest.approx(np.percentile([r["measured_ms"] for r in doc["records"]], 90))
+    assert ms["queries"] == len(doc["records"]) // 8 and ms["samples_per_query"] == 8
 
 
 def test_simulate_needs_a_budget(cli, pkg, tmp_path):

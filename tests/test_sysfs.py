@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeinf.boards import load_profile, read_clocks, read_gpu_load, snapshot, sysfs
+from edgeinf.boards import load_board_profile, read_clocks, read_gpu_load, snapshot, sysfs
 from edgeinf.runtime._readers import ProcfsReader, gpu_paths_from_board
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 
@@ -43,7 +43,7 @@ def proc_tree(root: Path) -> None:
 @pytest.mark.parametrize("board,path", GPU_LOAD_LAYOUTS)
 def test_gpu_load_per_mille_reads_as_percent_on_every_generation(tmp_path, board, path):
     write(tmp_path, path, "537\n")  # 53.7 % (tegrastats would print GR3D_FREQ 53%)
-    profile = load_profile(board)
+    profile = load_board_profile(board)
     assert read_gpu_load(profile, tmp_path) == pytest.approx(53.7)
     proc_tree(tmp_path)
     counters = ProcfsReader(tmp_path, gpu_paths_from_board(profile)).read()
@@ -51,7 +51,7 @@ def test_gpu_load_per_mille_reads_as_percent_on_every_generation(tmp_path, board
 
 
 def test_monitor_gpu_load_is_the_same_reading_as_a_fraction(tmp_path):
-    profile = load_profile("jetson-orin-nano-8gb")
+    profile = load_board_profile("jetson-orin-nano-8gb")
     write(tmp_path, "/sys/devices/platform/bus@0/17000000.gpu/load", "1000\n")
     proc_tree(tmp_path)
     m = Monitor(MonitorConfig(root=str(tmp_path), gpu_paths=gpu_paths_from_board(profile), source="procfs"))
@@ -61,8 +61,8 @@ def test_monitor_gpu_load_is_the_same_reading_as_a_fraction(tmp_path):
 
 def test_thor_names_no_gpu_load_file_and_reads_none(tmp_path):
     write(tmp_path, "/sys/devices/gpu.0/load", "500\n")
-    assert load_profile("jetson-thor").sysfs.gpu_load == ()
-    assert read_gpu_load(load_profile("jetson-thor"), tmp_path) is None
+    assert load_board_profile("jetson-thor").sysfs.gpu_load == ()
+    assert read_gpu_load(load_board_profile("jetson-thor"), tmp_path) is None
 
 
 def test_cpu_freq_khz_per_core_in_core_order(tmp_path):
@@ -72,7 +72,7 @@ def test_cpu_freq_khz_per_core_in_core_order(tmp_path):
     files = sysfs.cpu_freq_files(tmp_path)
     assert [f.parent.parent.name for f in files] == ["cpu0", "cpu1", "cpu2", "cpu10"]
     assert sysfs.cpu_freq_khz(files) == (100000.0, 200000.0, 300000.0, 1100000.0)
-    assert read_clocks(load_profile("jetson-orin-nano-8gb"), tmp_path)["cpu_mhz"] == [100.0, 200.0, 300.0, 1100.0]
+    assert read_clocks(load_board_profile("jetson-orin-nano-8gb"), tmp_path)["cpu_mhz"] == [100.0, 200.0, 300.0, 1100.0]
     proc_tree(tmp_path)
     counters = ProcfsReader(tmp_path).read()
     assert counters.cpu_freq_khz == (100000.0, 200000.0, 300000.0, 1100000.0)

@@ -218,8 +218,8 @@ def _stage_profile(run: _Run, inputs: dict) -> None:
 
     from edgeinf.builder.source import check_profile
     from edgeinf.costs import LatencyConfig
-    from edgeinf.profile import load_profile, save_profile
-    from edgeinf.profiling import ProfileConfig, profile_space
+    from edgeinf.profile_format import load_profile, save_profile
+    from edgeinf.host_profiling import ProfileConfig, profile_space
 
     cfg = run.config
     path = run.cache / "profile.json"

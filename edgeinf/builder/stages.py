@@ -94,8 +94,8 @@ def profile_model(model: "SplitModel", x: Any, y: Any, *, bit_levels: Sequence[i
     torch latency when ``latency`` is a LatencyConfig); saved to ``out_path`` when given."""
     import torch
 
-    from edgeinf.profile import save_profile
-    from edgeinf.profiling import ProfileConfig, profile_space
+    from edgeinf.profile_format import save_profile
+    from edgeinf.host_profiling import ProfileConfig, profile_space
 
     space = make_space(model, bit_levels, monotone_bits)
     variants = quantize(model, quant, calib_x, kernels)

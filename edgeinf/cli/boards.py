@@ -61,9 +61,9 @@ class BoardsTool(Tool):
         return 0
 
     def _show(self, args: argparse.Namespace) -> int:
-        from edgeinf.boards import load_profile
+        from edgeinf.boards import load_board_profile
 
-        profile = load_profile(args.board)
+        profile = load_board_profile(args.board)
         if args.json:
             self.print_json(profile.to_dict())
             return 0

@@ -96,7 +96,7 @@ class ExportTool(Tool):
         from edgeinf.builder.source import check_profile
         from edgeinf.builder.stages import export
         from edgeinf.exporters import models
-        from edgeinf.profile import load_profile
+        from edgeinf.profile_format import load_profile
         from edgeinf.quant import QuantConfig
         from edgeinf.zoo.checkpoint import parse_arch_kwargs
 

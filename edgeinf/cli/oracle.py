@@ -14,7 +14,7 @@ from edgeinf.cli.base import JsonOutput, PlotOutput, Tool
 from edgeinf.errors import EdgeinfError
 from edgeinf.oracle import DOMINATED_POLICIES, OracleReport, analyze
 
-RESOURCES = ("macs", "bitops", "latency_ms", "param_bytes")  # checked by edgeinf.profile
+RESOURCES = ("macs", "bitops", "latency_ms", "param_bytes")  # checked by edgeinf.profile_format
 
 
 def parse_floats(text: str | None, flag: str) -> list[float] | None:
@@ -153,10 +153,10 @@ class OracleTool(Tool):
     @staticmethod
     def _from_profile(path: str, resource: str) -> tuple[Any, Any, Any, Sequence[str]]:
         try:
-            from edgeinf.profile import oracle_inputs
+            from edgeinf.profile_format import oracle_inputs
         except ImportError as exc:
             raise EdgeinfError(
-                f"--profile needs edgeinf.profile.oracle_inputs, which this install lacks ({exc}); "
+                f"--profile needs edgeinf.profile_format.oracle_inputs, which this install lacks ({exc}); "
                 "pass --costs and --correct instead"
             ) from exc
         costs, matrix, state_ids = oracle_inputs(path, resource)

@@ -187,7 +187,7 @@ class ProfileTool(Tool):
         parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the package")
 
     def run(self, args: argparse.Namespace) -> int:
-        from edgeinf.runtime.measure import profile_package
+        from edgeinf.runtime.device_profile import profile_package
 
         result = profile_package(args.package, args.backend, args.repeat, args.warmup, write=not args.dry_run,
                                  period_ms=args.period_ms, **backend_options(args))
@@ -195,8 +195,8 @@ class ProfileTool(Tool):
             self.print_json(result)
             return 0
         print(f"{'BRANCH':<32} {'P50 MS':>9} {'P95 MS':>9}")
-        for bid, st in sorted(result["branches"].items(), key=lambda kv: kv[1]["p50"]):
-            print(f"{bid:<32} {st['p50']:9.4f} {st['p95']:9.4f}")
+        for bid, st in sorted(result["branches"].items(), key=lambda kv: kv[1]["p50_ms"]):
+            print(f"{bid:<32} {st['p50_ms']:9.4f} {st['p95_ms']:9.4f}")
         where = "not written (--dry-run)" if args.dry_run else f"written to the package as {result['key']}"
         print(f"{len(result['branches'])} branches, backend {result['backend']}: {where}")
         return 0

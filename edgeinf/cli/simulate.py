@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edgeinf.cli.base import PlotOutput, Tool, positive_float
+from edgeinf.cli.bench import ScenarioOptions, scenario_rules
 from edgeinf.cli.run import RuntimeOptions, backend_options, format_summary, load_inputs, load_labels
 from edgeinf.errors import EdgeinfError
 
@@ -29,7 +30,7 @@ class SimulateTool(Tool):
 
     name = "simulate"
     help = "replay a data set through the runtime under a budget trace and live CPU contention; write records + summary"
-    option_groups = (RuntimeOptions, PlotOutput)
+    option_groups = (RuntimeOptions, ScenarioOptions, PlotOutput)
     outputs = {"out": "json", "plot": "png"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,9 @@ class SimulateTool(Tool):
             xs, ys = replay_data(args, rt.input_spec)
             result = replay(rt, xs, ys, budget, load, period_ms=args.period_ms)
             accuracy = {b.id: b.accuracy for b in rt.table}
+        from edgeinf.benchmark.scenarios import replay_reports
+
+        result["latency_report"] = replay_reports(result["records"], scenario_rules(args))
         result["config"] = {"package": str(args.package), "scheduler": args.scheduler, "latency_mode": args.latency_mode,
                             "budget_trace": args.budget_trace, "contention_trace": args.contention_trace}
         write_json(args.out, result)
@@ -70,6 +74,8 @@ class SimulateTool(Tool):
 
             timeline(result["records"], args.plot, accuracy, title=f"{args.scheduler} / {args.latency_mode}")
         print(format_summary(result["summary"]))
+        report = result["latency_report"]
+        print(format_scenarios(report["single_stream"], report["multi_stream"]))
         print(f"records: {args.out}" + (f"  plot: {args.plot}" if args.plot else ""))
         return 0
 
@@ -82,3 +88,15 @@ class SimulateTool(Tool):
         if args.duration is None:
             raise EdgeinfError("--budget-ms needs --duration S")
         return BudgetTrace.constant(args.budget_ms, args.duration)
+
+
+def format_scenarios(single: dict, multi: dict) -> str:
+    """One line: SingleStream p90 and MultiStream p99 of the replay, each with its validity."""
+    def valid(r: dict) -> str:
+        return "valid" if r["valid"] else "invalid: " + "; ".join(r["invalid_because"])
+
+    text = f"SingleStream p90 {single['p90_ms']:.3f} ms over {single['queries']} calls ({valid(single)})"
+    if multi.get("available", True):
+        text += (f"; MultiStream p99 {multi['p99_ms']:.3f} ms per {multi['samples_per_query']} consecutive calls "
+                 f"({valid(multi)})")
+    return text

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinf.profile import RESOURCES, branch_costs
+from edgeinf.profile_format import RESOURCES, branch_costs, latency_stats_ms
 
 UNITS = {"macs": "MACs", "bitops": "BitOPs", "latency_ms": "measured ms (p50, torch CPU, batch 1)",
          "param_bytes": "parameter bytes"}
@@ -63,12 +63,12 @@ def oracle_analysis(profile: dict[str, Any], correct: np.ndarray) -> tuple[dict[
         summaries[resource], reports[resource] = oracle_summary(profile, correct, resource)
     if measured:
         summaries["latency_ms_min"] = oracle_summary(profile, correct, "latency_ms",
-                                                     branch_costs(profile, "latency_ms", "min"))[0]
+                                                     branch_costs(profile, "latency_ms", "min_ms"))[0]
         summaries["latency_ms_pooled"] = oracle_summary(profile, correct, "latency_ms", pooled_latency(profile))[0]
     return summaries, reports
 
 
-def latency_vs_macs(profile: dict[str, Any], stat: str = "p50") -> dict[str, float]:
+def latency_vs_macs(profile: dict[str, Any], stat: str = "p50_ms") -> dict[str, float]:
     """Least-squares fit ms = intercept + slope x MACs over the branches (latency ``stat``), and the spread.
 
     ``same_structure_spread`` is the median (max - min) / min of p50 over groups of branches with
@@ -98,10 +98,10 @@ def branch_rows(package_dir: str | Path) -> tuple[list[dict[str, Any]], str]:
     key, record = max(records.items(), key=lambda kv: kv[1]["measured_utc"]) if records else (None, None)
     rows = []
     for b in manifest["branches"]:
-        m = (record["branches"].get(b["id"]) if record else None) or b.get("latency_ms") or {}
+        m = latency_stats_ms((record["branches"].get(b["id"]) if record else None) or b.get("latency_ms") or {})
         rows.append({"id": b["id"], "blocks": list(b["blocks"]), "exit": b["exit"], "bits": list(b["bits"]),
                      "macs": b["macs"], "accuracy": b["accuracy"], "fused": bool(b.get("fused")),
-                     "p50_ms": m.get("p50"), "p95_ms": m.get("p95", m.get("p90"))})
+                     "p50_ms": m.get("p50_ms"), "p95_ms": m.get("p95_ms", m.get("p90_ms"))})
     source = (f"{record['backend']} on this board (manifest device_latency[\"{key}\"], {record['measured_utc']})"
               if record else "the profile (torch CPU)")
     return sorted(rows, key=lambda r: (r["p50_ms"] is None, r["p50_ms"] or 0.0, r["id"])), source

@@ -103,7 +103,7 @@ def latency_fit(profile: dict[str, Any]) -> dict[str, float] | None:
     if not profile["latency"]["measured"]:
         return None
     fit = latency_vs_macs(profile)
-    fit["r2_min"] = latency_vs_macs(profile, "min")["r2"]
+    fit["r2_min"] = latency_vs_macs(profile, "min_ms")["r2"]
     return fit
 
 

@@ -79,7 +79,7 @@ def _step(run: DemoResult, name: str, fn: Callable[..., Any], *args: Any) -> Any
 
 def _write_report(run: DemoResult, ctx: dict[str, Any]) -> None:
     """Assemble report.md from the steps' results (sections in reading order) and write the files."""
-    from edgeinf.bench_report import JSON_NAME, PNG_NAME
+    from edgeinf.benchmark.report import JSON_NAME, PNG_NAME
     from edgeinf.runtime.simulate import report_section as runtime_section
 
     config, out = run.config, Path(run.config.out_dir)

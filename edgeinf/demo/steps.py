@@ -64,7 +64,7 @@ def data_name(name: str, config: DemoConfig) -> str:
 def profile_model(config: DemoConfig, name: str, model: Any, data: Any) -> Profiled:
     """Build, quantize and profile one model's branch space (the build pipeline's profile stage); save it."""
     from edgeinf.builder.stages import profile_model as build_profile
-    from edgeinf.profiling import evaluate_branches
+    from edgeinf.host_profiling import evaluate_branches
 
     x, y = split_tensors(config, data)
     done = build_profile(model, x, y, bit_levels=config.bit_levels,
@@ -81,7 +81,7 @@ def profile_model(config: DemoConfig, name: str, model: Any, data: Any) -> Profi
 
 def precision_table(model: Any, variants: Any, x: Any, y: Any, config: DemoConfig) -> list[dict[str, Any]]:
     """Accuracy of the full model (all blocks, final head) with every block at each precision."""
-    from edgeinf.profiling import evaluate_branches
+    from edgeinf.host_profiling import evaluate_branches
     from edgeinf.quant import BlockVariants
 
     n = len(model.blocks)
@@ -103,7 +103,7 @@ def graded_accuracy(config: DemoConfig, result: Profiled) -> dict[str, Any] | No
     import torch
 
     from edgeinf.data import CORRUPTIONS, graded_set
-    from edgeinf.profiling import evaluate_branches
+    from edgeinf.host_profiling import evaluate_branches
 
     n = config.graded_samples
     if n == 0:
@@ -139,6 +139,6 @@ def run_runtime(config: DemoConfig, package_dir: Path, data: Any) -> dict[str, A
 
 def bench_full_vs_fast(config: DemoConfig, package_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
     """``edgeinf bench PKG#full --vs PKG#<fast>`` (interleaved pairs); the JSON and plot go to ``out_dir``."""
-    from edgeinf.bench_report import bench_package
+    from edgeinf.benchmark.report import bench_package
 
     return bench_package(package_dir, config.out_dir, iters=config.bench_iters, fast=choice["fast"]["id"])

@@ -136,6 +136,8 @@ def _cached_probs(cache, model, pkg, table, x_val: np.ndarray, x_test: np.ndarra
 def table_split(pkg) -> str:
     """The digits split the package's branch accuracies were measured on ("val" or "test"),
     from its profile.json (``data.name``); "test" when the package does not say."""
+    from edgeinf.profile_format import latency_stats_ms
+
     path = Path(pkg.root) / "profile.json"
     if path.is_file():
         try:
@@ -154,7 +156,7 @@ def _block_ms(pkg, table) -> list[float]:
     if path.is_file():
         blocks = json.loads(path.read_text()).get("blocks") or []
         try:
-            return [float(b["latency_ms"]["32"]["p50"]) for b in blocks]
+            return [float(latency_stats_ms(b["latency_ms"]["32"])["p50_ms"]) for b in blocks]
         except (KeyError, TypeError):
             pass
     return [table.most_accurate.base_ms / max(n, 1)] * max(n, 1)

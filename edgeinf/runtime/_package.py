@@ -62,9 +62,9 @@ def usable(backend: str) -> bool:
 
 def _load_board(board):
     if isinstance(board, str):
-        from edgeinf.boards.profile import load_profile
+        from edgeinf.boards.board_profile import load_board_profile
 
-        return load_profile(board)
+        return load_board_profile(board)
     return board
 
 
@@ -183,16 +183,10 @@ def fallback_warning(package, executor: PackageExecutor, reachable=None, hooks_w
 
 # -- table and input spec -----------------------------------------------------------------
 def latency_value(value: Any) -> float | None:
-    """A latency in ms from a number or a stats dict (p50 / median / mean, with or without _ms);
-    None when absent, not positive, or from zero samples (``n == 0``: never measured)."""
-    if isinstance(value, dict):
-        if value.get("n") == 0:
-            return None
-        value = next((value[k] for k in ("p50", "p50_ms", "median", "median_ms", "mean", "mean_ms")
-                      if isinstance(value.get(k), (int, float))), None)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return None
+    """A latency in ms from a number or a stats dict (see :func:`edgeinf.profile_format.latency_p50_ms`)."""
+    from edgeinf.profile_format import latency_p50_ms
+
+    return latency_p50_ms(value)
 
 
 def device_table(manifest: dict, backend: str) -> dict[str, float]:

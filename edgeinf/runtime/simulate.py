@@ -85,14 +85,14 @@ def demo_run(package, out_dir, xs: np.ndarray, ys: np.ndarray | None, duration_s
 
     from edgeinf import _lazy
     from edgeinf._atomic import write_json
-    from edgeinf.runtime.measure import profile_package
+    from edgeinf.runtime.device_profile import profile_package
     from edgeinf.runtime.runtime import Runtime
 
     quick = profile_package(package, repeats=5, warmup=2, write=False, intra_op_threads=threads)
-    p50 = sorted(s["p50"] for s in quick["branches"].values())
+    p50 = sorted(s["p50_ms"] for s in quick["branches"].values())
     period_ms = round(3 * p50[-1], 3)
     prof = profile_package(package, repeats=20, warmup=3, period_ms=period_ms, intra_op_threads=threads)
-    ms = sorted(s["p50"] for s in prof["branches"].values())
+    ms = sorted(s["p50_ms"] for s in prof["branches"].values())
     lo, hi = 1.2 * ms[0], max(ms[-1], 1.5 * ms[0])
     budget = BudgetTrace(tuple(np.arange(0.0, duration_s, 3.0)),
                          tuple(float(lo + (hi - lo) * f) for f in np.resize([0.8, 0.3, 1.0, 0.5], int(np.ceil(duration_s / 3)))),

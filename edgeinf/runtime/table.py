@@ -76,11 +76,13 @@ class BranchTable:
     @classmethod
     def from_rows(cls, rows: Iterable[dict]) -> "BranchTable":
         """From dicts with keys id, accuracy, base_ms (or latency_ms) and optional blocks/exit/bits."""
+        from edgeinf.profile_format import latency_p50_ms
+
         out = []
         for r in rows:
             base = r.get("base_ms", r.get("latency_ms"))
             if isinstance(base, dict):
-                base = base.get("p50", base.get("median", base.get("mean")))
+                base = latency_p50_ms(base)
             out.append(BranchInfo(str(r["id"]), float(r["accuracy"]), float(base) if base is not None else 0.0,
                                   tuple(r.get("blocks", ())), r.get("exit"), tuple(r.get("bits", ())),
                                   r.get("artifact")))

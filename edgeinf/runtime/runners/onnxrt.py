@@ -42,6 +42,7 @@ class OrtOptions:
             ``"extended"`` or ``"all"``; ``None`` = onnxruntime's default (all). With ``"disable"``
             a merged graph computes exactly what its parts compute one by one (no fusion
             across their joins reorders float operations).
+        profile_prefix: turn on ORT's own profiler, writing ``<prefix>_<time>.json`` (``None`` = off).
     """
 
     providers: tuple[str, ...] | None = None
@@ -52,6 +53,7 @@ class OrtOptions:
     allow_fallback: bool = False
     session_config: tuple[tuple[str, str], ...] = ()
     graph_optimization: str | None = None
+    profile_prefix: str | None = None
 
     def __post_init__(self):
         if self.graph_optimization is not None and self.graph_optimization not in _GRAPH_LEVELS:
@@ -189,6 +191,8 @@ def _session(model, options: OrtOptions):
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_LEVELS[options.graph_optimization])
     for key, value in options.session_config:
         so.add_session_config_entry(key, value)
+    if options.profile_prefix is not None:
+        so.enable_profiling, so.profile_file_prefix = True, options.profile_prefix
     providers = resolve_providers(options, ort.get_available_providers())
     session = ort.InferenceSession(model, sess_options=so, providers=providers)
     release_free_heap()  # the temporary weight copies of session creation (see _heap)

@@ -24,7 +24,10 @@ from edgeinf.errors import EdgeinfError
 SCHEMA = "edgeinf.profile"
 SCHEMA_VERSION = 1
 RESOURCES = ("macs", "bitops", "latency_ms", "param_bytes")
-LATENCY_KEYS = ("p50", "p90", "p99", "mean", "min", "n")
+LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "count")  # required; more keys may follow
+# older profiles and packages spelled the statistics without units; read them through this map only
+LEGACY_LATENCY_KEYS = {"p50": "p50_ms", "median": "p50_ms", "median_ms": "p50_ms", "p90": "p90_ms", "p95": "p95_ms",
+                       "p99": "p99_ms", "mean": "mean_ms", "min": "min_ms", "max": "max_ms", "std": "std_ms", "n": "count"}
 TOP_KEYS = {"schema": str, "schema_version": int, "model": dict, "space": dict, "quant": dict, "data": dict,
             "costs": dict, "latency": dict, "blocks": list, "branches": list, "correct": dict}
 BRANCH_KEYS = {"id": str, "blocks": list, "exit": (int, type(None)), "bits": list, "macs": int, "bitops": int,
@@ -96,9 +99,10 @@ def _check_branch(branch: dict, i: int, num_blocks: int) -> None:
         raise ProfileError(f"{where}.accuracy {branch['accuracy']} is outside [0, 1]")
     if min(branch["macs"], branch["bitops"], branch["param_bytes"]) < 0 or branch["bitops_norm"] < 0:
         raise ProfileError(f"{where} has a negative cost")
-    _check_fields(branch["latency_ms"], {k: (int if k == "n" else float) for k in LATENCY_KEYS}, f"{where}.latency_ms")
-    if branch["latency_ms"]["p50"] < 0:
-        raise ProfileError(f"{where}.latency_ms.p50 is negative")
+    branch["latency_ms"] = latency_stats_ms(branch["latency_ms"])
+    _check_fields(branch["latency_ms"], {k: (int if k == "count" else float) for k in LATENCY_KEYS}, f"{where}.latency_ms")
+    if branch["latency_ms"]["p50_ms"] < 0:
+        raise ProfileError(f"{where}.latency_ms.p50_ms is negative")
 
 
 def _check_correct(correct: dict, num_branches: int, data: dict) -> None:
@@ -114,6 +118,29 @@ def _check_correct(correct: dict, num_branches: int, data: dict) -> None:
         raise ProfileError(f"correct.dtype must be 'bool', got {correct['dtype']!r}")
     if "/" in correct["file"] or "\\" in correct["file"] or correct["file"].startswith("."):
         raise ProfileError(f"correct.file must be a plain file name beside profile.json, got {correct['file']!r}")
+
+
+# -- latency statistics ----------------------------------------------------------------------
+def latency_stats_ms(value: Any) -> Any:
+    """Latency statistics with today's ``*_ms`` / ``count`` keys, whatever spelling they were
+    written with (:data:`LEGACY_LATENCY_KEYS`); a bare number is a p50. Anything else comes back as is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"p50_ms": float(value)}
+    if not isinstance(value, dict):
+        return value
+    return {LEGACY_LATENCY_KEYS.get(k, k) if LEGACY_LATENCY_KEYS.get(k, k) not in value else k: v for k, v in value.items()}
+
+
+def latency_p50_ms(value: Any) -> float | None:
+    """The p50 in ms of a latency entry (number or statistics, any spelling; the mean if no p50);
+    ``None`` when absent, not positive, or from zero samples (``count == 0``: never measured)."""
+    stats = latency_stats_ms(value)
+    if not isinstance(stats, dict) or stats.get("count") == 0:
+        return None
+    ms = next((stats[k] for k in ("p50_ms", "mean_ms") if isinstance(stats.get(k), (int, float))), None)
+    if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms > 0:
+        return float(ms)
+    return None
 
 
 # -- save / load ----------------------------------------------------------------------------
@@ -180,14 +207,16 @@ def _check_accuracies(profile: dict[str, Any], correct: np.ndarray) -> None:
 
 
 # -- oracle ---------------------------------------------------------------------------------
-def branch_costs(profile: dict[str, Any], resource: str = "macs", stat: str = "p50") -> np.ndarray:
-    """One cost per branch in ``resource`` (macs | bitops | latency_ms | param_bytes)."""
+def branch_costs(profile: dict[str, Any], resource: str = "macs", stat: str = "p50_ms") -> np.ndarray:
+    """One cost per branch in ``resource`` (macs | bitops | latency_ms | param_bytes); ``stat``:
+    which latency statistic (``p50_ms``, ... ; the unit-less old names are accepted)."""
     if resource not in RESOURCES:
         raise EdgeinfError(f"resource {resource!r} is unknown; use one of {', '.join(RESOURCES)}")
     if resource == "latency_ms":
+        stat = LEGACY_LATENCY_KEYS.get(stat, stat)
         if stat not in LATENCY_KEYS[:-1]:
             raise EdgeinfError(f"latency statistic {stat!r} is unknown; use one of {', '.join(LATENCY_KEYS[:-1])}")
-        return np.array([b["latency_ms"][stat] for b in profile["branches"]], dtype=np.float64)
+        return np.array([latency_stats_ms(b["latency_ms"])[stat] for b in profile["branches"]], dtype=np.float64)
     return np.array([b[resource] for b in profile["branches"]], dtype=np.float64)
 
 

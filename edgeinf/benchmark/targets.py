@@ -141,67 +141,80 @@ def split_package_spec(spec: str) -> tuple[Path, str] | None:
     return Path(root), branch or "full"
 
 
-def pick_branch(branches: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    """A branch by id, or ``full`` (all blocks, final head, widest bits) / ``fastest`` (lowest profiled latency)."""
+def pick_branch(branches: list[dict[str, Any]], name: str, measured: dict[str, float] | None = None) -> dict[str, Any]:
+    """A branch by id, or ``full`` (all blocks, final head, widest bits) / ``fastest`` (lowest latency:
+    ``measured`` here by ``edgeinf profile`` (branch id -> ms) where given, else the manifest's profile)."""
     if not branches:
         raise EdgeinfError("the package has no branches")
     if name == "full":
         return max(branches, key=lambda b: (b["exit"] is None, len(b["blocks"]), sum(b["bits"])))
     if name == "fastest":
-        return min(branches, key=_speed_key)
+        return min(branches, key=lambda b: _speed_key(b, measured or {}))
     for b in branches:
         if b["id"] == name:
             return b
     raise EdgeinfError(f"no branch {name!r}; use full, fastest or an id from `edgeinf inspect` ({len(branches)} branches)")
 
 
-def _speed_key(branch: dict[str, Any]) -> tuple:
-    """Profiled latency where the manifest has it, else MACs / BitOPs, else size of the branch."""
-    lat = branch.get("latency_ms")
-    if isinstance(lat, dict):
-        lat = lat.get("p50", lat.get("mean"))
+def _speed_key(branch: dict[str, Any], measured: dict[str, float]) -> tuple:
+    """Latency measured on this device, else profiled in the manifest, else MACs / BitOPs, else size."""
+    from edgeinf.profile_format import latency_p50_ms
+
+    lat = measured.get(branch["id"]) or latency_p50_ms(branch.get("latency_ms"))
     cost = next((branch[k] for k in ("bitops", "macs") if isinstance(branch.get(k), (int, float))), None)
-    return (lat if isinstance(lat, (int, float)) else float("inf"), cost if cost is not None else float("inf"),
+    return (lat if lat is not None else float("inf"), cost if cost is not None else float("inf"),
             len(branch["blocks"]), sum(branch["bits"]))
 
 
-class _Sequence:
-    """Runs ONNX parts one after the other (first output feeds the next): a branch from its blocks."""
+PROVIDER_BACKENDS = {None: "onnxruntime", "cpu": "onnxruntime", "cuda": "onnxruntime-cuda",
+                     "tensorrt": "onnxruntime-tensorrt"}
 
-    def __init__(self, runners: list[Any]):
-        self.runners = runners
-        self.input_specs = ()
 
-    def activate(self) -> "_Sequence":
-        for r in self.runners:
-            r.activate()
-        self.input_specs = self.runners[0].input_specs
+class BranchRunner:
+    """One branch of a package run by the runtime's own executor (``PackageExecutor.run``): the
+    same runners, session settings and branch graph (fused/merged, else the per-block chain) as
+    ``Runtime.infer`` and ``edgeinf profile``."""
+
+    def __init__(self, view: Any, branch_id: str):
+        self.view, self.branch = view, view.table.get(branch_id)
+        self.input_specs: tuple = ()
+
+    @property
+    def executor(self) -> Any:
+        return self.view.executor
+
+    def activate(self) -> "BranchRunner":
+        self.executor.activate()
+        self.input_specs = (self.executor.input_spec,)
         return self
 
-    def infer(self, feed: dict[str, np.ndarray], check: bool = False) -> dict[str, np.ndarray]:
-        out = feed
-        for r in self.runners:
-            out = r.infer(out if out is feed else next(iter(out.values())), check=check)
-        return out
+    def infer(self, feed: dict[str, np.ndarray], check: bool = False) -> np.ndarray:
+        return self.executor.run(self.branch, next(iter(feed.values())))
 
     def deactivate(self) -> None:
-        for r in self.runners:
-            r.deactivate()
+        self.executor.deactivate()
+
+
+def package_backend(providers: tuple[str, ...] | None) -> str:
+    """The runtime backend for ``--provider`` choices (the first one decides; none = ORT CPU)."""
+    return PROVIDER_BACKENDS[providers[0] if providers else None]
 
 
 def _package(spec: str, options: TargetOptions) -> Target:
-    from edgeinf.package.loader import load_package
-    from edgeinf.runtime.runners import OnnxRuntimeRunner, OrtOptions
+    from edgeinf.runtime._package import device_table, open_package
 
     root, name = split_package_spec(spec)  # type: ignore[misc]
-    pkg = load_package(root)
-    branch = pick_branch(pkg.branches, name)
-    ort_options = OrtOptions(providers=options.providers, intra_op_threads=options.threads, inter_op_threads=1)
-    fused = pkg.fused(branch["id"])
-    keys = [fused] if fused else pkg.chain(branch["id"])
-    runner = _Sequence([OnnxRuntimeRunner(pkg.path(k), ort_options) for k in keys])
+    backend = package_backend(options.providers)
+    view = open_package(root, backend, require_latency=False,
+                        **({} if options.threads is None else {"intra_op_threads": options.threads}))
+    measured = {k: v for k, v in device_table(view.package.manifest, backend).items() if v is not None}
+    branch = pick_branch(view.package.branches, name, measured)
+    runner = BranchRunner(view, branch["id"])
+    fused = branch["id"] in view.executor.fused
+    keys = [view.package.fused(branch["id"])] if fused else view.package.chain(branch["id"])
     info = {"package": str(root), "branch": branch["id"], "alias": name if name != branch["id"] else None,
-            "artifacts": keys, "fused": fused is not None}
+            "artifacts": keys, "fused": fused, "backend": backend, "executor": "runtime (PackageExecutor.run)",
+            "device_latency_ms": measured.get(branch["id"]), "intra_op_threads": options.threads}
     return _activated(runner, spec, "package", options, info)
 
 

@@ -1,8 +1,8 @@
-"""Profile a branch space on held-out data: accuracy, per-sample correctness, costs and latency (torch).
+"""Build-host profiling (torch): profile a branch space on held-out data: accuracy, per-sample correctness, costs, latency.
 
 :func:`profile_space` runs every branch (shared prefixes are computed once), counts its costs,
 measures its latency with torch on this machine, and returns the profile dict and the
-correctness matrix that :func:`edgeinf.profile.save_profile` writes (schema: docs/profile.md).
+correctness matrix that :func:`edgeinf.profile_format.save_profile` writes (schema: docs/profile.md).
 """
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import numpy as np
 
 from edgeinf import __version__
 from edgeinf._lazy import require
+from edgeinf.benchmark.timing import unmeasured_stats
 from edgeinf.branch import Branch
 from edgeinf.costs import LatencyConfig, SplitCosts, TorchThreads, block_latency, measure_interleaved, synced
 from edgeinf.errors import EdgeinfError
-from edgeinf.profile import SCHEMA, SCHEMA_VERSION
+from edgeinf.profile_format import SCHEMA, SCHEMA_VERSION
 from edgeinf.progress import Progress
 from edgeinf.space import BranchSpace, pareto_front
 
@@ -106,7 +107,7 @@ def profile_space(space: BranchSpace, variants: "BlockVariants", x: "torch.Tenso
         branches: profile exactly these; ``None`` = ``space.branches(config.max_branches, config.seed)``.
 
     Returns:
-        ``(profile, correct)`` ready for :func:`edgeinf.profile.save_profile`.
+        ``(profile, correct)`` ready for :func:`edgeinf.profile_format.save_profile`.
     """
     config = ProfileConfig() if config is None else config
     model = variants.model
@@ -138,7 +139,7 @@ def profile_space(space: BranchSpace, variants: "BlockVariants", x: "torch.Tenso
 def _branch_latencies(variants: "BlockVariants", branches: Sequence[Branch], latency: LatencyConfig | None,
                       name: str) -> list[dict[str, float]]:
     if latency is None:
-        return [{"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0, "min": 0.0, "n": 0} for _ in branches]
+        return [unmeasured_stats() for _ in branches]
     torch = require("torch", "profiling")
     x = torch.zeros((latency.batch_size, *variants.model.input_shape), device=variants.device)
     fns = [synced(functools.partial(variants.forward_branch, x, b), variants.device) for b in branches]
@@ -175,7 +176,7 @@ def _block_rows(space: BranchSpace, variants: "BlockVariants", costs: SplitCosts
 def _pareto(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     acc = [r["accuracy"] for r in rows]
     fronts = {"macs": [r["macs"] for r in rows], "bitops": [r["bitops"] for r in rows],
-              "latency_ms": [r["latency_ms"]["p50"] for r in rows], "param_bytes": [r["param_bytes"] for r in rows]}
+              "latency_ms": [r["latency_ms"]["p50_ms"] for r in rows], "param_bytes": [r["param_bytes"] for r in rows]}
     return {k: [rows[i]["id"] for i in pareto_front(v, acc)] for k, v in fronts.items()}
 
 

@@ -7,13 +7,14 @@ atomically with the manifest digest recomputed, so the package still verifies an
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
 
+from edgeinf.benchmark.timing import interleave, summarize_ms
 from edgeinf.errors import EdgeinfError
 from edgeinf.progress import Progress
 from edgeinf.runtime._package import DEVICE_LATENCY, open_package
@@ -27,7 +28,8 @@ def sample_input(spec, batch: int = 1, seed: int = 0) -> np.ndarray:
 
 def measure_branches(view, repeats: int = 50, warmup: int = 5, x: np.ndarray | None = None,
                      period_ms: float | None = None) -> dict[str, dict]:
-    """Branch id -> {"p50", "p95", "mean", "n"} in ms for the view's executor (already activated).
+    """Branch id -> latency statistics (``*_ms`` keys, :func:`~edgeinf.benchmark.timing.summarize_ms`)
+    for the view's executor (already activated), timed round-robin over the branches.
 
     ``period_ms``: start one call per period (frame-paced, as the application will call it:
     caches and clocks differ from back-to-back calls); ``None`` = back to back.
@@ -36,19 +38,10 @@ def measure_branches(view, repeats: int = 50, warmup: int = 5, x: np.ndarray | N
         raise EdgeinfError(f"--repeat must be >= 3 for percentiles, got {repeats}")
     x = sample_input(view.executor.input_spec) if x is None else x
     branches = list(view.table)
-    times = {b.id: [] for b in branches}
+    calls = [functools.partial(view.executor.run, b, x) for b in branches]
     with Progress("profile", warmup + repeats) as bar:
-        for r in range(warmup + repeats):
-            for b in branches:
-                t0 = time.perf_counter()
-                view.executor.run(b, x)
-                if r >= warmup:
-                    times[b.id].append((time.perf_counter() - t0) * 1e3)
-                if period_ms:
-                    time.sleep(max(0.0, t0 + period_ms / 1e3 - time.perf_counter()))
-            bar.update(1)
-    return {k: {"p50": float(np.median(v)), "p95": float(np.percentile(v, 95)), "mean": float(np.mean(v)),
-                "n": len(v)} for k, v in times.items()}
+        times = interleave(calls, repeats, warmup_rounds=warmup, period_ms=period_ms, on_round=lambda r, t: bar.update(1))
+    return {b.id: summarize_ms(t) for b, t in zip(branches, times)}
 
 
 def write_device_latency(root: str | Path, backend: str, branches: dict[str, dict], note: dict | None = None) -> str:

@@ -95,8 +95,8 @@ class BoardProfile:
     """The facts edgeinf needs about one board (see docs/boards.md for every field).
 
     Example:
-        >>> from edgeinf.boards import load_profile
-        >>> load_profile("jetson-orin-nano-8gb").gpu_compute_capability
+        >>> from edgeinf.boards import load_board_profile
+        >>> load_board_profile("jetson-orin-nano-8gb").gpu_compute_capability
         '8.7'
     """
 
@@ -246,7 +246,7 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
-def load_profile(name: str) -> BoardProfile:
+def load_board_profile(name: str) -> BoardProfile:
     """Load a shipped profile by name (e.g. ``"jetson-agx-orin-64gb"``) or a path to a .toml file."""
     if name.endswith(".toml") or "/" in name:
         return load_profile_file(name)
@@ -257,4 +257,4 @@ def load_profile(name: str) -> BoardProfile:
 
 def all_profiles() -> list[BoardProfile]:
     """Every shipped profile, validated."""
-    return [load_profile(n) for n in profile_names()]
+    return [load_board_profile(n) for n in profile_names()]
