@@ -15,6 +15,12 @@ the exact oracle, (b) the real runtime (ONNX Runtime, segments between decision 
 decisions and exit heads included) with *measured* latencies, the full model and the best
 static branch run as references, and the oracle from every branch's measured median.
 Thresholds and fixed lambdas are swept so each family is compared at its best point.
+
+At real scale (``mnist-*`` packages, ``edgeinf demo --split val``): ``--graded N`` repeats the
+whole protocol on graded-difficulty sets (the schedulers retrained on graded val images, judged
+on the first N test images at severities 0..4; result under ``"graded"``); ``--probs-cache``
+keeps the branches' probabilities between runs; ``--runtime-samples`` measures on an evenly
+spaced subset of the test inputs (the offline replay always uses all of them).
 """
 from __future__ import annotations
 
@@ -40,23 +46,71 @@ def main(argv=None) -> int:
     ap.add_argument("--no-runtime", action="store_true", help="offline replay only")
     ap.add_argument("--attach", action="store_true", help="store the trained schedulers in the package")
     ap.add_argument("--plot", default=None, help="also draw the frontier PNG here")
+    ap.add_argument("--torch-threads", type=int, default=None, help="torch threads (default: --threads)")
+    ap.add_argument("--content-epochs", type=int, default=None, help="content-aware training epochs (default: its config's)")
+    ap.add_argument("--warmup", type=int, default=None, help="unmeasured calls per scheduler and budget (default: one pass)")
+    ap.add_argument("--graded", type=int, default=0, metavar="N",
+                    help="also train and judge on graded-difficulty sets: the first N test images x 5 severities")
+    ap.add_argument("--graded-val", type=int, default=300, help="val images of the graded training set (x 5 severities)")
+    ap.add_argument("--graded-train", type=int, default=0,
+                    help="train images the content-aware scheduler also sees on graded sets (x 5 severities)")
+    ap.add_argument("--runtime-samples", type=int, default=None, help="measure on this many evenly spaced test samples")
+    ap.add_argument("--probs-cache", default=None, help="an .npz for the branches' probabilities (reused when it matches)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from edgeinf._atomic import write_json
+    from edgeinf.learned.pipeline import open_workbench, plot_frontier
+
+    torch.set_num_threads(args.torch_threads or args.threads)
+    cache = Path(args.probs_cache) if args.probs_cache else None
+    wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint, probs_cache=cache)
+    result = _run(wb, args)
+    if args.graded:
+        from edgeinf.learned.pipeline import graded_workbench
+
+        gwb = graded_workbench(wb, args.graded_val, args.graded, args.seed,
+                               cache and cache.with_name(cache.stem + "-graded.npz"), args.graded_train)
+        result["graded"] = _run(gwb, args, attach=False)
+        result["graded"]["protocol"] = (f"graded sets (edgeinf.data.graded_set, severities 0..4): the first "
+                                        f"{args.graded_val} val images train the schedulers (the content-aware one "
+                                        f"with the first {args.graded_train} train images), the first {args.graded} "
+                                        f"test images judge them; the "
+                                        f"package's table is unchanged (accuracies from its clean {wb.table_split} split)")
+        result["graded"]["per_severity_offline"] = _per_severity(result["graded"], gwb)
+        _print_summary(result["graded"], "graded ")
+    result.update({"host": socket.gethostname(), "package": str(Path(args.package).resolve()),
+                   "model": getattr(wb.model, "name", None) or args.model, "args": vars(args),
+                   "machine": f"{socket.gethostname()}: 2-core x86 VM, ONNX Runtime CPU, {args.threads} intra-op "
+                              f"thread, batch 1; other work shared the CPU while this ran"})
+    name = result["model"] or "model"
+    out = Path(args.out or Path(__file__).parent / "results" / f"learned-{name}-{socket.gethostname()}.json")
+    write_json(out, result)
+    if args.plot:
+        plot_frontier(result, args.plot)
+        if args.graded:
+            plot_frontier(result["graded"], str(args.plot).replace(".png", "-graded.png"))
+    _print_summary(result)
+    times = ", ".join(f"{k} {s:.1f} s" for k, s in result["timings_s"].items() if k.startswith("train_"))
+    print(f"wrote {out}  (trained: {times}; {result['paths']} paths)", file=sys.stderr)
+    return 0
+
+
+def _run(wb, args, attach: bool | None = None) -> dict:
+    """Train the learned schedulers on ``wb``'s val split and evaluate every scheduler on its test split."""
+    import numpy as np
+
     from edgeinf.learned.evaluate import lambda_sweep, summarize, threshold_route
     from edgeinf.learned.gates import GatesScheduler
     from edgeinf.learned.next_step import NextStepScheduler
-    from edgeinf.learned.pipeline import LEARNED, SCHEDULER_NAMES, evaluate, open_workbench, plot_frontier, train_for
+    from edgeinf.learned.pipeline import LEARNED, SCHEDULER_NAMES, evaluate, train_for
     from edgeinf.runtime.schedulers import Threshold
 
-    torch.set_num_threads(args.threads)
-    wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint)
-    trained = {kind: train_for(wb, kind, args.seed, args.max_paths) for kind in LEARNED}
-    if args.attach:
+    epochs = {"content": args.content_epochs}
+    trained = {kind: train_for(wb, kind, args.seed, args.max_paths, epochs.get(kind)) for kind in LEARNED}
+    if args.attach if attach is None else attach:
         from edgeinf.learned.store import attach_scheduler
         from edgeinf.package import load_package
 
@@ -76,27 +130,31 @@ def main(argv=None) -> int:
              **{f"gates-next-lam{lam:g}": ("gates-next", NextStepScheduler(nxt, lam=float(lam))) for lam in nxt.lambdas},
              **{f"threshold-{t:g}": ("threshold", Threshold(t)) for t in THRESHOLDS}}
     result = evaluate(wb, SCHEDULER_NAMES, trained, args.budgets, not args.no_runtime, args.threads,
-                      extra=extra, extra_offline=sweeps, rounds=args.rounds)
-    result.update({"host": socket.gethostname(), "package": str(Path(args.package).resolve()),
-                   "model": getattr(wb.model, "name", None) or args.model,
-                   "test_samples": int(len(wb.data.y_test)), "branches": len(wb.table), "paths": len(gates.pathset),
+                      extra=extra, extra_offline=sweeps, rounds=args.rounds, warmup=args.warmup,
+                      runtime_samples=args.runtime_samples)
+    result.update({"test_samples": int(len(wb.data.y_test)), "branches": len(wb.table), "paths": len(gates.pathset),
                    "timings_s": wb.timings_s, "train_meta": {k: t.meta for k, t in trained.items()},
                    "sweeps": sweeps})
-    name = result["model"] or "model"
-    out = Path(args.out or Path(__file__).parent / "results" / f"learned-{name}-{socket.gethostname()}.json")
-    write_json(out, result)
-    if args.plot:
-        plot_frontier(result, args.plot)
-    _print_summary(result)
-    times = ", ".join(f"{k} {wb.timings_s[f'train_{k}']:.1f} s" for k in LEARNED)
-    print(f"wrote {out}  (trained: {times}; {len(gates.pathset)} paths, K={gates.meta['k']})", file=sys.stderr)
-    return 0
+    return result
 
 
-def _print_summary(result: dict) -> None:
+def _per_severity(part: dict, wb) -> dict:
+    """Accuracy per severity of the full model and of every branch in the table's Pareto front (offline)."""
+    import numpy as np
+
+    correct = wb.probs_test.argmax(2) == wb.data.y_test[None]
+    ids = [b.id for b in wb.table.branches]
+    keep = {"full_model": (part["offline"].get("full_model") or {}).get("branch"),
+            **{b.id: b.id for b in wb.table.pareto()}}
+    sev = wb.severity_test
+    return {name: {int(s): float(correct[ids.index(bid), sev == s].mean()) for s in np.unique(sev)}
+            for name, bid in keep.items() if bid in ids}
+
+
+def _print_summary(result: dict, label: str = "") -> None:
     for key, refs in result["at_full_accuracy"].items():
         part = result[key]
-        print(f"[{key}] full model {part['full_model']['mean_ms']:.4f} ms acc {part['full_model']['accuracy']:.4f}; "
+        print(f"[{label}{key}] full model {part['full_model']['mean_ms']:.4f} ms acc {part['full_model']['accuracy']:.4f}; "
               f"best static {part['best_static']['mean_ms']:.4f} ms; oracle {part['oracle']['mean_ms']:.4f} ms")
         for name, r in refs.items():
             cells = []

@@ -49,6 +49,15 @@ def _branch_id(kept, exit_) -> str:
     return Branch(blocks=kept, exit=exit_).id
 
 
+def _sample_branches(branches: list, num_blocks: int, exit_points, cap: int, seed: int) -> list:
+    """At most ``cap`` branches: the full model and every full-depth exit always, the rest a seeded sample."""
+    if cap <= 0 or len(branches) <= cap:
+        return branches
+    must = [(tuple(range(num_blocks)), None)] + [(tuple(range(e + 1)), e) for e in exit_points]
+    rest = [b for b in branches if b not in must]
+    return must + random.Random(seed).sample(rest, max(0, cap - len(must)))
+
+
 def _predict_all(model, x, branches, batch: int = 250) -> dict:
     """Predicted class of every branch on x, sharing prefixes (each block runs once per distinct prefix)."""
     import torch
@@ -58,6 +67,9 @@ def _predict_all(model, x, branches, batch: int = 250) -> dict:
     n, skip = len(model.blocks), model.skippable()
     points = set(model.exit_points())
 
+    # (position, blocks kept so far) of every wanted branch: the only prefixes worth running
+    live = {(i, tuple(k for k in kept_ if k < i)) for kept_, e in want for i in range(n + 1 if e is None else e + 2)}
+
     def visit(i, feats, kept):
         if i - 1 in points and (kept, i - 1) in want:
             preds[(kept, i - 1)].append(model.exits[str(i - 1)](feats).argmax(1).numpy())
@@ -65,9 +77,10 @@ def _predict_all(model, x, branches, batch: int = 250) -> dict:
             if (kept, None) in want:
                 preds[(kept, None)].append(model.head(feats).argmax(1).numpy())
             return
-        if skip[i]:
+        if skip[i] and (i + 1, kept) in live:
             visit(i + 1, feats, kept)
-        visit(i + 1, model.blocks[i](feats), kept + (i,))
+        if (i + 1, kept + (i,)) in live:
+            visit(i + 1, model.blocks[i](feats), kept + (i,))
 
     model.eval()
     with torch.no_grad():
@@ -224,8 +237,8 @@ def _fast_branch(acc_val: dict, ms: dict, full, within_points: float):
     return min(ok, key=lambda b: ms[b])
 
 
-def _evaluate(model, splits: dict):
-    branches = _branches(model)
+def _evaluate(model, splits: dict, max_branches: int = 0, seed: int = 0):
+    branches = _sample_branches(_branches(model), len(model.blocks), model.exit_points(), max_branches, seed)
     return branches, {name: _predict_all(model, x, branches) for name, x in splits.items()}
 
 
@@ -236,7 +249,10 @@ def _acc(preds, y):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mnist-resnet18")
-    ap.add_argument("--reference", default="mnist-resnet18-plain", help="the same model without skip-robust training")
+    ap.add_argument("--reference", default="mnist-resnet18-plain",
+                    help="the same model without skip-robust training ('none': no reference)")
+    ap.add_argument("--max-branches", type=int, default=0,
+                    help="evaluate and time at most this many branches (seeded sample; 0 = all)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     ap.add_argument("--torch-threads", type=int, default=2)
     ap.add_argument("--within", type=float, default=5.0, help="accuracy points the fast branch may lose")
@@ -256,16 +272,18 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.torch_threads)
     t0 = time.perf_counter()
-    model, ref = zoo.get(args.model), zoo.get(args.reference)
+    model = zoo.get(args.model)
+    ref = None if args.reference == "none" else zoo.get(args.reference)
     data = zoo.load_data(args.model)
     graded = graded_set(data.x_test[:args.graded_n], data.y_test[:args.graded_n], seed=args.seed)
     t_load = time.perf_counter() - t0
     n = len(model.blocks)
     full = (tuple(range(n)), None)
-    branches, preds = _evaluate(model, {"val": data.x_val, "test": data.x_test, "graded": graded.x})
-    _, ref_preds = _evaluate(ref, {"test": data.x_test})
+    branches, preds = _evaluate(model, {"val": data.x_val, "test": data.x_test, "graded": graded.x},
+                                args.max_branches, args.seed)
+    ref_preds = _evaluate(ref, {"test": data.x_test}, args.max_branches, args.seed)[1] if ref is not None else None
     t_eval = time.perf_counter() - t0 - t_load
-    print(f"evaluated {len(branches)} branches x 2 models in {t_eval:.0f} s", file=sys.stderr)
+    print(f"evaluated {len(branches)} branches x {1 + (ref is not None)} model(s) in {t_eval:.0f} s", file=sys.stderr)
 
     seg = _segments(model, args.threads)
     chains = {b: _Chain([seg["stem"], *[seg[i] for i in b[0]], seg["head" if b[1] is None else f"exit{b[1]}"]])
@@ -290,7 +308,7 @@ def main(argv=None) -> int:
         "machine": f"{socket.gethostname()}: 2-core x86 VM, ONNX Runtime CPU, {args.threads} intra-op thread, "
                    f"batch 1; other work shared the CPU while this ran",
         "model": args.model, "reference": args.reference, "args": vars(args),
-        "train_info": {args.model: model.zoo_info, args.reference: ref.zoo_info},
+        "train_info": {args.model: model.zoo_info, **({args.reference: ref.zoo_info} if ref is not None else {})},
         "data": {**data.sizes, "graded": int(len(graded.y)), "size_px": data.size,
                  "graded_protocol": "first graded_n test images x severities 0..4; image i gets corruption "
                                     "i mod 4 of noise/blur/contrast/occlusion (edgeinf.data.graded_set)"},
@@ -302,7 +320,8 @@ def main(argv=None) -> int:
                         "test_points_below_full": 100 * (acc_test[full] - acc_test[fast])},
         "skip_robustness": {"clean_test": {
             args.model: _skip_robustness(preds["test"], data.y_test, n, args.samples, args.seed),
-            args.reference: _skip_robustness(ref_preds["test"], data.y_test, n, args.samples, args.seed)}},
+            **({args.reference: _skip_robustness(ref_preds["test"], data.y_test, n, args.samples, args.seed)}
+               if ref is not None else {})}},
         "per_severity": {args.model: _per_severity(preds["graded"], graded, named)},
         "oracle_graded_measured_ms": _oracle(preds["graded"], graded.y, ms, full),
         "oracle_clean_test_measured_ms": _oracle(preds["test"], data.y_test, ms, full),

@@ -38,7 +38,6 @@ LAZY_EXCEPTIONS = {
     ("edgeinf.runtime.runners.pyt", "torch"): "the torch runner, for devices that have torch; imported when one is made",
     ("edgeinf.runtime._package", "edgeinf.exporters.onnx.compose"): "segments=True composes here: needs the build extra",
     ("edgeinf.learned.store", "edgeinf.exporters.onnx.segments"): "attach_scheduler writes segment graphs at build time",
-    ("edgeinf.learned.content", "torch"): "train_content still lives beside the content-aware inference",
 }
 
 
@@ -156,7 +155,7 @@ def test_a_planted_bad_import_is_found(tmp_path, planted, lazy):
 
 BLOCKED = (*FORBIDDEN_LIBRARIES, "edgeinf.exporters", "edgeinf.adapters", "edgeinf.quant", "edgeinf.host_profiling",
            "edgeinf.builder", "edgeinf.learned.train_gates", "edgeinf.learned.train_next_step",
-           "edgeinf.learned.finetune", "edgeinf.learned.pipeline", "edgeinf.learned.evaluate", "edgeinf.kernels.quant_linear")
+           "edgeinf.learned.train_content", "edgeinf.learned.finetune", "edgeinf.learned.pipeline", "edgeinf.learned.evaluate", "edgeinf.kernels.quant_linear")
 IMPORT_ALL = textwrap.dedent("""
     import importlib, json, sys
     BLOCKED = {blocked!r}

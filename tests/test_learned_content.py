@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.learned.content import ContentAware, ContentTrainConfig, pool
+from edgeinf.learned.content import ContentAware, pool
+from edgeinf.learned.train_content import ContentTrainConfig
 from edgeinf.runtime.table import BranchInfo
 
 torch = pytest.importorskip("torch")
@@ -76,7 +77,7 @@ class _Tiny(torch.nn.Module):
 
 
 def test_training_is_seeded_and_a_tight_budget_drops_blocks():
-    from edgeinf.learned.content import train_content
+    from edgeinf.learned.train_content import train_content
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 2)).astype(np.float32)
@@ -94,3 +95,20 @@ def test_training_is_seeded_and_a_tight_budget_drops_blocks():
     _, exit_tight = a.predict(f, 1.0)
     assert keep_loose[:, 1].mean() > 0.5 and exit_loose[:, 1].mean() > 0.5
     assert exit_tight[:, 0].mean() > exit_loose[:, 0].mean() + 0.1
+
+
+def test_inference_modules_import_no_training_code():
+    """The device-side learned modules never import torch, sklearn or a training module (even lazily)."""
+    import ast
+    from pathlib import Path
+
+    import edgeinf.learned as pkg
+
+    root = Path(pkg.__file__).parent
+    for name in ("content", "gates", "next_step", "paths"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        bad = {m for m in mods if m.split(".")[0] in ("torch", "sklearn", "onnx")
+               or m.split(".")[-1].startswith(("train_", "finetune", "pipeline", "evaluate"))}
+        assert not bad, f"{name}.py imports {bad}"

@@ -124,3 +124,60 @@ def test_table_split_comes_from_the_profile(tmp_path):
     assert table_split(pkg) == "val"
     (tmp_path / "profile.json").write_text("{broken")
     assert table_split(pkg) == "test"
+
+
+def test_branch_probs_shares_prefixes_and_matches_forward_branch():
+    """Prefix sharing runs the same operations as forward_branch, for every branch and order."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from edgeinf import zoo
+    from edgeinf.branch import Branch
+    from edgeinf.learned.evaluate import branch_probs
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    model = zoo.build("digits-resnet", seed=2).eval()
+    variants = BlockVariants(model, QuantConfig(group_size=32), kernels="simulate")
+    skip = model.skippable()
+    sparse = tuple(i for i in range(8) if not skip[i] or i % 2 == 0)  # a branch that skips blocks
+    rows = [Branch((0, 1, 2, 3), 3, (32, 32, 8, 8)), Branch((0, 1), 1, (32, 32)), Branch(sparse, None, (8,) * len(sparse)),
+            Branch((0, 1), 1, (32, 8)), Branch(sparse, None, (8,) * (len(sparse) - 1) + (4,)), Branch(tuple(range(8)), None)]
+    x = np.random.default_rng(0).normal(size=(7, 1, 32, 32)).astype(np.float32)
+    got = branch_probs(model, variants, rows, x, batch=3)
+    with torch.no_grad():
+        for j, b in enumerate(rows):
+            ref = torch.softmax(variants.forward_branch(torch.as_tensor(x), b), 1).numpy()
+            assert np.allclose(got[j], ref, atol=1e-6), b.id
+
+
+def test_graded_workbench_and_probability_cache(tmp_path):
+    """Graded sets: every image at severities 0..4, probabilities per branch, cached by content."""
+    import types
+
+    import pytest
+
+    pytest.importorskip("torch")
+    from edgeinf import zoo
+    from edgeinf.learned import pipeline
+    from edgeinf.learned.evaluate import branch_probs
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    model = zoo.build("digits-resnet", seed=3).eval()
+    rows = (BranchInfo("b0_1-e1-w32_32", 0.5, 1.0, (0, 1), 1, (32, 32)),
+            BranchInfo("b0_1_2_3_4_5_6_7-ef-w8_8_8_8_8_8_8_8", 0.9, 3.0, tuple(range(8)), None, (8,) * 8))
+    rng = np.random.default_rng(0)
+    data = zoo.digits.DigitsData(*(rng.uniform(-1, 1, (n, 1, 32, 32)).astype(np.float32) if k % 2 == 0
+                                   else rng.integers(0, 10, n) for k, n in enumerate((6, 6, 4, 4, 5, 5))), 32, 0)
+    pkg = types.SimpleNamespace(manifest={"quant": {"group_size": 32}})
+    wb = pipeline.Workbench(pkg, BranchTable(rows), model, data, [1], None, None, [1.0] * 8)
+    cache = tmp_path / "graded.npz"
+    g = pipeline.graded_workbench(wb, val_images=3, test_images=2, probs_cache=cache, train_images=1)
+    assert (len(g.data.y_train), len(g.data.y_val), len(g.data.y_test)) == (5, 15, 10)
+    assert g.probs_val.shape == (2, 15, 10) and g.severity_test.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert np.array_equal(g.data.y_test, np.tile(data.y_test[:2], 5)) and cache.is_file()
+    variants = BlockVariants(model, QuantConfig(group_size=32), kernels="simulate")
+    assert np.allclose(g.probs_test, branch_probs(model, variants, rows, g.data.x_test), atol=1e-6)
+    again = pipeline.graded_workbench(wb, val_images=3, test_images=2, probs_cache=cache, train_images=1)
+    assert np.array_equal(again.probs_val, g.probs_val)  # read back from the cache
+    other = pipeline.graded_workbench(wb, val_images=2, test_images=2, probs_cache=cache)
+    assert other.probs_val.shape == (2, 10, 10)  # a different set: recomputed, not a stale read

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from test_learned_content import _Tiny  # noqa: E402
 
 from edgeinf.errors import EdgeinfError  # noqa: E402
-from edgeinf.learned.content import ContentTrainConfig, train_content  # noqa: E402
+from edgeinf.learned.train_content import ContentTrainConfig, train_content  # noqa: E402
 from edgeinf.learned.finetune import LoRA, add_lora, finetune_content, merge_lora  # noqa: E402
 
 

@@ -154,6 +154,11 @@ def test_bench_branch_space_and_shared_prefix_predictions_match_forward_branch(b
         for kept, exit_ in branches[::7]:
             ref = model.forward_branch(torch.as_tensor(x), kept, exit_).argmax(1).numpy()
             assert np.array_equal(preds[(kept, exit_)], ref), (kept, exit_)
+    sample = bench_scale._sample_branches(branches, n, model.exit_points(), 9, seed=0)
+    assert len(sample) == len(set(sample)) == 9 and (tuple(range(n)), None) in sample
+    assert all((tuple(range(e + 1)), e) in sample for e in model.exit_points())
+    part = bench_scale._predict_all(model, x, sample, batch=10)  # only the sampled prefixes run
+    assert set(part) == set(sample) and all(np.array_equal(part[b], preds[b]) for b in sample)
 
 
 def test_skip_robust_exit_finetune_changes_only_exits():
@@ -168,3 +173,20 @@ def test_skip_robust_exit_finetune_changes_only_exits():
     assert changed and all(k.startswith("exits.") for k in changed)
     with pytest.raises(EdgeinfError, match="epochs"):
         train_exits_skip_robust(model, data.x_train[:8], data.y_train[:8], epochs=0)
+
+
+def test_recalibrate_bn_sets_full_model_statistics():
+    """Stale running statistics are replaced by the exact mean / variance of the given images."""
+    from edgeinf.zoo.training import recalibrate_bn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.01), torch.nn.ReLU())
+    x = np.random.default_rng(0).normal(2.0, 3.0, (64, 3, 8, 8)).astype(np.float32)
+    net[1].running_mean.fill_(-5.0)
+    assert recalibrate_bn(net, x, batch_size=16) == 1
+    with torch.no_grad():
+        h = net[0](torch.as_tensor(x))
+    assert torch.allclose(net[1].running_mean, h.mean((0, 2, 3)), atol=1e-4)
+    assert net[1].momentum == 0.01 and not net.training
+    assert recalibrate_bn(torch.nn.Linear(2, 2), x) == 0
+    assert zoo.entry("mnist-mobilenetv3").recalibrate_bn and not zoo.entry("mnist-resnet18").recalibrate_bn

@@ -3,7 +3,7 @@ content-aware scheduler.
 
 All decide between block artifacts at run time with numpy only; training
 (:mod:`edgeinf.learned.train_gates`, :mod:`edgeinf.learned.train_next_step`,
-:func:`edgeinf.learned.content.train_content`) uses torch and scikit-learn on the build host.
+:mod:`edgeinf.learned.train_content`) uses torch and scikit-learn on the build host.
 Importing :mod:`edgeinf.learned.store` registers the kinds (``gates``, ``gates-next``, ``content``)
 with the runtime's scheduler registry; the runtime imports it only when such a name is asked for.
 """

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.learned.content import ContentTrainConfig, train_content
+from edgeinf.learned.train_content import ContentTrainConfig, train_content
 
 
 def finetune_content(model, x: np.ndarray, y: np.ndarray, block_ms: Sequence[float], config: ContentTrainConfig,

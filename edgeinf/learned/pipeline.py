@@ -2,7 +2,7 @@
 
 Shared by ``edgeinf train-scheduler``, ``edgeinf evaluate`` and ``benchmarks/bench_learned.py``.
 The model is the zoo model the package was exported from (its name is in the manifest); the
-branches' probabilities on the digits val / test splits are recomputed with torch and checked
+branches' probabilities on the model's val / test splits (digits or MNIST) are recomputed with torch and checked
 against the manifest's accuracies, so a mismatched model is refused instead of mis-training.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ class Workbench:
     block_ms: list[float]
     timings_s: dict = field(default_factory=dict)
     table_split: str = "test"  # the split the package's branch accuracies come from
+    severity_test: np.ndarray | None = None  # per test sample, its corruption severity (graded sets)
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """Pooled hidden state after block 0 (the content-aware scheduler's input)."""
@@ -47,17 +48,16 @@ class Workbench:
 
 
 def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance: float = 0.02,
-                   checkpoint: str | Path | None = None) -> Workbench:
+                   checkpoint: str | Path | None = None, probs_cache: str | Path | None = None) -> Workbench:
     """Load the package and its zoo model; recompute and check every branch's probabilities.
 
     ``checkpoint``: the state dict the package was exported from (e.g. a fine-tuned zoo model,
     ``edgeinf export CKPT --arch NAME``), loaded into the zoo architecture instead of its weights.
+    ``probs_cache``: an ``.npz`` the branches' probabilities are read from when it holds them for
+    this table and these splits, else computed and written there (they take minutes at real scale).
     """
     from edgeinf import zoo
-    from edgeinf.builder.stages import quantize
-    from edgeinf.learned.evaluate import branch_probs
     from edgeinf.package import load_package
-    from edgeinf.quant import QuantConfig
     from edgeinf.runtime import branch_table
 
     pkg = load_package(pkg_dir)
@@ -72,11 +72,9 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
         model = load_model(str(checkpoint), arch=name).eval()
     else:
         model = zoo.get(name).eval()
-    data = zoo.load_digits(model.input_shape[-1])
-    variants = quantize(model, QuantConfig.from_dict(pkg.manifest.get("quant") or {}))  # the build's PTQ stage
+    data = zoo.load_data(name)  # the split the zoo model was trained and profiled on (digits or MNIST)
     t0 = time.perf_counter()
-    pv = branch_probs(model, variants, table.branches, data.x_val)
-    pt = branch_probs(model, variants, table.branches, data.x_test)
+    pv, pt = _cached_probs(probs_cache, model, pkg, table, data.x_val, data.x_test)
     split = table_split(pkg)
     probs, labels = (pv, data.y_val) if split == "val" else (pt, data.y_test)
     acc = (probs.argmax(2) == labels[None]).mean(1)
@@ -86,6 +84,53 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
                            f"(off by {worst:.3f}); re-export the package from this model or pass the right --model")
     return Workbench(pkg, table, model, data, list(model.exit_points()), pv, pt, _block_ms(pkg, table),
                      {"probs": time.perf_counter() - t0, "accuracy_mismatch": worst}, split)
+
+
+def graded_workbench(wb: Workbench, val_images: int = 300, test_images: int = 200, seed: int = 0,
+                     probs_cache: str | Path | None = None, train_images: int = 0) -> Workbench:
+    """``wb`` on graded-difficulty inputs (:func:`edgeinf.data.graded_set`: every image at
+    severities 0..4): the first ``val_images`` val images (the schedulers train there; the
+    content-aware one also on the first ``train_images`` train images) and the first
+    ``test_images`` test images (judged there).
+    The package, its table (accuracies from its own split) and the model are ``wb``'s."""
+    from dataclasses import replace
+
+    from edgeinf.data import graded_set
+
+    d = wb.data
+    gv = graded_set(d.x_val[:val_images], d.y_val[:val_images], seed=seed)
+    gt = graded_set(d.x_test[:test_images], d.y_test[:test_images], seed=seed)
+    gtr = graded_set(d.x_train[:train_images], d.y_train[:train_images], seed=seed)
+    data = replace(d, x_train=gtr.x, y_train=gtr.y, x_val=gv.x, y_val=gv.y, x_test=gt.x, y_test=gt.y)
+    t0 = time.perf_counter()
+    pv, pt = _cached_probs(probs_cache, wb.model, wb.package, wb.table, data.x_val, data.x_test)
+    return replace(wb, data=data, probs_val=pv, probs_test=pt, timings_s={"probs": time.perf_counter() - t0},
+                   severity_test=gt.severity)
+
+
+def _cached_probs(cache, model, pkg, table, x_val: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every table branch's probabilities on ``x_val`` and ``x_test`` (the build's PTQ stage first);
+    read from / written to ``cache`` (an .npz keyed by the branch ids and a digest of the inputs)."""
+    import hashlib
+
+    from edgeinf._atomic import write_npz
+    from edgeinf.builder.stages import quantize
+    from edgeinf.learned.evaluate import branch_probs
+    from edgeinf.quant import QuantConfig
+
+    ids = "\n".join(b.id for b in table.branches)
+    digest = hashlib.sha256(ids.encode() + np.ascontiguousarray(x_val).tobytes()
+                            + np.ascontiguousarray(x_test).tobytes()).hexdigest()
+    if cache is not None and Path(cache).is_file():
+        data = np.load(cache, allow_pickle=False)
+        if str(data["digest"]) == digest:
+            return data["val"], data["test"]
+    variants = quantize(model, QuantConfig.from_dict(pkg.manifest.get("quant") or {}))  # the build's PTQ stage
+    pv = branch_probs(model, variants, table.branches, x_val)
+    pt = branch_probs(model, variants, table.branches, x_test)
+    if cache is not None:
+        write_npz(cache, digest=np.array(digest), val=pv, test=pt)
+    return pv, pt
 
 
 def table_split(pkg) -> str:
@@ -164,7 +209,7 @@ def train_for(wb: Workbench, kind: str, seed: int = 0, max_paths: int = 50, epoc
 
 def train_content_for(wb: Workbench, seed: int = 0, epochs: int | None = None):
     """AdaInf's content-aware scheduler on train + val, budgets relative to the full branch's latency."""
-    from edgeinf.learned.content import ContentTrainConfig, train_content
+    from edgeinf.learned.train_content import ContentTrainConfig, train_content
 
     x = np.concatenate([wb.data.x_train, wb.data.x_val])
     y = np.concatenate([wb.data.y_train, wb.data.y_val])
@@ -179,7 +224,7 @@ def finetune_content_for(wb: Workbench, mode: str, seed: int = 0, epochs: int | 
     """AdaInf with the backbone fine-tuned ("full" or "lora") on train + val: (scheduler, tuned model).
 
     The tuned model's blocks differ from the package's: export it again before using the scheduler."""
-    from edgeinf.learned.content import ContentTrainConfig
+    from edgeinf.learned.train_content import ContentTrainConfig
     from edgeinf.learned.finetune import finetune_content
 
     x, y = np.concatenate([wb.data.x_train, wb.data.x_val]), np.concatenate([wb.data.y_train, wb.data.y_val])
@@ -218,7 +263,8 @@ def at_full_accuracy(rows: dict[str, list[dict]], part: dict, tol: float = 0.005
 
 def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, budgets: int | Sequence[float] = 8,
              runtime: bool = True, threads: int = 1, extra: dict | None = None,
-             extra_offline: dict[str, list[dict]] | None = None, rounds: int = 1) -> dict:
+             extra_offline: dict[str, list[dict]] | None = None, rounds: int = 1, warmup: int | None = None,
+             runtime_samples: int | None = None) -> dict:
     """Offline (profiled ms) and, with ``runtime``, measured results of the named schedulers on test.
 
     ``trained``: the learned schedulers by kind ("gates", "gates-next", "content"); a named
@@ -227,7 +273,9 @@ def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, b
     ``extra``: more runtime schedulers, name -> (family, Scheduler), measured at the largest
     budget only (e.g. gates at a fixed lambda); ``extra_offline``: family -> more offline rows
     (e.g. the gates' lambda sweep). Both count for their family in ``at_full_accuracy``.
-    ``rounds``: interleaved measured passes per scheduler and budget (the median one is kept).
+    ``rounds``: interleaved measured passes per scheduler and budget (the median one is kept);
+    ``warmup``: unmeasured calls per scheduler and budget first (None = one pass over the test set);
+    ``runtime_samples``: measure on this many test samples, evenly spaced (None = all of them).
     """
     from edgeinf.learned.evaluate import budgets_between, evaluate_offline, full_model, summarize
 
@@ -251,7 +299,7 @@ def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, b
         off.pop("oracle")
     result = {"table_split": wb.table_split, "offline": off}
     if runtime:
-        result["runtime"] = _measured(wb, names, trained, b, threads, full, extra or {}, rounds)
+        result["runtime"] = _measured(wb, names, trained, b, threads, full, extra or {}, rounds, warmup, runtime_samples)
     more = {"offline": dict(extra_offline or {}), "runtime": {}}
     for name, (family, _) in (extra or {}).items():
         if "runtime" in result:
@@ -263,7 +311,8 @@ def evaluate(wb: Workbench, names: Sequence[str], trained: dict | None = None, b
     return result
 
 
-def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, extra: dict, rounds: int) -> dict:
+def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, extra: dict, rounds: int,
+              warmup: int | None = None, samples: int | None = None) -> dict:
     """The runtime part of :func:`evaluate`: every scheduler per budget, the full model and the
     best static branch as schedulers, and the oracle from every branch's measured median."""
     from edgeinf.learned.evaluate import evaluate_runtime, measure_branches, oracle_point
@@ -274,24 +323,28 @@ def _measured(wb: Workbench, names, trained: dict, budgets, threads: int, full, 
     makers = {"static": Static, "lut": lambda: "lut", "threshold": lambda: Threshold(0.9),
               **{k: (lambda k=k: KINDS[k][1](trained[k])) for k in trained}}
     scheds = {n: makers[n]() for n in names if n in makers}
-    x, y = wb.data.x_test, wb.data.y_test
+    pick = np.arange(len(wb.data.y_test))
+    if samples is not None and samples < len(pick):
+        pick = np.linspace(0, len(pick) - 1, samples).round().astype(int)  # evenly spaced: every severity alike
+    x, y = wb.data.x_test[pick], wb.data.y_test[pick]
     refs = {"best_static": Static(wb.table.most_accurate.id), **({"full_model": Static(full.id)} if full else {}),
             **{name: sched for name, (_, sched) in extra.items()}}
     view = open_package(wb.package, intra_op_threads=threads, segments=True)  # one set of sessions, segments composed
     try:
-        rows = evaluate_runtime(view, scheds, x, y, budgets, rounds=rounds)
-        top = evaluate_runtime(view, refs, x, y, [float(budgets[-1])], rounds=rounds)
+        rows = evaluate_runtime(view, scheds, x, y, budgets, rounds=rounds, warmup=warmup)
+        top = evaluate_runtime(view, refs, x, y, [float(budgets[-1])], rounds=rounds, warmup=warmup)
         branch_ms = measure_branches(view.executor, wb.table, x) if "oracle" in names else None
     finally:
         view.executor.deactivate()
-    part = {"latency_source": "measured", "budgets_ms": [float(v) for v in budgets], "rounds": rounds, "schedulers": rows}
+    part = {"latency_source": "measured", "budgets_ms": [float(v) for v in budgets], "rounds": rounds,
+            "samples": int(len(y)), "schedulers": rows}
     for ref in ("best_static", "full_model"):
         if ref in top:
             part[ref] = {**top.pop(ref)[0], "branch": refs[ref].branch_id}
     for name, r in top.items():  # extra schedulers: one row each, added to their family's rows
         part.setdefault("extra", {})[name] = r[0]
     if branch_ms is not None:
-        part["oracle"] = oracle_point(wb.table, wb.probs_test, y, branch_ms, "measured (median of each branch alone)")
+        part["oracle"] = oracle_point(wb.table, wb.probs_test[:, pick], y, branch_ms, "measured (median of each branch alone)")
         part["branch_ms"] = {br.id: float(v) for br, v in zip(wb.table.branches, branch_ms)}
     return part
 

@@ -23,7 +23,7 @@ from edgeinf.zoo.digits import DATA_SEED, DigitsData, load_digits
 from edgeinf.zoo.mnist import load_mnist
 from edgeinf.zoo.nets import ResNetConfig, ViTConfig, config_dict, digits_resnet, digits_vit
 from edgeinf.zoo.scale import ScaleConfig, scale_model
-from edgeinf.zoo.training import TrainConfig, train_backbone, train_exits_skip_robust
+from edgeinf.zoo.training import TrainConfig, recalibrate_bn, train_backbone, train_exits_skip_robust
 
 log = logging.getLogger("edgeinf")
 
@@ -41,6 +41,7 @@ class ZooEntry:
     skip_prob: float = 0.0
     data: str = "digits"
     exit_skip_epochs: int = 0
+    recalibrate_bn: bool = False  # re-estimate BatchNorm statistics on the full model after training
 
     def key(self, seed: int) -> str:
         """Cache key: name, hash of every config, seed and edgeinf version."""
@@ -50,6 +51,8 @@ class ZooEntry:
             parts.update(skip_prob=self.skip_prob, data=self.data)
         if self.exit_skip_epochs:
             parts.update(exit_skip_epochs=self.exit_skip_epochs)
+        if self.recalibrate_bn:
+            parts.update(recalibrate_bn=True)
         blob = json.dumps(parts, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}-seed{seed}-v{edgeinf.__version__}"
@@ -86,7 +89,7 @@ register_model(ZooEntry(
     "mnist-mobilenetv3", "torchvision MobileNetV3-small (11 blocks + final conv, 6 skippable), skip-robust, "
     "exits after blocks 4/7/9, 3x48x48 MNIST", scale_model, ScaleConfig("mobilenet_v3_small", exits=(4, 7, 9)),
     TrainConfig(epochs=6, lr=3e-3, batch_size=64, weight_decay=1e-4, warmup_epochs=1),
-    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist"))
+    ExitTrainConfig(epochs=30, lr=1e-2), skip_prob=0.25, data="mnist", recalibrate_bn=True))
 register_model(ZooEntry(
     "mnist-deit-tiny", "timm DeiT-tiny form (12 blocks, width 192, 8-pixel patches), skip-robust, exits after "
     "blocks 3/6/9, 3x48x48 MNIST", scale_model, ScaleConfig("deit_tiny", exits=(3, 6, 9)),
@@ -141,6 +144,8 @@ def train(name: str, seed: int = 0, data: DigitsData | None = None) -> tuple[Spl
         torch.manual_seed(seed)
         train_s = train_backbone(model, data.x_train, data.y_train, config, skip_prob=e.skip_prob)
         t0 = time.perf_counter()
+        if e.recalibrate_bn:
+            recalibrate_bn(model, data.x_train)
         train_exits(model, data.x_train, data.y_train, replace(e.exit_config, seed=seed))
         if e.exit_skip_epochs:
             train_exits_skip_robust(model, data.x_train, data.y_train, e.exit_skip_epochs, e.skip_prob, seed=seed)

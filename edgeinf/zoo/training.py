@@ -111,6 +111,33 @@ def train_backbone(model: SplitModel, x: np.ndarray, y: np.ndarray, config: Trai
     return time.perf_counter() - t0
 
 
+def recalibrate_bn(model: SplitModel, x: np.ndarray, batch_size: int = 128) -> int:
+    """Re-estimate every BatchNorm's running statistics on the full model over ``x`` (no gradients).
+
+    Skip-robust training mixes the statistics of many branches into one running average, and
+    torchvision's MobileNetV3 averages them slowly (momentum 0.01): in eval mode its final head
+    then scores near chance although it is accurate with batch statistics. A cumulative average
+    over the training images on the full branch fixes the statistics the full model runs with.
+    Returns the number of BatchNorm layers reset.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    model.train()
+    with torch.no_grad():
+        for s in range(0, len(xt), batch_size):
+            model(xt[s:s + batch_size])
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    model.eval()
+    return len(norms)
+
+
 def sample_blocks(num_blocks: int, skippable: list[int], skip_prob: float, gen: torch.Generator) -> list[int]:
     """Kept block indices: every skippable block left out with probability ``skip_prob``."""
     if not skippable or skip_prob <= 0:
