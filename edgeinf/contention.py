@@ -126,12 +126,15 @@ class ContentionGenerator:
         trace: the CPU load trace.
         cores: cores the load is spread over (``None`` = ``os.cpu_count()``).
         mem_hog_mb: size of the memory-bandwidth hog's buffers (0 = no hog); it copies them
-            in a loop while the trace's load is > 0.
+            in a loop while the trace's load is > 0 (or ``mem_trace``'s, when given).
         startup_s: the trace's t = 0 is this long after ``start()`` (child start-up time).
+        mem_trace: when the hog runs (while its value is > 0), independently of the CPU trace;
+            ``None`` = whenever the CPU trace's load is > 0.
     """
 
-    def __init__(self, trace: LoadTrace, cores: int | None = None, mem_hog_mb: int = 0, startup_s: float = 0.3):
-        self.trace, self.cores = trace, check_cores(cores)
+    def __init__(self, trace: LoadTrace, cores: int | None = None, mem_hog_mb: int = 0, startup_s: float = 0.3,
+                 mem_trace: LoadTrace | None = None):
+        self.trace, self.cores, self.mem_trace = trace, check_cores(cores), mem_trace
         self.mem_hog_mb, self.startup_s = check_mem_mb(mem_hog_mb), startup_s
         self.procs: list[subprocess.Popen] = []
         self.t0: float | None = None
@@ -141,10 +144,11 @@ class ContentionGenerator:
             return self
         self.t0 = time.monotonic() + self.startup_s
         n = math.ceil(self.trace.peak * self.cores - 1e-9)
-        args = ["--parent", str(os.getpid()), "--t0", repr(self.t0), "--trace", self.trace.to_json(), "--cores", str(self.cores)]
-        cmds = [["spin", "--index", str(i), *args] for i in range(n)]
+        common = ["--parent", str(os.getpid()), "--t0", repr(self.t0), "--cores", str(self.cores)]
+        cmds = [["spin", "--index", str(i), *common, "--trace", self.trace.to_json()] for i in range(n)]
         if self.mem_hog_mb > 0:
-            cmds.append(["memhog", "--mb", str(self.mem_hog_mb), *args])
+            mem = self.mem_trace or self.trace
+            cmds.append(["memhog", "--mb", str(self.mem_hog_mb), *common, "--trace", mem.to_json()])
         atexit.register(self.stop)
         for cmd in cmds:
             self.procs.append(subprocess.Popen([sys.executable, "-m", "edgeinf.contention", *cmd],

@@ -62,6 +62,22 @@ def test_stop_leaves_no_process():
     assert alive(pids) == [] and gen.procs == []
 
 
+def test_memory_hog_follows_its_own_trace():
+    """No CPU load at all, the hog on for the first 0.8 s of its own trace: it runs, then ends."""
+    cpu = LoadTrace.constant(0.0, 1.2)
+    mem = LoadTrace((0.0, 0.8), (1.0, 0.0), 1.2)
+    gen = ContentionGenerator(cpu, cores=1, mem_hog_mb=8, startup_s=0.0, mem_trace=mem).start()
+    try:
+        assert len(gen.pids) == 1  # the hog alone: no spinner for a zero CPU trace
+        child = psutil.Process(gen.pids[0])
+        time.sleep(0.6)
+        busy = sum(child.cpu_times()[:2])
+        assert busy > 0.15, busy  # copying while its trace is on
+    finally:
+        gen.wait(10.0)
+    assert alive(gen.pids) == []
+
+
 def test_children_end_with_their_trace():
     gen = ContentionGenerator(LoadTrace.constant(0.5, 0.3), cores=2, startup_s=0.0).start()
     pids = gen.pids

@@ -1,4 +1,7 @@
-"""Latency model: Kalman slowdown + contention regression + empirical-quantile margin (deterministic)."""
+"""Latency model: Kalman slowdown + contention regression + empirical-quantile margin (deterministic).
+
+The default "aware" form (per-level slowdowns and quantile-tracked margins) is tested in
+tests/test_latency_levels.py; the tests here cover the regression, feedback and blind forms."""
 from __future__ import annotations
 
 import collections
@@ -38,10 +41,12 @@ def test_feedback_mode_converges_to_constant_slowdown():
     assert m.predict_ms(1.0, IDLE, margin=False) == pytest.approx(3.0, rel=0.01)
 
 
-def test_aware_mode_learns_contention_feature_and_predicts_jumps_before_feedback():
+@pytest.mark.parametrize("mode", ["regression", "aware"])
+def test_contention_modes_predict_jumps_before_feedback(mode):
     """True slowdown = exp(0.7 * runnable). After alternating phases, a jump in contention is
     predicted from the snapshot alone (no slow call measured yet), unlike the feedback model."""
-    aware, feedback = LatencyModel(), LatencyModel(LatencyModelConfig(mode="feedback"))
+    aware = LatencyModel(LatencyModelConfig(mode=mode, threads=2, cores=2))
+    feedback = LatencyModel(LatencyModelConfig(mode="feedback"))
     for phase in range(20):
         r = 2.0 if phase % 2 else 0.0
         for _ in range(50):
@@ -106,7 +111,7 @@ def test_quantile_margin_equals_numpys_linear_quantile(residuals, target):
 
 def test_kalman_update_matches_the_textbook_form():
     """The in-place Kalman step equals P+Q, K = Ph/s, x += K*innovation, P -= K (Ph)^T."""
-    m = LatencyModel()
+    m = LatencyModel(LatencyModelConfig(mode="regression"))
     rng = np.random.default_rng(0)
     for _ in range(50):
         h = np.array((1.0, *Snapshot(other_cpu=float(rng.uniform()), runnable_per_core=float(rng.uniform(0, 2))).features()))
@@ -133,7 +138,7 @@ def test_config_validates(kw):
 
 def test_margins_are_kept_per_contention_level():
     """Idle calls jitter by ~1%, loaded calls are sometimes preempted (+100%): each level gets its own tail."""
-    m = LatencyModel(LatencyModelConfig(target_miss_rate=0.02, margin_every=1, margin_space="log"))
+    m = LatencyModel(LatencyModelConfig(mode="regression", target_miss_rate=0.02, margin_every=1, margin_space="log"))
     rng = np.random.default_rng(2)
     for i in range(3000):
         loaded = (i // 100) % 2 == 1

@@ -52,7 +52,7 @@ def test_profile_writes_the_table_and_the_package_still_verifies(cli, pkg):
     assert set(table) == {"k0-e0", "k01-e1", "k012-eNone"} and all(v["p50_ms"] > 0 for v in table.values())
     from edgeinf.runtime.runtime import Runtime
 
-    with Runtime.load(pkg, monitor=False) as rt:  # the runtime now uses the measured latencies
+    with Runtime.load(pkg, monitor=False, intra_op_threads=1) as rt:  # the measured latencies, at their threads
         assert {b.id: b.base_ms for b in rt.table} == {k: v["p50_ms"] for k, v in table.items()}
 
 

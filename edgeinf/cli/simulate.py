@@ -43,8 +43,9 @@ class SimulateTool(Tool):
         parser.add_argument("--period-ms", type=positive_float, default=None,
                             help="one call per frame period (frame-paced, like a camera); default: back to back")
         parser.add_argument("--scheduler", default="lut", choices=("lut", "static", "threshold"))
-        parser.add_argument("--latency-mode", default="aware", choices=("aware", "feedback", "blind"),
-                            help="latency model: contention-aware (default), feedback-only, or profile-only")
+        parser.add_argument("--latency-mode", default="aware", choices=("aware", "regression", "feedback", "blind"),
+                            help="latency model: contention-aware per level (default), Kalman + contention "
+                                 "regression, feedback-only, or profile-only")
         parser.add_argument("--data", default=None, metavar="NPY", help="inputs (default: the digits test set)")
         parser.add_argument("--labels", default=None, metavar="NPY", help="labels for --data")
         parser.add_argument("--out", required=True, metavar="JSON", help="write per-call records and the summary here")

@@ -26,6 +26,7 @@ class PackageView:
     input_spec: TensorSpec | None
     package: Any
     backend: str
+    latency_note: str | None = None  # set when the latency table was measured with other session options
 
 
 def open_package(pkg, backend: str | None = None, board=None, require_latency: bool = True, **options) -> PackageView:
@@ -40,8 +41,10 @@ def open_package(pkg, backend: str | None = None, board=None, require_latency: b
     backend = backend or _board_backend(board)
     registry.backend(backend)  # an unknown name: one line listing the registered ones
     executor = build_executor(package, backend, **options)
-    table = branch_table(package.manifest, backend, require_latency)
-    return PackageView(table, executor, input_spec(package.manifest), package, backend)
+    threads = options.get("intra_op_threads")
+    table = branch_table(package.manifest, backend, require_latency, threads)
+    note = session_mismatch(package.manifest, backend, threads)
+    return PackageView(table, executor, input_spec(package.manifest), package, backend, note)
 
 
 def _board_backend(board) -> str:
@@ -189,16 +192,71 @@ def latency_value(value: Any) -> float | None:
     return latency_p50_ms(value)
 
 
-def device_table(manifest: dict, backend: str) -> dict[str, float]:
-    """Branch id -> ms measured on a device by ``edgeinf profile`` for ``backend`` (newest first)."""
+def entry_threads(entry: dict) -> int | None:
+    """The intra-op threads a ``device_latency`` entry was measured with (``None``: the default)."""
+    options = entry.get("options")
+    t = options.get("intra_op_threads") if isinstance(options, dict) else None
+    return int(t) if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+
+
+def _device_entry(manifest: dict, backend: str, threads: int | None = None) -> tuple[dict | None, bool]:
+    """(the newest ``device_latency`` entry for ``backend``, preferring one measured at ``threads``
+    intra-op threads; whether it was measured at them)."""
     entries = [e for e in manifest.get(DEVICE_LATENCY, {}).values() if e.get("backend") == backend]
     entries.sort(key=lambda e: e.get("measured_utc", ""))
-    return {k: latency_value(v) for k, v in entries[-1]["branches"].items()} if entries else {}
+    same = [e for e in entries if entry_threads(e) == (threads or None)]
+    if same:
+        return same[-1], True
+    return (entries[-1], False) if entries else (None, True)
 
 
-def branch_table(manifest: dict, backend: str, require_latency: bool = True) -> BranchTable:
-    """The runtime's table: accuracy from the manifest, latency measured here if profiled, else exported."""
-    measured = device_table(manifest, backend)
+def thread_scale(from_threads: int | None, to_threads: int | None, parallel: float = 0.8) -> float:
+    """Latency ratio of a session at ``to_threads`` over one at ``from_threads`` intra-op threads
+    (``None`` = one per core): Amdahl's law with a ``parallel`` share of the work (0.8: a 2-thread
+    CNN call measured at 0.55-0.65x of a 1-thread one on this project's hosts)."""
+    from edgeinf.contention import machine_cores
+
+    cores = machine_cores()
+    a, b = (min(t or cores, cores) for t in (from_threads, to_threads))
+    return ((1 - parallel) + parallel / b) / ((1 - parallel) + parallel / a)
+
+
+def device_table(manifest: dict, backend: str, threads: int | None = None) -> dict[str, float]:
+    """Branch id -> ms measured on a device by ``edgeinf profile`` for ``backend`` (newest first),
+    at ``threads`` intra-op threads; a table measured at another thread count is scaled by
+    :func:`thread_scale` (and :func:`session_mismatch` says so)."""
+    entry, same = _device_entry(manifest, backend, threads)
+    if entry is None:
+        return {}
+    scale = 1.0 if same else thread_scale(entry_threads(entry), threads)
+    return {k: (v * scale if v else v) for k, v in ((k, latency_value(v)) for k, v in entry["branches"].items())}
+
+
+def session_mismatch(manifest: dict, backend: str, threads: int | None) -> str | None:
+    """One line when the latency table was measured at another intra-op thread count, else None."""
+    entry, same = _device_entry(manifest, backend, threads)
+    if same:
+        return None
+    have, want = entry_threads(entry), threads
+    show = lambda t: "the default" if t is None else str(t)  # noqa: E731
+    return (f"edgeinf runtime: the package's latency table was measured at {show(have)} intra-op threads, this session "
+            f"runs {show(want)}; latencies are scaled by {thread_scale(have, want):.2f} (Amdahl, 80% parallel) until "
+            f"measured: load with remeasure=True, or run edgeinf profile PKG with the same threads")
+
+
+def remeasured_table(view: PackageView, repeats: int = 8, warmup: int = 2) -> BranchTable:
+    """``view``'s table with every branch timed here, round-robin (``Runtime.load(remeasure=True)``)."""
+    from edgeinf.runtime.device_profile import measure_branches
+
+    view.executor.activate()
+    measured = measure_branches(view, repeats, warmup)
+    return view.table.with_base_ms({k: v["p50_ms"] for k, v in measured.items()})
+
+
+def branch_table(manifest: dict, backend: str, require_latency: bool = True, threads: int | None = None) -> BranchTable:
+    """The runtime's table: accuracy from the manifest, latency measured here if profiled (at
+    ``threads`` intra-op threads, else scaled), else exported."""
+    measured = device_table(manifest, backend, threads)
     rows = []
     for b in manifest["branches"]:
         base = measured.get(b["id"]) or latency_value(b.get("latency_ms", b.get("base_ms")))

@@ -47,11 +47,15 @@ def measure_branches(view, repeats: int = 50, warmup: int = 5, x: np.ndarray | N
 def write_device_latency(root: str | Path, backend: str, branches: dict[str, dict], note: dict | None = None) -> str:
     """Add/replace this host's latency table for ``backend`` in ``root/manifest.json`` (atomic).
 
-    Returns the entry's key (``host/backend``).
+    Returns the entry's key: ``host/backend``, plus ``/threads=N`` when ``note["options"]`` names
+    ``intra_op_threads`` (a table is kept per thread count: latencies measured at one are not
+    those at another; the runtime picks the entry of its own session, see
+    ``runtime._package.device_table``).
     """
     from edgeinf.package import read_manifest, update_manifest
 
-    key = f"{socket.gethostname()}/{backend}"
+    threads = ((note or {}).get("options") or {}).get("intra_op_threads")
+    key = f"{socket.gethostname()}/{backend}" + (f"/threads={threads}" if threads else "")
     table = dict(read_manifest(root).get(DEVICE_LATENCY, {}))
     table[key] = {
         "backend": backend, "host": socket.gethostname(), "machine": platform.machine(),

@@ -1,13 +1,17 @@
 """Latency model: profiled base latency x a slowdown learned online from measurements and contention.
 
-The log of the slowdown (measured / base) is modelled as ``k + w . f``: ``k`` is a global
+Four forms (``LatencyModelConfig.mode``): "aware" (the default, ``runtime/_levels.py``: a
+slowdown and a margin per thread-aware contention level), "regression" (below), "feedback"
+(ALERT's Kalman-filtered global slowdown alone) and "blind" (the profiled latency as is).
+
+The "regression" form models the log of the slowdown (measured / base) is modelled as ``k + w . f``: ``k`` is a global
 slowdown that drifts (ALERT's Kalman-filtered factor) and ``w`` weighs the contention
 features ``f`` of the monitor's snapshot (an online regression). Both are the state of one
 Kalman filter with observation vector ``[1, f]``, so a jump in contention moves the
 prediction *before* any slow call was measured. The safety margin is the empirical
 ``1 - target_miss_rate`` quantile of recent out-of-sample residuals (log measured minus log
 predicted): bursty latency is not Gaussian, and a mean + 3 sigma margin misses its target.
-In "aware" mode the residuals are kept per contention level (bins of runnable threads per
+In "regression" mode the residuals are kept per contention level (bins of runnable threads per
 core), because preemption makes the tail under load far heavier than when idle: one pooled
 margin would be too small under load and needlessly large when idle.
 """
@@ -24,15 +28,17 @@ import numpy as np
 from edgeinf.errors import EdgeinfError
 from edgeinf.runtime.monitor import FEATURE_NAMES, IDLE, Snapshot
 
-MODES = ("aware", "feedback", "blind")
+MODES = ("aware", "regression", "feedback", "blind")
 
 
 @dataclass(frozen=True)
 class LatencyModelConfig:
     """Args:
-        mode: "aware" (slowdown from feedback and contention features), "feedback" (global
-            Kalman slowdown only, contention-blind features) or "blind" (profiled latency as is,
-            no learning, no margin).
+        mode: "aware" (a Kalman slowdown and a quantile-tracked margin per contention level,
+            levels from the competitors on the session's cores: ``_levels.LevelLatencyModel``),
+            "regression" (one Kalman filter over a global slowdown and contention feature
+            weights, per-level empirical-quantile margins), "feedback" (global Kalman slowdown
+            only, contention-blind) or "blind" (profiled latency as is, no learning, no margin).
         target_miss_rate: the residual quantile the margin aims at (0.01 = 99th percentile).
         residual_window: how many recent residuals the quantile is taken over.
         min_residuals: below this many, ``initial_margin`` is used.
@@ -48,7 +54,14 @@ class LatencyModelConfig:
             the main tail under CPU contention, which do not scale with the branch) or "log"
             (residuals as ratios: the margin multiplies the prediction).
         margin_bins: edges (runnable threads per core) of the contention levels that keep
-            their own residuals ("aware" mode only); () = one pooled margin.
+            their own residuals ("regression" mode only); () = one pooled margin.
+        threads: intra-op threads of the session the model predicts ("aware" mode; ``None`` =
+            the runtime sets it from its session options, else all cores).
+        cores: cores the session may run on (``None`` = this process's CPU affinity).
+        level_edges: edges of the "aware" contention levels, in competing threads per session
+            thread that must share a core (see ``_levels.overlap``).
+        tracker_gain: step of the "aware" margin's quantile tracker, in units of the level's
+            mean absolute residual.
     """
 
     mode: str = "aware"
@@ -64,6 +77,10 @@ class LatencyModelConfig:
     clip_sigma: float = 2.5
     margin_space: str = "ms"
     margin_bins: tuple[float, ...] = (0.25, 0.75, 1.5)
+    threads: int | None = None
+    cores: int | None = None
+    level_edges: tuple[float, ...] = (0.25, 0.75, 1.25, 2.0)
+    tracker_gain: float = 1.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -80,6 +97,14 @@ class LatencyModelConfig:
             raise EdgeinfError(f"clip_sigma must be > 0, got {self.clip_sigma}")
         if list(self.margin_bins) != sorted(self.margin_bins):
             raise EdgeinfError(f"margin_bins must be increasing, got {self.margin_bins}")
+        if not self.level_edges or list(self.level_edges) != sorted(self.level_edges) or self.level_edges[0] <= 0:
+            raise EdgeinfError(f"level_edges must be one or more increasing positive numbers, got {self.level_edges}")
+        for name in ("threads", "cores"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise EdgeinfError(f"{name} must be an integer >= 1 or None, got {v!r}")
+        if not self.tracker_gain > 0:
+            raise EdgeinfError(f"tracker_gain must be > 0, got {self.tracker_gain}")
 
 
 class LatencyModel:
@@ -92,16 +117,23 @@ class LatencyModel:
         >>> m.observe(2.0, IDLE, measured_ms=3.0)
     """
 
+    def __new__(cls, config: LatencyModelConfig | None = None, *args, **kwargs):
+        if cls is LatencyModel and (config or LatencyModelConfig()).mode == "aware":
+            from edgeinf.runtime._levels import LevelLatencyModel
+
+            cls = LevelLatencyModel
+        return super().__new__(cls)
+
     def __init__(self, config: LatencyModelConfig | None = None, n_features: int = len(FEATURE_NAMES)):
         self.config = cfg = config or LatencyModelConfig()
-        self.n_features = n_features if cfg.mode == "aware" else 0
+        self.n_features = n_features if cfg.mode == "regression" else 0
         d = 1 + self.n_features
         self.x = np.zeros(d)  # [k, w...]
         self.P = np.diag([1.0] + [cfg.prior_weight_var] * self.n_features)
         self.Q = np.diag([cfg.q_slowdown] + [cfg.q_weights] * self.n_features)
         self._q_diag = np.diag(self.Q).copy()
         self._coef = [0.0] * d  # python copy of x: predictions avoid numpy call overhead
-        self.bins = tuple(cfg.margin_bins) if cfg.mode == "aware" else ()
+        self.bins = tuple(cfg.margin_bins) if cfg.mode == "regression" else ()
         self.additive = cfg.margin_space == "ms"
         n_bins = len(self.bins) + 1
         self.residuals: collections.deque[float] = collections.deque(maxlen=cfg.residual_window)  # pooled
@@ -169,9 +201,14 @@ class LatencyModel:
         weight = max(0.1, 1.0 / self.batch_observations)  # mean of the first ten, then an EMA
         self.per_sample += weight * (beta - self.per_sample)
 
-    def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float, batch: int = 1) -> None:
+    def set_session(self, threads: int | None = None, cores: int | None = None) -> None:
+        """The session this model predicts (intra-op threads, cores); only the "aware" form uses it."""
+
+    def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float, batch: int = 1,
+                after: Snapshot | None = None) -> None:
         """Learn from one call: ``measured_ms`` of a branch with profiled (batch-1) ``base_ms`` under
-        ``snapshot`` on ``batch`` samples."""
+        ``snapshot`` on ``batch`` samples (``after``: the snapshot when the call ended; only the
+        "aware" form uses it, to tell calls during which contention changed)."""
         if self.config.mode == "blind" or not (measured_ms > 0 and base_ms > 0) or not math.isfinite(measured_ms):
             return
         if batch > 1:

@@ -10,7 +10,7 @@ import collections
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping
 
 from edgeinf.errors import EdgeinfError
@@ -93,6 +93,7 @@ class Monitor:
         self.reader = self._make_reader(clock)
         self.snapshot: Snapshot = IDLE
         self.samples = 0
+        self.busy_threads = 0  # threads the runtime's own inference keeps running now (not contention)
         self._history: collections.deque[Counters] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +111,9 @@ class Monitor:
     def update(self) -> Snapshot:
         """Take one sample now and publish the new snapshot."""
         c = self.reader.read()
+        busy = self.busy_threads
+        if busy and c.procs_running:
+            c = replace(c, procs_running=max(1, c.procs_running - busy))
         self._history.append(c)
         while len(self._history) > 2 and c.t_s - self._history[1].t_s >= self.config.window_s:
             self._history.popleft()

@@ -1,9 +1,10 @@
 """Runtime: ``infer(x, budget_ms)`` picks, per call, the branch that fits a live latency budget.
 
 Per call: read the monitor's cached snapshot, let the scheduler choose (the latency model
-predicts every branch under that contention), run the branch, learn from the measured
-latency, record everything. A budget that cannot be met never raises: the fastest branch
-runs and the record says the miss was predicted.
+predicts every branch under that contention), run the branch, record it. Learning from the
+measured latency and the run statistics happen off the call path (``_learner.Learner``: a
+background thread; the next choice uses a model at most one call stale). A budget that
+cannot be met never raises: the fastest branch runs and the record says the miss was predicted.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from edgeinf.errors import EdgeinfError
+from edgeinf.runtime._learner import Learner
 from edgeinf.runtime._stats import RunStats
 from edgeinf.runtime.executors import Executor
 from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig
@@ -53,13 +55,26 @@ class Record:
         d["snapshot"] = self.snapshot.to_dict()
         return d
 
+    @classmethod
+    def _make(cls, *values) -> "Record":
+        """A record from its field values in order, without the frozen ``__init__``'s per-field
+        ``object.__setattr__`` calls (the infer path builds one per call)."""
+        record = object.__new__(cls)
+        record.__dict__.update(zip(_RECORD_FIELDS, values))
+        return record
+
+
+_RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+
 
 class Runtime:
     """Runs a package's branches under a per-call latency budget.
 
     Build it with :meth:`load` (a package directory) or directly from a branch table and an
     executor. ``infer`` is thread-safe (one call runs at a time, so measured latencies stay
-    meaningful). Close it (or use ``with``) to stop the monitor thread and release sessions.
+    meaningful). Close it (or use ``with``) to stop the monitor and learner threads and release
+    sessions. ``inline_learning=True`` updates the latency model and the statistics inside each
+    call instead of in the learner thread (deterministic; costs tens of microseconds a call).
 
     Example:
         >>> with Runtime.load("out/package") as rt:                     # doctest: +SKIP
@@ -70,20 +85,27 @@ class Runtime:
     def __init__(self, table: BranchTable, executor: Executor, scheduler: Scheduler | str | None = None,
                  latency: LatencyModel | LatencyModelConfig | None = None, monitor: Monitor | None = None,
                  input_spec: TensorSpec | None = None, clock: Callable[[], float] = time.perf_counter,
-                 history: int = 10_000, allow_nonfinite: bool = False):
+                 history: int = 10_000, allow_nonfinite: bool = False, inline_learning: bool = False):
         self.table = table
         self.allow_nonfinite = bool(allow_nonfinite)  # False: NaN/inf inputs raise EdgeinfError
         self.executor = executor
-        self.latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
-        self.scheduler = make_scheduler(scheduler).bind(table, self.latency)
+        self._latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
+        self.scheduler = make_scheduler(scheduler).bind(table, self._latency)
+        self._hooks = type(self.scheduler).exit_hook is not Scheduler.exit_hook
         self.monitor = monitor
         self.clock = clock
         self.stats_ = RunStats(history)
+        self._calls = 0
+        self._ok_input: tuple | None = None  # (shape, dtype) of the last input that passed the spec check
+        self.session_threads = 1  # threads a call keeps busy (the monitor discounts them)
+        self._learner = Learner(self._learn, inline=inline_learning).start()
         self._lock = threading.Lock()
         self._by_path = {(b.blocks, b.exit): b for b in table}
         self.load_ms: float | None = None  # set by :meth:`load`
         self.executor.activate()
         self.input_spec = input_spec or executor.input_spec
+        spec = self.input_spec
+        self._dynamic_batch = spec is None or not spec.shape or spec.shape[0] is None
         if monitor is not None and not monitor.running:
             monitor.start()
 
@@ -104,6 +126,10 @@ class Runtime:
             monitor: True = start a default monitor, False/None = no contention input, or a Monitor.
             latency: the latency model or its config (default: contention-aware).
             **options: ``allow_nonfinite=True`` lets NaN/inf inputs through (default: they raise),
+                ``inline_learning=True`` learns on the call path (see the class docstring),
+                ``remeasure=True`` times every branch here at load (a few frames each) when the
+                package's latency table was measured at another intra-op thread count (default:
+                a one-line warning and the table scaled by ``_package.thread_scale``),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
                 ``segments`` / ``max_segments`` / ``max_sessions`` (see ``edgeinf.runtime.build_executor``):
                 ``segments=True`` composes mid-pass segments here (needs onnx).
@@ -116,13 +142,20 @@ class Runtime:
 
         t0 = time.perf_counter()
         allow_nonfinite = bool(options.pop("allow_nonfinite", False))
+        inline_learning = bool(options.pop("inline_learning", False))
+        remeasure = bool(options.pop("remeasure", False))
         view = _package.open_package(pkg, backend, board, **options)
+        if view.latency_note and remeasure:
+            view.table = _package.remeasured_table(view)
+        elif view.latency_note:
+            log.warning(view.latency_note)
         if isinstance(scheduler, str):
             scheduler = _package.named_scheduler(view.package, scheduler)
         if monitor is True:
             monitor = _package.default_monitor(board)
         rt = cls(view.table, view.executor, scheduler, latency, monitor or None, view.input_spec,
-                 allow_nonfinite=allow_nonfinite)
+                 allow_nonfinite=allow_nonfinite, inline_learning=inline_learning)
+        rt.set_session_threads(options.get("intra_op_threads"))
         mid_pass = type(rt.scheduler).exit_hook is not Scheduler.exit_hook and bool(view.executor.exits)
         reachable = {b.id for b in rt.table.pareto()}  # what the table's schedulers can pick
         warning = _package.fallback_warning(view.package, view.executor, reachable, mid_pass)
@@ -131,12 +164,27 @@ class Runtime:
         rt.load_ms = (time.perf_counter() - t0) * 1e3
         return rt
 
+    @property
+    def latency(self) -> LatencyModel:
+        """The latency model, with every call so far applied."""
+        self._learner.drain()
+        return self._latency
+
+    def set_session_threads(self, threads: int | None) -> None:
+        """Tell the latency model and the monitor how many threads a call runs on (``None`` = all cores)."""
+        from edgeinf.contention import machine_cores
+
+        self.session_threads = int(threads) if threads else machine_cores()
+        self._latency.set_session(self.session_threads)
+
     # -- inference ---------------------------------------------------------------------
     def infer(self, x: np.ndarray, budget_ms: float, label: int | None = None) -> tuple[np.ndarray, Record]:
         """Run one input under ``budget_ms``; returns (logits, record).
 
         ``record.measured_ms`` runs from the start of this call's turn (after the input check
-        and, with several threads, after waiting for the lock) to the output.
+        and, with several threads, after waiting for the lock) to the output. The NaN/inf check
+        of a floating-point input runs in the learner thread while the branch runs; a call whose
+        input fails it raises before anything is returned or learned.
 
         A batch of N samples is predicted as N batch-1 calls' worth of per-sample cost (learned
         online, see ``LatencyModel.batch_factor``); the budget is for the whole call.
@@ -146,12 +194,13 @@ class Runtime:
                 inf (unless the runtime was made with ``allow_nonfinite=True``), or the budget is
                 not a finite positive real number. Never raised for a budget that cannot be met.
         """
-        budget_ms = check_budget_ms(budget_ms)
-        if self.input_spec is not None:
-            self.input_spec.check(x, "Runtime.infer")
-        if not self.allow_nonfinite:
-            check_finite(x)
-        batch = self._batch(x)
+        if type(budget_ms) is not float or not 0.0 < budget_ms <= _MAX_BUDGET_MS:
+            budget_ms = check_budget_ms(budget_ms)
+        if x.__class__ is not np.ndarray or (x.shape, x.dtype) != self._ok_input:
+            if self.input_spec is not None:
+                self.input_spec.check(x, "Runtime.infer")
+            self._ok_input = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+        batch = self._batch(x) if self._dynamic_batch else 1
         with self._lock:
             return self._infer_locked(x, budget_ms, label, batch)
 
@@ -163,27 +212,50 @@ class Runtime:
         return max(1, int(x.shape[0]))
 
     def _infer_locked(self, x: np.ndarray, budget_ms: float, label: int | None, batch: int = 1) -> tuple[np.ndarray, Record]:
+        finite = None
+        if not self.allow_nonfinite and x.dtype.kind in "fc":
+            finite = self._learner.check_later(is_finite, x)
+            if finite is None:
+                check_finite(x)
         t0 = self.clock()
-        snap = self.monitor.snapshot if self.monitor is not None else IDLE
-        factor = self.latency.batch_factor(batch)  # the table and the model are in batch-1 units
+        self._learner.sync()  # the choice uses a model at most one call stale
+        mon = self.monitor
+        snap = mon.snapshot if mon is not None else IDLE
+        factor = self._latency.batch_factor(batch) if batch > 1 else 1.0  # the table and the model are in batch-1 units
         decision = self.scheduler.choose(budget_ms / factor, snap)
         decision_us = (self.clock() - t0) * 1e6
         hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits,
-                                        chain=self.executor.chain) if self.executor.exits else None
-        out = self.executor.run(decision.branch, x, hook)
-        measured_ms = (self.clock() - t0) * 1e3
+                                        chain=self.executor.chain) if self._hooks and self.executor.exits else None
+        if mon is not None:
+            mon.busy_threads = self.session_threads  # our own threads are not contention
+        self._learner.kick()  # the previous call's lessons are applied while this one runs
+        try:
+            out = self.executor.run(decision.branch, x, hook)
+        finally:
+            measured_ms = (self.clock() - t0) * 1e3
+            if mon is not None:
+                mon.busy_threads = 0
+        after = mon.snapshot if mon is not None else None
+        if finite is not None and not finite.passed():
+            check_finite(x)  # raises the one-line error
+        ran = decision.branch
         exited = None
         if hook is not None:
             decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
             exited = hook.exited_at  # (position, block) of an early exit
-        ran = self._ran(decision.branch, exited)
-        self.latency.observe(ran.base_ms, snap, measured_ms, batch)
-        record = Record(
-            self.stats_.calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
+            ran = self._ran(ran, exited)
+        record = Record._make(
+            self._calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
             not decision.fits, decision_us, snap, exited[1] if exited else None,
             None if label is None else _correct(out, label))
-        self.stats_.add(record)
+        self._calls += 1
+        self._learner.submit(ran.base_ms, snap, measured_ms, batch, after, record)
         return out, record
+
+    def _learn(self, base_ms: float, snap: Snapshot, measured_ms: float, batch: int, after, record: Record) -> None:
+        """What a call teaches, applied by the learner (off the call path)."""
+        self._latency.observe(base_ms, snap, measured_ms, batch, after)
+        self.stats_.add(record)
 
     def _ran(self, planned, exited):
         """The branch that really ran (an early exit shortens the planned one)."""
@@ -201,23 +273,28 @@ class Runtime:
     def stats(self) -> dict:
         """Summary of every call so far: miss rate, miss bursts, p50/p95/p99, decision overhead, accuracy."""
         with self._lock:
+            self._learner.drain()
             out = self.stats_.summary()
-        out["latency_model"] = self.latency.state()
+        out["latency_model"] = self._latency.state()
         out["scheduler"] = repr(self.scheduler)
         return out
 
     def reset_stats(self) -> None:
         """Forget the calls so far (e.g. after a warm-up); the latency model keeps what it learned."""
         with self._lock:
+            self._learner.drain()
             self.stats_ = RunStats(self.stats_.recent.maxlen or 10_000)
+            self._calls = 0
 
     def records(self) -> list[Record]:
         """The most recent records (bounded by ``history``)."""
         with self._lock:
+            self._learner.drain()
             return list(self.stats_.recent)
 
     def close(self) -> None:
         """Stop the monitor thread and release the backend sessions (and their memory)."""
+        self._learner.stop()
         if self.monitor is not None:
             self.monitor.stop()
         self.executor.deactivate()
@@ -254,6 +331,15 @@ def check_budget_ms(budget_ms) -> float:
 
 
 _ZEROS: dict[tuple[int, str], np.ndarray] = {}
+
+
+def is_finite(x: np.ndarray) -> bool:
+    """Whether a floating-point ``x`` holds no NaN or inf (see :func:`check_finite`)."""
+    try:
+        check_finite(x)
+    except EdgeinfError:
+        return False
+    return True
 
 
 def check_finite(x: np.ndarray) -> None:

@@ -34,7 +34,7 @@ class BudgetTrace(LoadTrace):
 
 def replay(rt, xs: np.ndarray, ys: np.ndarray | None, budget: BudgetTrace, contention: LoadTrace | None = None,
            cores: int | None = None, max_calls: int | None = None, on_call: Callable | None = None,
-           period_ms: float | None = None) -> dict:
+           period_ms: float | None = None, mem_trace: LoadTrace | None = None, mem_hog_mb: int = 0) -> dict:
     """Run ``xs`` (cycled) through ``rt`` for the budget trace's duration, under ``contention``.
 
     ``period_ms``: one call per frame period (a camera at 1000/period_ms fps), sleeping in
@@ -42,11 +42,15 @@ def replay(rt, xs: np.ndarray, ys: np.ndarray | None, budget: BudgetTrace, conte
     under CPU contention: a thread that sleeps between frames is served at once on wake-up,
     a thread that never sleeps is time-sliced with the spinners and preempted mid-call.
 
+    ``mem_trace`` / ``mem_hog_mb``: a memory-bandwidth hog of that size running while the
+    trace's value is > 0 (see ``ContentionGenerator``).
+
     Returns ``{"summary": rt.stats(), "records": [per-call dicts with t_s and load]}``.
     """
     if len(xs) == 0:
         raise EdgeinfError("the replay data set is empty")
-    gen = ContentionGenerator(contention, cores=cores) if contention is not None else None
+    gen = ContentionGenerator(contention, cores=cores, mem_hog_mb=mem_hog_mb, mem_trace=mem_trace) \
+        if contention is not None else None
     rows: list[dict] = []
     with (gen if gen is not None else _Null()):
         if gen is not None:

@@ -1,0 +1,167 @@
+"""The "aware" latency model: a slowdown and a safety margin per thread-aware contention level.
+
+Why levels and not one regression: a competitor on k of n cores slows an n-thread
+onnxruntime session (its threads meet at barriers, so the slowest one sets the pace) far more
+than a 1-thread one (the scheduler puts that thread on a free core), and preemption makes
+the tail under load far heavier than when idle. So:
+
+- **Level** of a snapshot = :func:`overlap`: how many competing runnable threads each of the
+  session's threads must share its core with, ``max(0, competitors + threads - cores) / threads``
+  (2 threads on 2 cores with 1 spinner: 0.5; with 2 spinners: 1.0; 1 thread with 1 spinner:
+  0), binned by ``level_edges``.
+- **Slowdown** per level: a scalar Kalman filter on log(measured / base), innovations clipped.
+  A level never measured predicts level 0's slowdown times ``1 + overlap`` (the share of the
+  session's threads that must share a core, the safe side). Because each level keeps its
+  own state, the prediction recovers the moment a burst ends: the idle level was never
+  dragged by the loaded calls.
+- **Margin** per level (additive, ms): a quantile tracker started from the empirical
+  ``1 - target_miss_rate`` quantile of the level's first residuals, then moved by each
+  residual's sign: up ``gain * scale * (1 - target)`` when the residual exceeds it, down
+  ``gain * scale * target`` when not (``scale`` = the level's mean absolute residual). It
+  settles where a share ``target`` of residuals exceed it and shrinks when they stay below.
+- **Transition calls** (the level at the end of the call differs from the one at its start:
+  the contention changed mid-call) teach nothing: they belong to neither level.
+- **CPU frequency** where readable (``Snapshot.cpu_freq_mhz``): compute scales with 1/f, so
+  the prediction is multiplied by ``f_ref / f`` (``f_ref``: the frequency of the first call).
+- **Batches** teach the per-sample cost only (``LatencyModel.batch_factor``).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+
+from edgeinf.contention import machine_cores
+from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig, quantile_margin
+from edgeinf.runtime.monitor import Snapshot
+
+SETTLE_CALLS = 3  # a level's first calls move its slowdown from the prior; their residuals are not kept
+
+
+def overlap(competitors: float, threads: int, cores: int) -> float:
+    """Competing threads each session thread shares its core with (0 = a free core for every thread)."""
+    return max(0.0, competitors + threads - cores) / threads
+
+
+class LevelLatencyModel(LatencyModel):
+    """``LatencyModel`` in "aware" mode (see the module docstring)."""
+
+    def __init__(self, config: LatencyModelConfig | None = None, n_features: int = 0):
+        super().__init__(config, 0)
+        cfg = self.config
+        self.edges = tuple(cfg.level_edges)
+        n = len(self.edges) + 1
+        self.level_log = [0.0] * n  # Kalman mean of log slowdown per level
+        self.level_var = [1.0] * n
+        self.level_calls = [0] * n
+        self.level_scale = [0.0] * n  # mean |residual| (ms)
+        self.level_margin: list[float | None] = [None] * n
+        self._warm: list[list[float]] = [[] for _ in range(n)]
+        mids = [self.edges[0] / 2] + [(a + b) / 2 for a, b in zip(self.edges, self.edges[1:])] + [self.edges[-1] + 0.5]
+        self.prior_log = [0.0] + [math.log1p(m) for m in mids[1:]]  # vs level 0: x (1 + overlap)
+        self.ref_freq_mhz: float | None = None
+        self.transitions = 0
+        self.set_session(cfg.threads, cfg.cores)
+        self._refresh()
+
+    def set_session(self, threads: int | None = None, cores: int | None = None) -> None:
+        self.cores = int(cores or self.config.cores or machine_cores())
+        self.threads = max(1, int(threads or self.config.threads or self.cores))
+
+    # -- prediction ------------------------------------------------------------------------
+    def level(self, snapshot: Snapshot) -> int:
+        cores = len(snapshot.per_core) or self.cores
+        ov = (snapshot.runnable_per_core * cores + self.threads - cores) / self.threads  # overlap(), inlined
+        return bisect.bisect_right(self.edges, ov) if ov > 0.0 else 0
+
+    def _freq_log(self, snapshot: Snapshot) -> float:
+        f, ref = snapshot.cpu_freq_mhz, self.ref_freq_mhz
+        return math.log(ref / f) if f and ref else 0.0
+
+    def _level_log(self, level: int) -> float:
+        if self.level_calls[level]:
+            return self.level_log[level]
+        return self.level_log[0] + self.prior_log[level]
+
+    def log_slowdown(self, snapshot: Snapshot) -> float:
+        return self._level_log(self.level(snapshot)) + self._freq_log(snapshot)
+
+    def margin(self, snapshot: Snapshot) -> float | None:
+        return self.level_margin[self.level(snapshot)]
+
+    def bounds(self, snapshot: Snapshot, margin: bool = True) -> tuple[float, float]:
+        """(scale, add_ms) of the snapshot's level: precomputed after each observation, so a call
+        pays one level lookup (and a frequency ratio where the clock is readable)."""
+        level = self.level(snapshot)
+        if not margin:
+            return math.exp(self._level_log(level) + self._freq_log(snapshot)), 0.0
+        scale, add_ms = self._bounds[level]
+        if snapshot.cpu_freq_mhz and self.ref_freq_mhz:
+            scale *= self.ref_freq_mhz / snapshot.cpu_freq_mhz
+        return scale, add_ms
+
+    def _refresh(self) -> None:
+        """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
+        out = []
+        for level, m in enumerate(self.level_margin):
+            ls = self._level_log(level)
+            out.append((math.exp(ls + self.config.initial_margin), 0.0) if m is None else (math.exp(ls), m))
+        self._bounds = out
+
+    # -- learning --------------------------------------------------------------------------
+    def observe(self, base_ms: float, snapshot: Snapshot, measured_ms: float, batch: int = 1,
+                after: Snapshot | None = None) -> None:
+        if not (measured_ms > 0 and base_ms > 0) or not math.isfinite(measured_ms):
+            return
+        if self.ref_freq_mhz is None and snapshot.cpu_freq_mhz:
+            self.ref_freq_mhz = snapshot.cpu_freq_mhz
+        if batch > 1:
+            self._observe_batch(base_ms, snapshot, measured_ms, batch)
+            return
+        level = self.level(snapshot)
+        if after is not None and self.level(after) != level:
+            self.transitions += 1
+            return
+        ls = self._level_log(level)
+        freq = self._freq_log(snapshot)
+        residual = measured_ms - base_ms * math.exp(ls + freq)  # out of sample: before the update
+        self._kalman_level(level, math.log(measured_ms / base_ms) - freq, ls)
+        if self.level_calls[level] > SETTLE_CALLS:  # the first residuals measure the prior, not the tail
+            self._track_margin(level, residual)
+        self.observations += 1
+        self._refresh()
+
+    def _kalman_level(self, level: int, y: float, prior: float) -> None:
+        """One scalar filter step for ``level`` (a level's first call starts from its prior)."""
+        cfg = self.config
+        var = self.level_var[level] + cfg.q_slowdown
+        s = var + cfg.r_measure
+        bound = cfg.clip_sigma * math.sqrt(s)
+        gain = var / s
+        self.level_log[level] = prior + gain * min(bound, max(-bound, y - prior))
+        self.level_var[level] = var * (1.0 - gain)
+        self.level_calls[level] += 1
+
+    def _track_margin(self, level: int, residual: float) -> None:
+        """Warm start from the empirical quantile, then move by the residual's sign."""
+        cfg = self.config
+        target = cfg.target_miss_rate
+        warm = self._warm[level]
+        if warm is not None:
+            warm.append(residual)
+            if len(warm) >= cfg.min_residuals:
+                self.level_margin[level] = quantile_margin(warm, target)
+                self.level_scale[level] = sum(abs(r) for r in warm) / len(warm)
+                self._warm[level] = None
+            return
+        scale = self.level_scale[level] = self.level_scale[level] + 0.02 * (abs(residual) - self.level_scale[level])
+        m = self.level_margin[level]
+        step = cfg.tracker_gain * scale * ((1.0 - target) if residual > m else -target)
+        self.level_margin[level] = max(0.0, m + step)
+
+    def state(self) -> dict:
+        return {"mode": self.config.mode, "threads": self.threads, "cores": self.cores,
+                "level_edges": list(self.edges), "level_slowdown": [math.exp(self._level_log(i)) for i in range(len(self.level_log))],
+                "level_calls": list(self.level_calls), "level_margin_ms": list(self.level_margin),
+                "margin_unit": "ms", "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
+                "observations": self.observations, "per_sample": self.per_sample,
+                "batch_observations": self.batch_observations}

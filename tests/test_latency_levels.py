@@ -1,0 +1,124 @@
+"""The "aware" latency model: thread-aware contention levels, a slowdown and a quantile-tracked
+margin per level, transition calls skipped, CPU frequency, fast recovery (deterministic)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeinf.errors import EdgeinfError
+from edgeinf.runtime._levels import LevelLatencyModel, overlap
+from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig
+from edgeinf.runtime.monitor import Snapshot
+
+
+def snap(spinners: float = 0.0, cores: int = 2, freq: float | None = None) -> Snapshot:
+    return Snapshot(runnable_per_core=spinners / cores, per_core=(0.0,) * cores, cpu_freq_mhz=freq)
+
+
+def model(threads: int = 2, **kw) -> LatencyModel:
+    return LatencyModel(LatencyModelConfig(mode="aware", threads=threads, cores=2, **kw))
+
+
+def test_aware_is_the_default_form():
+    assert isinstance(LatencyModel(), LevelLatencyModel)
+    assert not isinstance(LatencyModel(LatencyModelConfig(mode="regression")), LevelLatencyModel)
+
+
+@pytest.mark.parametrize("competitors, threads, cores, expect", [(1, 2, 2, 0.5), (2, 2, 2, 1.0), (1, 1, 2, 0.0),
+                                                                 (2, 1, 2, 1.0), (0, 2, 2, 0.0), (3, 4, 4, 0.75)])
+def test_overlap_counts_the_competitors_each_session_thread_shares_a_core_with(competitors, threads, cores, expect):
+    assert overlap(competitors, threads, cores) == pytest.approx(expect)
+
+
+def test_a_spinner_on_one_core_slows_a_two_thread_session_not_a_one_thread_one():
+    two, one = model(threads=2), model(threads=1)
+    assert two.level(snap(1)) > 0 and one.level(snap(1)) == 0
+    for m in (two, one):  # both learn the idle slowdown only
+        for _ in range(10):
+            m.observe(1.0, snap(0), 1.0)
+    assert two.predict_ms(1.0, snap(1), margin=False) >= 1.4  # prior: x (1 + overlap) before any loaded call
+    assert one.predict_ms(1.0, snap(1), margin=False) == pytest.approx(1.0, rel=0.01)
+
+
+def test_recovers_at_once_when_a_burst_ends_unlike_the_global_filter():
+    aware, feedback = model(), LatencyModel(LatencyModelConfig(mode="feedback"))
+    for phase in range(8):
+        loaded = phase % 2 == 1
+        for _ in range(60):
+            for m in (aware, feedback):
+                m.observe(1.0, snap(2 if loaded else 0), 3.0 if loaded else 1.0)
+    # the last phase was loaded: the very first idle call is predicted from the idle level's own state
+    assert aware.predict_ms(1.0, snap(0), margin=False) == pytest.approx(1.0, rel=0.02)
+    assert feedback.predict_ms(1.0, snap(0), margin=False) > 2.5
+    assert aware.predict_ms(1.0, snap(2), margin=False) == pytest.approx(3.0, rel=0.02)
+
+
+def test_margin_tracks_the_target_quantile_and_shrinks_after_a_transient():
+    """Stationary heavy-tailed delays: misses near the target; after a spell of large residuals
+    the margin comes back down once the residuals are small again."""
+    m = model(target_miss_rate=0.02)
+    rng = np.random.default_rng(0)
+    misses = n = 0
+    for i in range(8000):
+        measured = 2.0 * math.exp(rng.normal(0, 0.02)) + (rng.uniform(0.5, 2.0) if rng.random() < 0.05 else 0.0)
+        if i >= 2000:
+            n += 1
+            misses += measured > m.predict_ms(2.0, snap(0))
+        m.observe(2.0, snap(0), measured)
+    assert 0.008 <= misses / n <= 0.04, misses / n
+    for _ in range(40):  # a transient: +5 ms on every call
+        m.observe(2.0, snap(0), 7.0)
+    high = m.margin(snap(0))
+    for _ in range(3000):
+        m.observe(2.0, snap(0), 2.0 * math.exp(rng.normal(0, 0.02)))
+    low = m.margin(snap(0))
+    assert low < 0.5 * high and low < 0.5
+
+
+def test_levels_keep_their_own_margins():
+    m = model(target_miss_rate=0.02)
+    rng = np.random.default_rng(1)
+    for i in range(4000):
+        loaded = (i // 100) % 2 == 1
+        delay = rng.uniform(1.0, 3.0) if loaded and rng.random() < 0.2 else 0.0
+        m.observe(1.0, snap(2 if loaded else 0), (2.0 if loaded else 1.0) * math.exp(rng.normal(0, 0.01)) + delay)
+    assert m.margin(snap(0)) < 0.1 and m.margin(snap(2)) > 1.0
+
+
+def test_a_call_during_which_the_level_changed_teaches_nothing():
+    m = model()
+    m.observe(1.0, snap(0), 1.0)
+    calls = list(m.level_calls)
+    m.observe(1.0, snap(0), 9.0, after=snap(2))  # a burst began mid-call
+    assert m.level_calls == calls and m.transitions == 1
+    m.observe(1.0, snap(0), 1.1, after=snap(0))
+    assert m.level_calls[0] == calls[0] + 1
+
+
+def test_prediction_scales_with_the_cpu_clock():
+    m = model()
+    for _ in range(50):
+        m.observe(1.0, snap(0, freq=2000.0), 1.0)
+    assert m.predict_ms(1.0, snap(0, freq=1000.0), margin=False) == pytest.approx(2.0, rel=0.02)
+    assert m.scale(snap(0, freq=1000.0)) == pytest.approx(2.0 * m.scale(snap(0, freq=2000.0)), rel=1e-9)
+    m.observe(1.0, snap(0, freq=1000.0), 2.0)  # consistent with 1/f: the learned slowdown stays
+    assert m.predict_ms(1.0, snap(0, freq=2000.0), margin=False) == pytest.approx(1.0, rel=0.02)
+
+
+def test_batches_teach_the_per_sample_cost_only():
+    m = model()
+    for _ in range(20):
+        m.observe(1.0, snap(0), 1.0)
+    calls = list(m.level_calls)
+    for _ in range(20):
+        m.observe(1.0, snap(0), 1.0 + 0.5 * 7, batch=8)
+    assert m.level_calls == calls and m.per_sample == pytest.approx(0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("kw", [{"level_edges": ()}, {"level_edges": (0.5, 0.25)}, {"level_edges": (0.0, 1.0)},
+                                {"threads": 0}, {"cores": True}, {"tracker_gain": 0.0}])
+def test_aware_config_validates(kw):
+    with pytest.raises(EdgeinfError):
+        LatencyModelConfig(**kw)

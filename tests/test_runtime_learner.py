@@ -1,0 +1,85 @@
+"""Learning off the call path: the learner applies calls in order, at most one call stale, and
+never loses a failure."""
+from __future__ import annotations
+
+
+import pytest
+
+import numpy as np
+
+from _runtime_fakes import SPEC, FakeClock, FakeMonitor, fake_executor, table
+from edgeinf.runtime import LatencyModelConfig
+from edgeinf.runtime._learner import Learner
+from edgeinf.runtime.runtime import Runtime
+
+
+def test_items_apply_in_order_and_drain_waits_for_them():
+    seen = []
+    learner = Learner(lambda i: seen.append(i)).start()
+    try:
+        for i in range(50):
+            learner.submit(i)
+            if i % 7 == 0:
+                learner.kick()
+        learner.drain()
+        assert seen == list(range(50)) and learner.applied == learner.submitted == 50
+    finally:
+        learner.stop()
+
+
+def test_sync_leaves_at_most_one_call_pending():
+    learner = Learner(lambda i: None)
+    learner._thread = object()  # pretend a thread runs but never wakes it: items stay held
+    learner.submit(1)
+    learner.submit(2)
+    learner.submit(3)
+    learner._thread = None  # sync applies them here
+    learner.sync(max_lag=1)
+    assert learner.submitted - learner.applied <= 1
+
+
+def test_a_failure_in_the_thread_is_raised_on_the_next_drain():
+    def boom(i):
+        raise ValueError("bad observation")
+
+    learner = Learner(boom).start()
+    learner.submit(1)
+    learner.kick()
+    learner._thread.join(5.0)  # the thread stops at its first failure
+    with pytest.raises(RuntimeError, match="bad observation"):
+        learner.drain()
+
+
+def _runtime(**kw):
+    clock = FakeClock()
+    mon = FakeMonitor()
+    return Runtime(table(), fake_executor(clock, mon), "lut", LatencyModelConfig(), mon, clock=clock, **kw)
+
+
+def test_runtime_stats_and_model_see_every_call():
+    rt = _runtime()
+    xs = np.zeros([d or 1 for d in SPEC.shape], SPEC.dtype)
+    for _ in range(30):
+        rt.infer(xs, 5.0)
+    assert rt.stats()["calls"] == 30 and rt.latency.observations == 30
+    assert [r.call for r in rt.records()] == list(range(30))
+    thread = rt._learner._thread
+    rt.close()
+    assert thread is not None and not thread.is_alive()
+
+
+def test_an_unclosed_runtime_is_collected_and_its_thread_stops():
+    import gc
+
+    rt = _runtime()
+    thread = rt._learner._thread
+    del rt
+    gc.collect()
+    thread.join(5.0)
+    assert not thread.is_alive()
+
+
+def test_inline_learning_runs_no_thread():
+    rt = _runtime(inline_learning=True)
+    assert rt._learner._thread is None
+    rt.close()
