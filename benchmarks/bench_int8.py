@@ -130,7 +130,7 @@ def ort_reference(model, size: int, calib: np.ndarray, tmp: Path) -> tuple[bytes
     fp32, pre, q = tmp / f"ref{size}.onnx", tmp / f"ref{size}-pre.onnx", tmp / f"ref{size}-int8.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(fp32), dynamo=False, opset_version=17,
+        torch.onnx.export(model, (torch.from_numpy(np.ascontiguousarray(calib[:1], dtype=np.float32)),), str(fp32), dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     quant_pre_process(str(fp32), str(pre))

@@ -21,7 +21,6 @@ import socket
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,29 +43,7 @@ def _whole(sm):
 
 def reference(sm, calib: np.ndarray, tmp: Path) -> tuple[bytes, bytes]:
     """(fp32 graph, onnxruntime's quantize_static of it after quant_pre_process) of the full path."""
-    import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    fp32, pre, q = tmp / "ref.onnx", tmp / "ref-pre.onnx", tmp / "ref-int8.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_whole(sm), (torch.from_numpy(calib[:1]),), str(fp32), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    quant_pre_process(str(fp32), str(pre))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(range(0, len(calib), 16))
-
-        def get_next(self):
-            i = next(self.it, None)
-            return None if i is None else {"input": calib[i:i + 16]}
-
-    quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return fp32.read_bytes(), q.read_bytes()
+    return B.ort_reference(_whole(sm), int(calib.shape[-1]), calib, tmp)
 
 
 def _accuracy(model, x: np.ndarray, y: np.ndarray, weights_dir: Path | None = None) -> float:
