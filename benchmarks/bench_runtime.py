@@ -5,9 +5,8 @@ and latency model, side by side in one run, at real scale.
     .venv/bin/python benchmarks/bench_runtime.py --package PKG --quick    # short traces, cores' threads only
 
 The full run holds 340 s of traces (5 runs x (24 + 20) s at the cores' thread count, 5 x 24 s at
-1 thread) plus profiling, calibration and session start-up; it took 739 s (--quick: 341 s) on
-the 2-core VM at a load average of 10-24 from other work, where each session open and each
-profiled call was several times slower than on a quiet host.
+1 thread) plus profiling, calibration and session start-up: 491 s on the 2-core VM with no other
+work running (739 s, --quick 341 s, at a load average of 10-24 from other work).
     .venv/bin/python benchmarks/bench_runtime.py --synthetic               # no package needed (needs onnx)
 
 For each intra-op thread count (the cores, then 1): the package is profiled frame-paced at that
@@ -237,7 +236,7 @@ def model_table(runs: dict) -> list[dict]:
 
 
 def checks(runs: dict) -> dict:
-    """The issue's targets, evaluated on this run (True/False, never edited by hand)."""
+    """The benchmark's targets, evaluated on this run (True/False, never edited by hand)."""
     aware, blind = runs["lut-aware"], runs["lut-blind"]
     return {"aware_miss_rate_le_1pct": aware["miss_rate"] <= 0.01,
             "aware_accuracy_within_2_points_of_reference": aware["accuracy_gap_points"] <= 2.0,
