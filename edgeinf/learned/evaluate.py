@@ -133,20 +133,16 @@ def measure_branches(executor, table: BranchTable, x: np.ndarray, repeats: int =
     ``repeats`` timed ones), as the runtime runs one scheduler's few branches call after call;
     the ``rounds`` bursts of every branch are interleaved, so a load change on the machine shifts
     every branch alike instead of biasing the ones measured last."""
-    import time
+    from edgeinf.benchmark.timing import time_calls
 
     x = np.asarray(x, dtype=np.float32)
     per = max(1, -(-repeats // rounds))
     ms = np.empty((rounds * per, len(table.branches)))
     for r in range(rounds):
         for j, b in enumerate(table.branches):
-            for i in range(warmup):
-                executor.run(b, x[i % len(x)][None])
-            for i in range(per):
-                xi = x[(r * per + i) % len(x)][None]
-                t0 = time.perf_counter()
-                executor.run(b, xi)
-                ms[r * per + i, j] = (time.perf_counter() - t0) * 1e3
+            inputs = iter([x[i % len(x)][None] for i in range(warmup)]
+                          + [x[(r * per + i) % len(x)][None] for i in range(per)])
+            ms[r * per:(r + 1) * per, j] = time_calls(lambda: executor.run(b, next(inputs)), iters=per, warmup=warmup)
     return np.median(ms, axis=0)
 
 
