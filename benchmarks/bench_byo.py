@@ -146,8 +146,8 @@ def bench_model(name: str, work: Path, npz: Path, arrays: dict, args) -> dict:
             "build_stages_s": record["stages_s"], "branches": len(prof["branches"]),
             "profiled_ms": {"fastest_p50": ms[0], "slowest_p50": ms[-1]},
             "lut_run": {"budget_ms": budget, "accuracy": lut["summary"]["accuracy"],
-                        "miss_rate": lut["summary"]["miss_rate"], "p50_ms": lut["summary"]["latency_ms"]["p50"]},
-            "full_run": {"p50_ms": full["summary"]["latency_ms"]["p50"], "miss_rate": full["summary"]["miss_rate"]}}
+                        "miss_rate": lut["summary"]["miss_rate"], "p50_ms": lut["summary"]["latency_ms"]["p50_ms"]},
+            "full_run": {"p50_ms": full["summary"]["latency_ms"]["p50_ms"], "miss_rate": full["summary"]["miss_rate"]}}
 
 
 def machine() -> dict:

@@ -113,7 +113,7 @@ def bench(pkg: str, rounds: int, threads: int, min_ms: float, period_ms: float |
         s = rt.stats()
         out[n] = {"branch": branch[n].id, "infer_us_p50": float(np.median(t)), "bare_run_us_p50": float(np.median(b)),
                   "overhead_us_p50": float(np.median(t) - np.median(b)), "in_run_us_p50": float(np.median(i)),
-                  "in_run_us_p90": float(np.percentile(i, 90)), "decision_us_p50": s["decision_us"]["p50"],
+                  "in_run_us_p90": float(np.percentile(i, 90)), "decision_us_p50": s["decision_us"]["p50_us"],
                   "calls": len(t), "inline_learning": n.endswith("inline")}
         rt.close()
     return {"batch": batch, "bare_ms_at_pick": bare_ms, "period_ms": period_s * 1e3, "results": out}

@@ -94,7 +94,7 @@ def test_stats_bursts_and_quantiles_match_hand_computation():
     assert out["misses"] == 6 and out["bursts"] == 3 and out["max_burst"] == 3
     assert out["burst_lengths"] == {"1": 1, "2": 1, "3": 1}
     assert len(s.recent) == 3
-    assert out["latency_ms"]["p50"] == pytest.approx(5.0, rel=0.01)
+    assert out["latency_ms"]["p50_ms"] == pytest.approx(5.0, rel=0.01)
 
 
 def test_log_histogram_quantiles_within_one_percent():

@@ -168,8 +168,8 @@ def format_summary(s: dict) -> str:
     lat, dec = s["latency_ms"], s["decision_us"]
     acc = "" if s["accuracy"] is None else f"  accuracy {s['accuracy']:.4f}"
     return (f"{s['calls']} calls  miss rate {s['miss_rate']:.4f} ({s['misses']} misses, {s['bursts']} bursts, "
-            f"longest {s['max_burst']})  p50/p95/p99 {lat['p50']:.3f}/{lat['p95']:.3f}/{lat['p99']:.3f} ms  "
-            f"decision p50/p99 {dec['p50']:.1f}/{dec['p99']:.1f} us{acc}")
+            f"longest {s['max_burst']})  p50/p95/p99 {lat['p50_ms']:.3f}/{lat['p95_ms']:.3f}/{lat['p99_ms']:.3f} ms  "
+            f"decision p50/p99 {dec['p50_us']:.1f}/{dec['p99_us']:.1f} us{acc}")
 
 
 class ProfileTool(Tool):

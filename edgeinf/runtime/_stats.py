@@ -79,8 +79,8 @@ class RunStats:
             "bursts": sum(bursts.values()),
             "max_burst": max([self.max_burst, *bursts]) if bursts else 0,
             "burst_lengths": {str(k): v for k, v in sorted(bursts.items())},
-            "latency_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
-            "decision_us": {"p50": d(0.5), "p99": d(0.99)},
+            "latency_ms": {"p50_ms": q(0.5), "p95_ms": q(0.95), "p99_ms": q(0.99)},
+            "decision_us": {"p50_us": d(0.5), "p99_us": d(0.99)},
             "accuracy": self.correct / self.labelled if self.labelled else None,
             "branches": dict(self.branches.most_common()),
         }

@@ -124,8 +124,8 @@ def report_section(summary: dict, json_name: str, png_name: str | None) -> list[
              f"(all numbers from `{json_name}`).", "",
              "| calls | miss rate | max burst | p50 ms | p95 ms | p99 ms | decision p50 µs | decision p99 µs | accuracy |",
              "|---|---|---|---|---|---|---|---|---|",
-             f"| {summary['calls']} | {summary['miss_rate']:.4f} | {summary['max_burst']} | {lat['p50']:.3f} | "
-             f"{lat['p95']:.3f} | {lat['p99']:.3f} | {dec['p50']:.1f} | {dec['p99']:.1f} | "
+             f"| {summary['calls']} | {summary['miss_rate']:.4f} | {summary['max_burst']} | {lat['p50_ms']:.3f} | "
+             f"{lat['p95_ms']:.3f} | {lat['p99_ms']:.3f} | {dec['p50_us']:.1f} | {dec['p99_us']:.1f} | "
              f"{'—' if acc is None else f'{acc:.4f}'} |", ""]
     if png_name:
         lines += [f"![budget tracking timeline]({png_name})", ""]
