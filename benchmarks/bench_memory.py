@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -192,6 +193,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=200, help="calls per branch per round (default 200)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/memory-<host>.json)")
     args = p.parse_args()
+    load_start = list(os.getloadavg())
     from edgeinf._atomic import write_json
 
     pythons = {"core": args.core_python, "onnx": args.onnx_python}
@@ -203,7 +205,8 @@ def main() -> None:
     resnet = bench_resnet18(pkg, sys.executable, args.starts)
     out = Path(args.out or Path(__file__).parent / "results" / f"memory-{socket.gethostname()}.json")
     write_json(out, {"benchmark": "memory", "host": socket.gethostname(), "machine": platform.platform(),
-                     "note": "2-core x86 VM, onnxruntime CPU, intra_op_threads=1; other work shared the CPU",
+                     "note": "onnxruntime CPU, intra_op_threads=1; the load averages say whether other work shared the CPU",
+                     "cores": os.cpu_count(), "load_average_start": load_start, "load_average_end": list(os.getloadavg()),
                      "pythons": pythons,
                      "demo_package": args.demo, "demo": demo, "resnet18": resnet})
     print(json.dumps({"demo": {k: {m: v.get(m) for m in ("load_to_first_infer_ms", "rss_load_mib", "rss_first_infer_mib")}
