@@ -16,6 +16,28 @@ int report(const std::string& why, char* err, int errlen) {
   return 1;
 }
 
+// The kernel called `name` in `table`, or nullptr.
+template <class Fn, class E, size_t N>
+Fn find_kernel(const E (&table)[N], const char* name) {
+  for (const E& e : table)
+    if (std::strcmp(e.name, name) == 0) return e.fn;
+  return nullptr;
+}
+
+// The operands every kernel takes, typed from the C entry points' untyped pointers.
+struct Operands {
+  const uint8_t* a;
+  const uint8_t* b;
+  const __half* scales;
+  const __half* x;
+  const __half* bias;
+  __half* y;
+};
+Operands typed(const void* pa, const void* pb, const void* scales, const void* x, const void* bias, void* y) {
+  return {static_cast<const uint8_t*>(pa), static_cast<const uint8_t*>(pb), static_cast<const __half*>(scales),
+          static_cast<const __half*>(x), static_cast<const __half*>(bias), static_cast<__half*>(y)};
+}
+
 using Kernel = void (*)(const uint8_t*, const uint8_t*, const __half*, const __half*, const __half*, __half*, int,
                         int, int, int, int, int, float);
 struct Entry {
@@ -71,25 +93,15 @@ extern "C" int emu_qstream(const char* name, int gx, int gy, int gz, int bx, int
                            unsigned order_seed, const void* pa, const void* pb, const void* scales, const void* x,
                            const void* bias, void* y, void* ws, void* counters, int M, int N, int K, int nchunk,
                            int npad, int gsb, float out_mul, int slice_chunks, char* err, int errlen) {
-  StreamKernel fn = nullptr;
-  for (const StreamEntry& e : kStream)
-    if (std::strcmp(e.name, name) == 0) fn = e.fn;
-  std::string why;
-  if (fn == nullptr) {
-    why = std::string("no kernel named ") + name;
-  } else {
-    const auto* a = static_cast<const uint8_t*>(pa);
-    const auto* b = static_cast<const uint8_t*>(pb);
-    const auto* s = static_cast<const __half*>(scales);
-    const auto* xx = static_cast<const __half*>(x);
-    const auto* bi = static_cast<const __half*>(bias);
-    auto* yy = static_cast<__half*>(y);
-    auto* w = static_cast<float*>(ws);
-    auto* c = static_cast<int*>(counters);
-    why = emu::launch({unsigned(gx), unsigned(gy), unsigned(gz)}, {unsigned(bx), unsigned(by), unsigned(bz)},
-                      [=] { fn(a, b, s, xx, bi, yy, w, c, M, N, K, nchunk, npad, gsb, out_mul, slice_chunks); },
-                      1 << 17, static_cast<size_t>(shared), order_seed);
-  }
+  const StreamKernel fn = find_kernel<StreamKernel>(kStream, name);
+  if (fn == nullptr) return report(std::string("no kernel named ") + name, err, errlen);
+  const Operands o = typed(pa, pb, scales, x, bias, y);
+  auto* w = static_cast<float*>(ws);
+  auto* c = static_cast<int*>(counters);
+  const std::string why =
+      emu::launch({unsigned(gx), unsigned(gy), unsigned(gz)}, {unsigned(bx), unsigned(by), unsigned(bz)},
+                  [=] { fn(o.a, o.b, o.scales, o.x, o.bias, o.y, w, c, M, N, K, nchunk, npad, gsb, out_mul, slice_chunks); },
+                  1 << 17, static_cast<size_t>(shared), order_seed);
   return report(why, err, errlen);
 }
 
@@ -116,22 +128,12 @@ extern "C" int emu_cp_async_selftest(int mode, unsigned* out, char* err, int err
 extern "C" int emu_qgemm(const char* name, int gx, int gy, int gz, int bx, int by, int bz, const void* pa,
                          const void* pb, const void* scales, const void* x, const void* bias, void* y, int M, int N,
                          int K, int nchunk, int npad, int gsb, float out_mul, char* err, int errlen) {
-  Kernel fn = nullptr;
-  for (const Entry& e : kEntries)
-    if (std::strcmp(e.name, name) == 0) fn = e.fn;
-  std::string why;
-  if (fn == nullptr) {
-    why = std::string("no kernel named ") + name;
-  } else {
-    const auto* a = static_cast<const uint8_t*>(pa);
-    const auto* b = static_cast<const uint8_t*>(pb);
-    const auto* s = static_cast<const __half*>(scales);
-    const auto* xx = static_cast<const __half*>(x);
-    const auto* bi = static_cast<const __half*>(bias);
-    auto* yy = static_cast<__half*>(y);
-    why = emu::launch({unsigned(gx), unsigned(gy), unsigned(gz)}, {unsigned(bx), unsigned(by), unsigned(bz)},
-                      [=] { fn(a, b, s, xx, bi, yy, M, N, K, nchunk, npad, gsb, out_mul); });
-  }
+  const Kernel fn = find_kernel<Kernel>(kEntries, name);
+  if (fn == nullptr) return report(std::string("no kernel named ") + name, err, errlen);
+  const Operands o = typed(pa, pb, scales, x, bias, y);
+  const std::string why =
+      emu::launch({unsigned(gx), unsigned(gy), unsigned(gz)}, {unsigned(bx), unsigned(by), unsigned(bz)},
+                  [=] { fn(o.a, o.b, o.scales, o.x, o.bias, o.y, M, N, K, nchunk, npad, gsb, out_mul); });
   return report(why, err, errlen);
 }
 
