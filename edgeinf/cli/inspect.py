@@ -145,7 +145,8 @@ def _latency_columns(pkg) -> tuple[str, str, dict[str, float]]:
 
     The host column is the build's torch timing (the profile); the device column is the newest
     table ``edgeinf profile`` wrote on a device (its host and backend name it)."""
-    from edgeinf.runtime import DEVICE_LATENCY, latency_value
+    from edgeinf.profile_format import latency_p50_ms
+    from edgeinf.runtime import DEVICE_LATENCY
 
     manifest = pkg.manifest if pkg is not None else {}
     backend = _host_backend(pkg)
@@ -154,7 +155,7 @@ def _latency_columns(pkg) -> tuple[str, str, dict[str, float]]:
     if not entries:
         return host_title, "DEVICE MS (edgeinf profile: none yet)", {}
     key, entry = entries[-1]
-    measured = {bid: latency_value(v) for bid, v in entry.get("branches", {}).items()}
+    measured = {bid: latency_p50_ms(v) for bid, v in entry.get("branches", {}).items()}
     return host_title, f"DEVICE MS ({key})", {k: v for k, v in measured.items() if v is not None}
 
 
@@ -163,7 +164,7 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def _print_branches(rows: list[dict[str, Any]], show_all: bool, pkg=None) -> None:
-    from edgeinf.runtime import latency_value
+    from edgeinf.profile_format import latency_p50_ms
 
     shown = [r for r in rows if show_all or r.get("pareto") or r.get("fused")]
     if not rows:
@@ -174,7 +175,7 @@ def _print_branches(rows: list[dict[str, Any]], show_all: bool, pkg=None) -> Non
           f"accuracy from the build's profile")
     print(f"{'BRANCH':<34} {'ACC':>6} {'MMACS':>8} {'BITOPS':>8} {host_title:>22} {device_title:>30} {'PARETO':>6}  FUSED")
     for r in shown:
-        host = latency_value(r.get("latency_ms"))
+        host = latency_p50_ms(r.get("latency_ms"))
         macs = r.get("macs")
         print(f"{r['id'][:34]:<34} {r.get('accuracy', float('nan')):>6.3f} {(macs or 0) / 1e6:>8.2f} "
               f"{r.get('bitops_norm', float('nan')):>8.3f} {_fmt_ms(host):>22} {_fmt_ms(device.get(r['id'])):>30} "

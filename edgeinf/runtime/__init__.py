@@ -20,7 +20,7 @@ _LAZY = {
     "PassHook": "edgeinf.runtime.hooks",
     **dict.fromkeys(("register_backend", "register_scheduler", "ArtifactRef"), "edgeinf.runtime.registry"),
     **dict.fromkeys(("DEVICE_LATENCY", "PackageView", "branch_table", "build_executor", "device_table",
-                     "fallback_warning", "input_spec", "latency_value", "named_scheduler", "open_package"),
+                     "fallback_warning", "input_spec", "named_scheduler", "open_package"),
                     "edgeinf.runtime._package"),
 }
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeinf.errors import EdgeinfError
+from edgeinf.profile_format import latency_p50_ms
 from edgeinf.runtime import registry
 from edgeinf.runtime.executors import PackageExecutor
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
@@ -185,13 +186,6 @@ def fallback_warning(package, executor: PackageExecutor, reachable=None, hooks_w
 
 
 # -- table and input spec -----------------------------------------------------------------
-def latency_value(value: Any) -> float | None:
-    """A latency in ms from a number or a stats dict (see :func:`edgeinf.profile_format.latency_p50_ms`)."""
-    from edgeinf.profile_format import latency_p50_ms
-
-    return latency_p50_ms(value)
-
-
 def entry_threads(entry: dict) -> int | None:
     """The intra-op threads a ``device_latency`` entry was measured with (``None``: the default)."""
     options = entry.get("options")
@@ -229,7 +223,7 @@ def device_table(manifest: dict, backend: str, threads: int | None = None) -> di
     if entry is None:
         return {}
     scale = 1.0 if same else thread_scale(entry_threads(entry), threads)
-    return {k: (v * scale if v else v) for k, v in ((k, latency_value(v)) for k, v in entry["branches"].items())}
+    return {k: (v * scale if v else v) for k, v in ((k, latency_p50_ms(v)) for k, v in entry["branches"].items())}
 
 
 def session_mismatch(manifest: dict, backend: str, threads: int | None) -> str | None:
@@ -259,7 +253,7 @@ def branch_table(manifest: dict, backend: str, require_latency: bool = True, thr
     measured = device_table(manifest, backend, threads)
     rows = []
     for b in manifest["branches"]:
-        base = measured.get(b["id"]) or latency_value(b.get("latency_ms", b.get("base_ms")))
+        base = measured.get(b["id"]) or latency_p50_ms(b.get("latency_ms", b.get("base_ms")))
         if base is None and not require_latency:
             base = 1.0
         if base is None:
