@@ -234,8 +234,7 @@ def verify_files(root: Path, manifest: dict, skip: frozenset = frozenset()) -> d
     ``skip``: artifact keys left for :meth:`Package.verify_deferred`.
     Returns ONNX artifact key -> the weights keys it reads as external data."""
     check_tree(root)
-    keys = [a["key"] for a in manifest["artifacts"] if a["key"] not in skip]
-    by_key = {a["key"]: a for a in manifest["artifacts"]}
-    for key in keys:
-        verify_artifact(root, by_key[key])
-    return check_external_data(root, manifest, keys=keys)
+    entries = [a for a in manifest["artifacts"] if a["key"] not in skip]
+    for entry in entries:
+        verify_artifact(root, entry)
+    return check_external_data(root, manifest, keys=[a["key"] for a in entries])
