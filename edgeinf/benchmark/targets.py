@@ -201,7 +201,7 @@ def package_backend(providers: tuple[str, ...] | None) -> str:
 
 
 def _package(spec: str, options: TargetOptions) -> Target:
-    from edgeinf.runtime._package import device_table, open_package
+    from edgeinf.runtime import device_table, open_package
 
     root, name = split_package_spec(spec)  # type: ignore[misc]
     backend = package_backend(options.providers)
