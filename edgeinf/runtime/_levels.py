@@ -70,7 +70,7 @@ class LevelLatencyModel(LatencyModel):
     # -- prediction ------------------------------------------------------------------------
     def level(self, snapshot: Snapshot) -> int:
         cores = len(snapshot.per_core) or self.cores
-        ov = (snapshot.runnable_per_core * cores + self.threads - cores) / self.threads  # overlap(), inlined
+        ov = overlap(snapshot.runnable_per_core * cores, self.threads, cores)
         return bisect.bisect_right(self.edges, ov) if ov > 0.0 else 0
 
     def _freq_log(self, snapshot: Snapshot) -> float:
