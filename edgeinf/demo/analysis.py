@@ -2,7 +2,6 @@
 showing (Pareto front of accuracy vs latency), and the fastest branch within a stated accuracy."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,11 @@ def pooled_latency(profile: dict[str, Any]) -> np.ndarray:
 def oracle_summary(profile: dict[str, Any], correct: np.ndarray, resource: str,
                    costs: np.ndarray | None = None) -> tuple[dict[str, Any], Any]:
     """The exact oracle of a profile in ``resource`` (or in ``costs``): (summary dict, the oracle report)."""
-    from edgeinf.oracle import analyze
+    from edgeinf.oracle import analyze, dominated_expected
 
     costs = branch_costs(profile, resource) if costs is None else costs
-    oracle_log = logging.getLogger("edgeinf.oracle")
-    level = oracle_log.level
-    oracle_log.setLevel(logging.ERROR)  # dominated branches are expected in a sampled space
-    try:
+    with dominated_expected():
         report = analyze(costs, correct=correct)
-    finally:
-        oracle_log.setLevel(level)
     exact = report.exact.bound
     ids = [b["id"] for b in profile["branches"]]
     return {"resource": resource, "states": report.space.n, "dropped": len(report.space.dropped),

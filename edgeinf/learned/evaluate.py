@@ -20,7 +20,6 @@ from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import ErrorGates
 from edgeinf.runtime.table import BranchTable
 
-ORACLE_LOGGER = "edgeinf.oracle"  # the logger the oracle warns on
 
 
 def branch_probs(model, variants, branches: Sequence, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -99,21 +98,12 @@ def oracle_point(table: BranchTable, probs: np.ndarray, labels: np.ndarray, cost
 
     ``costs_ms`` per table branch (default: the table's profiled ms; pass the medians of
     :func:`measure_branches` for the oracle in measured ms)."""
-    import logging
-
-    from edgeinf.oracle import exact_oracle, prepare
+    from edgeinf.oracle import dominated_expected, exact_oracle, prepare
 
     correct = (probs.argmax(axis=2) == labels[None]).T
     costs = np.array([b.base_ms for b in table.branches]) if costs_ms is None else np.asarray(costs_ms, dtype=float)
-    # a sampled table always has dominated branches; the exact oracle (cheapest correct branch
-    # per sample) does not assume accuracy rises with cost, so the warning does not apply here
-    log = logging.getLogger(ORACLE_LOGGER)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
+    with dominated_expected():  # the exact oracle (cheapest correct branch per sample) keeps them all
         ex = exact_oracle(prepare(costs, correct=correct, dominated="keep"))
-    finally:
-        log.setLevel(level)
     return {"accuracy": float(ex.bound.a_oracle), "mean_ms": float(ex.bound.r_oracle), "latency_source": source}
 
 

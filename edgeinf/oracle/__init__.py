@@ -21,7 +21,7 @@ Example:
 from edgeinf.oracle._analysis import OracleReport, analyze
 from edgeinf.oracle._bounds import Bound, SmallestStateCheck, alpha_form, conservative, constant_alpha, continuous, smallest_state
 from edgeinf.oracle._exact import ExactOracle, adaptation_labels, exact_oracle, exact_r_oracle, measured_alphas, p_errors
-from edgeinf.oracle._inputs import DOMINATED_POLICIES, StateSpace, prepare
+from edgeinf.oracle._inputs import DOMINATED_POLICIES, StateSpace, dominated_expected, prepare
 from edgeinf.oracle._subsets import Subset, best_chains, best_subsets, subset_r_oracle
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "conservative",
     "constant_alpha",
     "continuous",
+    "dominated_expected",
     "exact_oracle",
     "exact_r_oracle",
     "measured_alphas",

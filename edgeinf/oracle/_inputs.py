@@ -1,6 +1,7 @@
 """Validation and ordering of oracle inputs: costs, accuracies, a 0/1 correctness matrix."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -13,6 +14,18 @@ log = logging.getLogger("edgeinf.oracle")
 
 DOMINATED_POLICIES = ("drop", "keep", "error")
 _TOL = 1e-12  # accuracy differences below this are float noise, not a drop in accuracy
+
+
+@contextlib.contextmanager
+def dominated_expected():
+    """Inside the block the oracle does not warn about dominated states (a sampled branch space
+    always has some; the exact oracle does not assume accuracy rises with cost). Errors still show."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @dataclass(frozen=True, eq=False)
