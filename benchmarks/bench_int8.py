@@ -232,7 +232,7 @@ def _bench_profile(pkg, pairs, repeats: int) -> dict:
     from edgeinf.runtime.device_profile import measure_branches
 
     executor = build_executor(pkg, "onnxruntime", intra_op_threads=1, inter_op_threads=1)
-    table = [BranchInfo(b.id, 0.0, 1.0, b.blocks, b.exit, b.bits, f"branch/{b.id}") for b in pairs]
+    table = [BranchInfo(b, 0.0, 1.0, f"branch/{b.id}") for b in pairs]
     executor.activate()
     try:
         measured = measure_branches(SimpleNamespace(table=table, executor=executor), repeats, warmup=3)

@@ -56,8 +56,7 @@ if mode != "empty":
         package = load_package(pkg)
         ex = build_executor(package, "onnxruntime", intra_op_threads=1)
         ex.activate()
-        rows = [BranchInfo(b["id"], 0.5, 1.0, tuple(b["blocks"]), b["exit"], tuple(b["bits"]), "")
-                for b in package.branches]
+        rows = [BranchInfo.from_row(b, 0.5, 1.0, "") for b in package.branches]
     else:
         ex, rows = rt.executor, list(rt.table.pareto())
     out["load_ms"] = (time.perf_counter() - t1) * 1e3

@@ -9,9 +9,11 @@ Bit-widths: 32 is fp32 and 16 is fp16 (float precision of an unquantized block);
 """
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from edgeinf.errors import EdgeinfError
 
@@ -78,9 +80,9 @@ class Branch:
         object.__setattr__(self, "exit", exit_)
         object.__setattr__(self, "bits", bits)
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """The canonical, stable string id (``b<blocks>-e<exit|f>-w<bits>``)."""
+        """The canonical, stable string id (``b<blocks>-e<exit|f>-w<bits>``); computed once."""
         exit_ = "f" if self.exit is None else str(self.exit)
         return f"b{_join(self.blocks)}-e{exit_}-w{_join(self.bits)}"
 
@@ -116,6 +118,29 @@ class Branch:
         last = num_blocks - 1 if exit is None else exit
         blocks = tuple(range(last + 1))
         return cls(blocks=blocks, exit=exit, bits=(bits,) * len(blocks))
+
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> "Branch":
+        """The branch a stored row describes (a manifest's ``branches``, a profile row, a gates path).
+
+        The row's ``blocks``, ``exit`` and ``bits`` (missing or empty bits = fp32) are the branch;
+        its ``id``, when present, must be that branch's canonical id, else the row names one
+        branch and describes another.
+
+        Raises:
+            EdgeinfError: one line naming the row's id and the id its structure has.
+        """
+        try:
+            blocks, exit_, bits = tuple(row["blocks"]), row.get("exit"), tuple(row.get("bits") or ()) or None
+        except (KeyError, TypeError):
+            raise EdgeinfError(f"branch row {str(row)[:80]} needs 'blocks', 'exit' and 'bits'; re-export the package") from None
+        branch = cls(blocks=blocks, exit=exit_, bits=bits)
+        row_id = row.get("id")
+        if row_id is not None and row_id != branch.id:
+            raise EdgeinfError(f"branch id {row_id!r} does not name its blocks, exit and bits (their id is "
+                               f"{branch.id!r}); re-export the package (edgeinf export or edgeinf build)")
+        return branch
 
 
 def parse_id(branch_id: str) -> Branch:

@@ -226,7 +226,8 @@ __device__ __forceinline__ void qgemm(const uint8_t* __restrict__ pa, const uint
 }  // namespace edgeinf
 
 // Entry points: edgeinf_qgemm_w<bits>_pc (one scale per row), _g128 (groups of 128) and
-// _g (any power-of-two group size from 32 to 256, given as gsb = group / 32).
+// _g (any power-of-two group size from 32 to 256, given as gsb = group / 32), for every width
+// of EDGEINF_FOR_EACH_ENTRY (qgemm_common.cuh).
 #define EDGEINF_QGEMM(BITS, SUFFIX, NS)                                                                  \
   extern "C" __global__ void __launch_bounds__(256, (BITS == 2 || BITS == 4) && NS < 8 ? EDGEINF_MIN_BLOCKS : 1) \
       edgeinf_qgemm_w##BITS##SUFFIX(                                                                     \
@@ -235,14 +236,5 @@ __device__ __forceinline__ void qgemm(const uint8_t* __restrict__ pa, const uint
       int K, int nchunk, int npad, int gsb, float out_mul) {                                             \
     edgeinf::qgemm<BITS, NS>(pa, pb, scales, x, bias, y, M, N, K, nchunk, npad, gsb, out_mul);           \
   }
-#define EDGEINF_QGEMM_ALL(BITS)        \
-  EDGEINF_QGEMM(BITS, _pc, 0)          \
-  EDGEINF_QGEMM(BITS, _g128, 2)        \
-  EDGEINF_QGEMM(BITS, _g, 8)
 
-EDGEINF_QGEMM_ALL(2)
-EDGEINF_QGEMM_ALL(3)
-EDGEINF_QGEMM_ALL(4)
-EDGEINF_QGEMM_ALL(5)
-EDGEINF_QGEMM_ALL(6)
-EDGEINF_QGEMM_ALL(8)
+EDGEINF_FOR_EACH_ENTRY(EDGEINF_QGEMM)

@@ -179,3 +179,11 @@ __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint
 
 
 }  // namespace edgeinf
+
+// The entry points both kernel families export, in one list: ENTRY(BITS, SUFFIX, NS) for every
+// weight bit-width and group mode: _pc (one scale per row, NS 0), _g128 (groups of 128, NS 2) and
+// _g (any power-of-two group size from 32 to 256, NS 8). kernels/ops.py names them.
+#define EDGEINF_GROUP_MODES(ENTRY, BITS) ENTRY(BITS, _pc, 0) ENTRY(BITS, _g128, 2) ENTRY(BITS, _g, 8)
+#define EDGEINF_FOR_EACH_ENTRY(ENTRY)                                                        \
+  EDGEINF_GROUP_MODES(ENTRY, 2) EDGEINF_GROUP_MODES(ENTRY, 3) EDGEINF_GROUP_MODES(ENTRY, 4) \
+  EDGEINF_GROUP_MODES(ENTRY, 5) EDGEINF_GROUP_MODES(ENTRY, 6) EDGEINF_GROUP_MODES(ENTRY, 8)

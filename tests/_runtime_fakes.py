@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from edgeinf.branch import Branch
 from edgeinf.runtime.executors import CallableExecutor
 from edgeinf.runtime.monitor import Snapshot
 from edgeinf.runtime.runners.base import TensorSpec
@@ -42,10 +43,14 @@ class FakeMonitor:
         self.snapshot = Snapshot(runnable_per_core=runnable_per_core, other_cpu=min(1.0, runnable_per_core / 2))
 
 
+def bid(i: int) -> str:
+    """The id of :func:`table`'s branch ``i`` (blocks 0..i, final head, fp32)."""
+    return Branch(tuple(range(i + 1))).id
+
+
 def table(n: int = 5) -> BranchTable:
     """Branch i: base (i+1) ms, accuracy 0.5 + 0.1 i, blocks 0..i, final head."""
-    return BranchTable(tuple(BranchInfo(f"b{i}", 0.5 + 0.1 * i, float(i + 1), tuple(range(i + 1)), None)
-                             for i in range(n)))
+    return BranchTable(tuple(BranchInfo(Branch(tuple(range(i + 1))), 0.5 + 0.1 * i, float(i + 1)) for i in range(n)))
 
 
 def fake_executor(clock: FakeClock, monitor: FakeMonitor, slowdown=lambda s: math.exp(0.5 * s.runnable_per_core),

@@ -6,6 +6,13 @@ import numpy as np
 IN, HID, CLASSES = 4, 8, 3
 
 
+def branch_id(blocks, exit) -> str:
+    """The canonical id of the fp32 branch ``blocks`` -> ``exit`` (``edgeinf.branch.Branch.id``)."""
+    from edgeinf.branch import Branch
+
+    return Branch(tuple(blocks), exit).id
+
+
 def _weights(n_blocks: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     w = {"stem": rng.normal(0, 0.5, (IN, HID)).astype(np.float32), "head": rng.normal(0, 0.5, (HID, CLASSES)).astype(np.float32)}
@@ -68,7 +75,7 @@ def write_package(target, n_blocks: int = 3, fused: bool = True, latency: bool =
                           backend="onnx", index=i)
         rows = []
         for k, (blocks, exit) in enumerate(branches(n_blocks)):
-            bid = f"k{''.join(map(str, blocks))}-e{exit}"
+            bid = branch_id(blocks, exit)
             if fused:
                 parts = [("stem", w["stem"])] + [("block", w[f"block{i}"]) for i in blocks]
                 parts.append(("linear", w["head"] if exit is None else w[f"exit{exit}"]))

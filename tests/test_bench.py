@@ -330,7 +330,7 @@ def package(request, tmp_path):
 
 
 def test_package_branch_target_computes_the_branch(package):
-    from tests._runtime_pkg import reference
+    from tests._runtime_pkg import branch_id, reference
 
     root, weights = package
     for alias, blocks, exit in (("full", (0, 1, 2), None), ("fastest", (0,), 0)):
@@ -338,7 +338,7 @@ def test_package_branch_target_computes_the_branch(package):
         try:
             out = target.runner.infer(target.feed)
             np.testing.assert_allclose(out, reference(target.feed["x"], weights, blocks, exit), rtol=1e-4, atol=1e-5)
-            assert target.describe()["branch"] == f"k{''.join(map(str, blocks))}-e{exit}"
+            assert target.describe()["branch"] == branch_id(blocks, exit)
         finally:
             target.close()
 
@@ -372,12 +372,12 @@ def test_bench_fastest_uses_the_latencies_edgeinf_profile_measured(package):
     from edgeinf.runtime.device_profile import write_device_latency
 
     root, _ = package
-    assert resolve_target(f"{root}#fastest").describe()["branch"] == "k0-e0"
-    write_device_latency(root, "onnxruntime", {"k0-e0": {"p50_ms": 3.0}, "k01-e1": {"p50_ms": 2.0},
-                                               "k012-eNone": {"p50_ms": 1.0}})
+    assert resolve_target(f"{root}#fastest").describe()["branch"] == "b0-e0-w32"
+    write_device_latency(root, "onnxruntime", {"b0-e0-w32": {"p50_ms": 3.0}, "b0_1-e1-w32_32": {"p50_ms": 2.0},
+                                               "b0_1_2-ef-w32_32_32": {"p50_ms": 1.0}})
     target = resolve_target(f"{root}#fastest")
     try:
-        assert target.describe()["branch"] == "k012-eNone" and target.describe()["device_latency_ms"] == 1.0
+        assert target.describe()["branch"] == "b0_1_2-ef-w32_32_32" and target.describe()["device_latency_ms"] == 1.0
     finally:
         target.close()
 
@@ -388,10 +388,10 @@ def test_bench_package_full_vs_fastest(package, tmp_path, capsys):
                           "--results-file", tmp_path / "vs.json")
     doc = json.loads((tmp_path / "vs.json").read_text())
     assert code == 0 and doc["comparison"]["pairs"] == 20
-    assert [r["target"]["branch"] for r in doc["runs"]] == ["k012-eNone", "k0-e0"]
+    assert [r["target"]["branch"] for r in doc["runs"]] == ["b0_1_2-ef-w32_32_32", "b0-e0-w32"]
 
 
 def test_bench_all_branches(package, capsys):
     root, _ = package
     code, out = run_bench(capsys, f"{root}#all", "--iters", 5, "--json")
-    assert code == 0 and [r["target"]["branch"] for r in json.loads(out)["runs"]] == ["k0-e0", "k01-e1", "k012-eNone"]
+    assert code == 0 and [r["target"]["branch"] for r in json.loads(out)["runs"]] == ["b0-e0-w32", "b0_1-e1-w32_32", "b0_1_2-ef-w32_32_32"]

@@ -71,3 +71,20 @@ def test_monotone_and_helpers():
         b.bits_of(3)
     assert bits_label(16) == "fp16" and bits_label(4) == "w4"
     assert Branch((0, 1, 2), None, (32, 8, 8)).describe() == "3 blocks, final head, fp32x1 w8x2"
+
+
+def test_from_row_reads_a_stored_row_and_refuses_an_id_that_names_another_branch():
+    row = {"id": "b0_2-e2-w8_4", "blocks": [0, 2], "exit": 2, "bits": [8, 4]}
+    assert Branch.from_row(row) == Branch((0, 2), 2, (8, 4))
+    assert Branch.from_row({"blocks": [0], "exit": None, "bits": []}).bits == (32,)  # no bits: fp32
+    with pytest.raises(EdgeinfError, match=r"branch id 'k02-e2' does not name .*'b0_2-e2-w8_4'.*re-export") as err:
+        Branch.from_row({**row, "id": "k02-e2"})
+    assert "\n" not in str(err.value)
+    with pytest.raises(EdgeinfError, match="needs 'blocks'"):
+        Branch.from_row({"id": "b0-ef-w32"})
+
+
+def test_id_is_computed_once_and_not_part_of_equality():
+    b = Branch((0, 1), None, (8, 4))
+    assert b.id is b.id and "id" not in repr(b)
+    assert b == Branch((0, 1), None, (8, 4)) and len({b, Branch((0, 1), None, (8, 4))}) == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeinf.branch import Branch
 from edgeinf.runtime.hooks import PassHook
 from edgeinf.runtime.latency import LatencyModel
 from edgeinf.runtime.monitor import IDLE
@@ -13,8 +14,8 @@ from test_runtime_core_deps import N_BLOCKS, _content
 
 
 def _table() -> BranchTable:
-    rows = [BranchInfo(f"k{n}", 0.5 + 0.1 * n, 1.0 + n, tuple(range(n + 1)), n if n < N_BLOCKS - 1 else None,
-                       (32,) * (n + 1)) for n in range(N_BLOCKS)]
+    rows = [BranchInfo(Branch(tuple(range(n + 1)), n if n < N_BLOCKS - 1 else None), 0.5 + 0.1 * n, 1.0 + n)
+            for n in range(N_BLOCKS)]
     return BranchTable(tuple(rows))
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 
 def _table(ms: float) -> dict:
-    return {bid: {"p50": ms * (k + 1), "n": 5} for k, bid in enumerate(("k0-e0", "k01-e1", "k012-eNone"))}
+    return {bid: {"p50": ms * (k + 1), "n": 5} for k, bid in enumerate(("b0-e0-w32", "b0_1-e1-w32_32", "b0_1_2-ef-w32_32_32"))}
 
 
 @pytest.fixture()
@@ -30,8 +30,8 @@ def test_entries_are_kept_per_thread_count(pkg):
     write_device_latency(pkg, "onnxruntime", _table(0.6), {"options": {"intra_op_threads": 2}})
     m = read_manifest(pkg)
     assert len(m["device_latency"]) == 2  # the 2-thread table does not replace the 1-thread one
-    assert device_table(m, "onnxruntime", 1)["k0-e0"] == pytest.approx(1.0)
-    assert device_table(m, "onnxruntime", 2)["k0-e0"] == pytest.approx(0.6)
+    assert device_table(m, "onnxruntime", 1)["b0-e0-w32"] == pytest.approx(1.0)
+    assert device_table(m, "onnxruntime", 2)["b0-e0-w32"] == pytest.approx(0.6)
     assert session_mismatch(m, "onnxruntime", 2) is None
 
 
@@ -40,10 +40,10 @@ def test_another_thread_count_is_scaled_and_flagged_in_one_line(pkg, caplog, mon
     m = read_manifest(pkg)
     scale = thread_scale(1, 2)
     assert scale == pytest.approx(0.2 + 0.8 / 2)  # Amdahl, 80 % parallel
-    assert device_table(m, "onnxruntime", 2)["k01-e1"] == pytest.approx(2.0 * scale)
+    assert device_table(m, "onnxruntime", 2)["b0_1-e1-w32_32"] == pytest.approx(2.0 * scale)
     with caplog.at_level(logging.WARNING, logger="edgeinf"):
         with Runtime.load(pkg, monitor=False, intra_op_threads=2) as rt:
-            assert rt.table.get("k01-e1").base_ms == pytest.approx(2.0 * scale)
+            assert rt.table.get("b0_1-e1-w32_32").base_ms == pytest.approx(2.0 * scale)
     lines = [r.getMessage() for r in caplog.records if "intra-op threads" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0] and "remeasure=True" in lines[0]
 
@@ -51,7 +51,7 @@ def test_another_thread_count_is_scaled_and_flagged_in_one_line(pkg, caplog, mon
 def test_same_thread_count_is_used_as_is_without_a_warning(pkg, caplog):
     with caplog.at_level(logging.WARNING, logger="edgeinf"):
         with Runtime.load(pkg, monitor=False, intra_op_threads=1) as rt:
-            assert rt.table.get("k012-eNone").base_ms == pytest.approx(3.0)
+            assert rt.table.get("b0_1_2-ef-w32_32_32").base_ms == pytest.approx(3.0)
     assert not [r for r in caplog.records if "intra-op threads" in r.getMessage()]
 
 
@@ -68,4 +68,4 @@ def test_a_malformed_options_field_counts_as_the_default(pkg):
     m = read_manifest(pkg)
     entry = next(iter(m["device_latency"].values()))
     entry["options"] = ["not", "a", "dict"]
-    assert device_table(m, "onnxruntime", None)["k0-e0"] == pytest.approx(1.0)
+    assert device_table(m, "onnxruntime", None)["b0-e0-w32"] == pytest.approx(1.0)

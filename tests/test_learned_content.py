@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.content import ContentAware, pool
 from edgeinf.learned.train_content import ContentTrainConfig
@@ -27,10 +28,9 @@ def test_pool_shapes():
 
 def test_pick_maximises_the_mask_likelihood_by_hand():
     ca = ContentAware(_layers(4, 1), 4, (1,), np.ones(4, np.float32), 4.0)
-    branches = [BranchInfo("a", .9, 4.0, (0, 1, 2, 3), None, (32,) * 4),
-                BranchInfo("b", .8, 3.0, (0, 1, 3), None, (32,) * 3),
-                BranchInfo("c", .5, 2.0, (0, 1), 1, (32, 32)),
-                BranchInfo("d", .5, 1.0, (1,), 1, (32,))]  # no block 0: never picked
+    branches = [BranchInfo(Branch((0, 1, 2, 3)), .9, 4.0), BranchInfo(Branch((0, 1, 3)), .8, 3.0),
+                BranchInfo(Branch((0, 1), 1), .5, 2.0),
+                BranchInfo(Branch((1,), 1), .5, 1.0)]  # no block 0: never picked
     keep = np.array([[0.9, 0.2, 0.9]])   # blocks 1, 2, 3
     exit_p = np.array([[0.3, 0.7]])      # exit 1, final head
     allowed = np.ones(4, bool)

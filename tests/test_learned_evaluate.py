@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeinf.branch import parse_id
 from edgeinf.learned.evaluate import evaluate_offline, lambda_sweep, summarize, threshold_route
 from edgeinf.learned.gates import ErrorGates
 from edgeinf.learned.paths import PathSet
@@ -23,8 +24,8 @@ def _setup():
     wrong = (y + 1) % C
     p_e1 = np.concatenate([_onehot(y[:3], 0.95), _onehot(wrong[3:], 0.5)])
     p_full = _onehot(y, 0.9)
-    table = BranchTable((BranchInfo("b0_1-e1-w32_32", 0.5, 1.0, (0, 1), 1, (32, 32)),
-                         BranchInfo("b0_1_2-ef-w32_32_32", 1.0, 3.0, (0, 1, 2), None, (32, 32, 32))))
+    table = BranchTable((BranchInfo(parse_id("b0_1-e1-w32_32"), 0.5, 1.0),
+                         BranchInfo(parse_id("b0_1_2-ef-w32_32_32"), 1.0, 3.0)))
     return table, np.stack([p_e1, p_full]), y
 
 
@@ -76,7 +77,7 @@ def test_oracle_in_other_costs_and_the_full_model():
     o = oracle_point(table, probs, y, np.array([2.0, 3.0]), "measured")
     assert o == {"accuracy": 1.0, "mean_ms": 2.5, "latency_source": "measured"}
     assert full_model(table).id == "b0_1_2-ef-w32_32_32"
-    quant = BranchTable((*table.branches, BranchInfo("b0_1_2-ef-w4_4_4", 1.0, 1.5, (0, 1, 2), None, (4, 4, 4))))
+    quant = BranchTable((*table.branches, BranchInfo(parse_id("b0_1_2-ef-w4_4_4"), 1.0, 1.5)))
     assert full_model(quant).id == "b0_1_2-ef-w32_32_32"  # the highest bits, not the cheapest
     assert full_model(BranchTable(table.branches[:1])) is None
 
@@ -163,8 +164,8 @@ def test_graded_workbench_and_probability_cache(tmp_path):
     from edgeinf.quant import BlockVariants, QuantConfig
 
     model = zoo.build("digits-resnet", seed=3).eval()
-    rows = (BranchInfo("b0_1-e1-w32_32", 0.5, 1.0, (0, 1), 1, (32, 32)),
-            BranchInfo("b0_1_2_3_4_5_6_7-ef-w8_8_8_8_8_8_8_8", 0.9, 3.0, tuple(range(8)), None, (8,) * 8))
+    rows = (BranchInfo(parse_id("b0_1-e1-w32_32"), 0.5, 1.0),
+            BranchInfo(parse_id("b0_1_2_3_4_5_6_7-ef-w8_8_8_8_8_8_8_8"), 0.9, 3.0))
     rng = np.random.default_rng(0)
     data = zoo.digits.DigitsData(*(rng.uniform(-1, 1, (n, 1, 32, 32)).astype(np.float32) if k % 2 == 0
                                    else rng.integers(0, 10, n) for k, n in enumerate((6, 6, 4, 4, 5, 5))), 32, 0)

@@ -1,9 +1,12 @@
 """QuEE error gates: path sets, targets, routing properties, persistence and the runtime hook."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
+from edgeinf.branch import SUPPORTED_BITS
 from edgeinf.errors import EdgeinfError
 from edgeinf.learned.gates import ErrorGates, GateHook, GatesScheduler
 from edgeinf.learned.paths import PathSet, gate_features, make_path, monotone
@@ -11,6 +14,10 @@ from edgeinf.learned.train_gates import GateTrainConfig, calibration_error, clus
 from edgeinf.runtime.runners.chain import ChainRunner
 
 C = 4
+# the paths' canonical branch ids, by the short names the tests use
+A, B = "b0_1-e1-w32_32", "b0_1_2_3-ef-w32_32_32_32"
+E1, HI, LO, UP = "b0_1-e1-w8_8", "b0_1_2-ef-w8_8_8", "b0_1_2-ef-w8_8_4", "b0_1_2-ef-w8_8_32"
+FULL, OTHER = "b0_1_2-ef-w8_8_4", "b0_1_2-ef-w32_32_32"
 
 
 def _probs(labels, conf, rng=None, shift=None):
@@ -29,9 +36,9 @@ def _synthetic(n=400, seed=0):
     easy = rng.random(n) < 0.5
     p_a = np.where(easy[:, None], _probs(y, 0.95), _probs(y, 0.3, shift=rng.integers(0, 2, n)))
     p_b = _probs(y, 0.9)
-    paths = [make_path("A", (0, 1), 1, (32, 32), 1.0), make_path("B", (0, 1, 2, 3), None, (32, 32, 32, 32), 4.0)]
+    paths = [make_path((0, 1), 1, (32, 32), 1.0), make_path((0, 1, 2, 3), None, (32, 32, 32, 32), 4.0)]
     ps = PathSet(paths, 4, [1])
-    probs = np.stack([p_a if p.id == "A" else p_b for p in ps.paths]).astype(np.float32)
+    probs = np.stack([p_a if p.id == A else p_b for p in ps.paths]).astype(np.float32)
     return ps, probs, y, easy
 
 
@@ -52,23 +59,25 @@ def test_gate_features_match_eq13_by_hand():
 
 
 def test_pathset_states_futures_and_monotone_filter():
-    paths = [make_path("e1", (0, 1), 1, (8, 8), 1.0), make_path("full", (0, 1, 2), None, (8, 8, 4), 3.0),
-             make_path("up", (0, 1, 2), None, (8, 8, 32), 3.0),    # low -> high: excluded
-             make_path("other", (0, 1, 2), None, (32, 32, 32), 3.5)]  # its exit-1 prefix is not a path: no gate
+    paths = [make_path((0, 1), 1, (8, 8), 1.0), make_path((0, 1, 2), None, (8, 8, 4), 3.0),
+             make_path((0, 1, 2), None, (8, 8, 32), 3.0),    # low -> high: excluded
+             make_path((0, 1, 2), None, (32, 32, 32), 3.5)]  # its exit-1 prefix is not a path: no gate
     ps = PathSet(paths, 3, [1])
-    assert "up" not in ps.index and not monotone((4, 8))
+    assert UP not in ps.index and not monotone((4, 8))
     state = (1, (0, 1), (8, 8))
-    assert ps.stop == {state: ps.index["e1"]}
-    assert sorted(ps.paths[i].id for i in ps.futures[state]) == ["e1", "full"]
-    assert ps.states_of(ps.paths[ps.index["other"]]) == []
-    np.testing.assert_allclose(ps.encode(ps.paths[ps.index["full"]]), [0.25, 0.25, 0.125, 1.0])
+    assert ps.stop == {state: ps.index[E1]}
+    assert sorted(ps.paths[i].id for i in ps.futures[state]) == [E1, FULL]
+    assert ps.states_of(ps.paths[ps.index[OTHER]]) == []
+    np.testing.assert_allclose(ps.encode(ps.paths[ps.index[FULL]]), [0.25, 0.25, 0.125, 1.0])
 
 
 def test_sampling_caps_paths_keeps_requested_and_is_seeded():
-    paths = [make_path(f"p{i}", (0, 1, 2), None, (8, 8, 8), 1.0 + i) for i in range(80)]
-    a = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=["p79"])
-    b = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=["p79"])
-    assert len(a) == 50 and "p79" in a.index
+    bits = [b for b in itertools.product(SUPPORTED_BITS, repeat=3) if monotone(b)][:80]  # 80 distinct paths
+    paths = [make_path((0, 1, 2), None, b, 1.0 + i) for i, b in enumerate(bits)]
+    last = paths[-1].id
+    a = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=[last])
+    b = PathSet(paths, 3, [1], max_paths=50, seed=3, keep=[last])
+    assert len(bits) == 80 and len(a) == 50 and last in a.index
     assert [p.id for p in a.paths] == [p.id for p in b.paths]
 
 
@@ -84,7 +93,7 @@ def test_cluster_targets_are_cluster_error_rates():
 def test_gates_route_easy_inputs_to_the_early_exit(trained):
     gates, probs, y, easy = trained
     final, count = gates.route(probs, lam=0.3)  # A costs 0.25, B 1: exit when pe(A) < pe(B) + 0.225
-    exit_a = gates.pathset.index["A"]
+    exit_a = gates.pathset.index[A]
     assert (final[easy] == exit_a).mean() > 0.9
     assert (final[~easy] == exit_a).mean() < 0.1
     assert np.all(count == 1)
@@ -93,9 +102,9 @@ def test_gates_route_easy_inputs_to_the_early_exit(trained):
 def test_lambda_zero_picks_most_accurate_and_huge_lambda_the_cheapest(trained):
     gates, probs, y, easy = trained
     final0, _ = gates.route(probs, lam=0.0)
-    assert np.all(final0 == gates.pathset.index["B"])
+    assert np.all(final0 == gates.pathset.index[B])
     final_big, _ = gates.route(probs, lam=1e3)
-    assert np.all(final_big == gates.pathset.index["A"])
+    assert np.all(final_big == gates.pathset.index[A])
 
 
 def test_lambda_from_budget_is_monotone(trained):
@@ -134,8 +143,8 @@ def test_load_rejects_other_files(tmp_path):
 
 def _three_paths():
     """Exit after block 1, a high-bit and a low-bit continuation, and a low->high one (never allowed)."""
-    return [make_path("e1", (0, 1), 1, (8, 8), 1.0), make_path("hi", (0, 1, 2), None, (8, 8, 8), 3.0),
-            make_path("lo", (0, 1, 2), None, (8, 8, 4), 2.0), make_path("up", (0, 1, 2), None, (8, 8, 32), 2.5)]
+    return [make_path((0, 1), 1, (8, 8), 1.0), make_path((0, 1, 2), None, (8, 8, 8), 3.0),
+            make_path((0, 1, 2), None, (8, 8, 4), 2.0), make_path((0, 1, 2), None, (8, 8, 32), 2.5)]
 
 
 def _fixed_gates(pe_by_id: dict[str, float]) -> ErrorGates:
@@ -161,18 +170,18 @@ def _fixed_gates(pe_by_id: dict[str, float]) -> ErrorGates:
 
 
 def test_fixed_predictions_give_the_hand_computed_argmin():
-    gates = _fixed_gates({"e1": 0.30, "hi": 0.05, "lo": 0.10})
+    gates = _fixed_gates({E1: 0.30, HI: 0.05, LO: 0.10})
     ps = gates.pathset
-    assert "up" not in ps.index
+    assert UP not in ps.index
     state = (1, (0, 1), (8, 8))
     u = gate_features(np.full((1, C), 0.25), None)
     np.testing.assert_allclose(gates.predict(1, u, ps.futures[state])[0],
-                               [{"e1": .3, "hi": .05, "lo": .1}[ps.paths[i].id] for i in ps.futures[state]], rtol=1e-4)
+                               [{E1: .3, HI: .05, LO: .1}[ps.paths[i].id] for i in ps.futures[state]], rtol=1e-4)
     # costs normalised by 3: e1 1/3, lo 2/3, hi 1
     pick = lambda lam: ps.paths[gates.decide(state, u, lam)].id  # noqa: E731
-    assert pick(0.0) == "hi"        # 0.05 < 0.10 < 0.30
-    assert pick(0.3) == "lo"        # hi .35, lo .30, e1 .40
-    assert pick(2.0) == "e1"        # hi 2.05, lo 1.43, e1 0.97
+    assert pick(0.0) == HI  # 0.05 < 0.10 < 0.30
+    assert pick(0.3) == LO  # hi .35, lo .30, e1 .40
+    assert pick(2.0) == E1  # hi 2.05, lo 1.43, e1 0.97
 
 
 class _FakeChain:
@@ -204,20 +213,20 @@ class _Block:
 
 def test_hook_stops_continues_and_reroutes_between_blocks():
     chain = _FakeChain()
-    for pe, lam, want, ran in (({"e1": .3, "hi": .05, "lo": .1}, 2.0, "e1", []),
-                               ({"e1": .3, "hi": .05, "lo": .1}, 0.0, "hi", None),
-                               ({"e1": .3, "hi": .05, "lo": .1}, 0.3, "lo", [(2, 4)])):
+    for pe, lam, want, ran in (({E1: .3, HI: .05, LO: .1}, 2.0, E1, []),
+                               ({E1: .3, HI: .05, LO: .1}, 0.0, HI, None),
+                               ({E1: .3, HI: .05, LO: .1}, 0.3, LO, [(2, 4)])):
         gates = _fixed_gates(pe)
         chain.ran.clear()
-        hook = GateHook(gates, gates.pathset.index["hi"], lam, np.ones(len(gates.pathset), bool),
+        hook = GateHook(gates, gates.pathset.index[HI], lam, np.ones(len(gates.pathset), bool),
                         chain.run_exit, chain)
         out = hook(1, 1, np.zeros((1, 2)))
         assert hook.path.id == want and hook.gates_run == 1
-        if want == "hi":
+        if want == HI:
             assert out is None          # the planned path goes on
         else:
             assert out is not None and chain.ran == ran
-        assert (hook.exited_at is not None) == (want == "e1")
+        assert (hook.exited_at is not None) == (want == E1)
 
 
 def test_scheduler_binds_only_to_a_table_that_has_its_paths():
@@ -225,18 +234,18 @@ def test_scheduler_binds_only_to_a_table_that_has_its_paths():
     from edgeinf.runtime.monitor import IDLE
     from edgeinf.runtime.table import BranchInfo, BranchTable
 
-    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
-    rows = [BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    gates = _fixed_gates({E1: .3, HI: .05, LO: .1})
+    rows = [BranchInfo(p.branch, 0.9, p.base_ms) for p in gates.pathset.paths]
     sched = GatesScheduler(gates, lam=0.0).bind(BranchTable(tuple(rows)), LatencyModel())
     scale, add = sched.latency.bounds(IDLE)
-    d = sched.choose(2.5 * scale + add, IDLE)  # "hi" (3 ms) does not fit: the best allowed start is "lo"
-    assert d.branch.id == "lo" and d.fits
+    d = sched.choose(2.5 * scale + add, IDLE)  # HI (3 ms) does not fit: the best allowed start is LO
+    assert d.branch.id == LO and d.fits
     with pytest.raises(EdgeinfError, match="lacks"):
         GatesScheduler(gates).bind(BranchTable(tuple(rows[:1])), LatencyModel())
 
 
 def test_lambda_for_budget_trades_at_most_the_tolerance():
-    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    gates = _fixed_gates({E1: .3, HI: .05, LO: .1})
     gates.lambdas = np.array([0.0, 0.1, 0.3, 1.0])
     gates.mean_ms = np.array([3.0, 2.5, 2.0, 1.0])
     gates.accuracy = np.array([0.990, 0.988, 0.95, 0.7])
@@ -261,19 +270,19 @@ def test_one_input_features_equal_the_batch_features():
 
 def test_a_forced_stop_runs_no_gate_mlp(monkeypatch):
     chain = _FakeChain()
-    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
-    allowed = np.array([p.id == "e1" for p in gates.pathset.paths])  # the budget leaves only exit 1
+    gates = _fixed_gates({E1: .3, HI: .05, LO: .1})
+    allowed = np.array([p.id == E1 for p in gates.pathset.paths])  # the budget leaves only exit 1
     state = (1, (0, 1), (8, 8))
-    assert gates.forced(state, 0.0, allowed) == gates.pathset.index["e1"]
+    assert gates.forced(state, 0.0, allowed) == gates.pathset.index[E1]
     assert gates.forced(state, 0.0, np.ones(len(gates.pathset), bool)) is None
 
     def boom(*a, **k):
         raise AssertionError("the MLP ran")
 
     monkeypatch.setattr(ErrorGates, "decide", boom)
-    hook = GateHook(gates, gates.pathset.index["hi"], 0.0, allowed, chain.run_exit, chain)
+    hook = GateHook(gates, gates.pathset.index[HI], 0.0, allowed, chain.run_exit, chain)
     out = hook(1, 1, np.zeros((1, 2)))
-    assert out is not None and hook.path.id == "e1" and hook.exited_at == (1, 1) and hook.gates_run == 1
+    assert out is not None and hook.path.id == E1 and hook.exited_at == (1, 1) and hook.gates_run == 1
 
 
 def test_one_scheduler_serves_interleaved_calls():
@@ -283,14 +292,14 @@ def test_one_scheduler_serves_interleaved_calls():
     from edgeinf.runtime.monitor import IDLE
     from edgeinf.runtime.table import BranchInfo, BranchTable
 
-    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
-    rows = [BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    gates = _fixed_gates({E1: .3, HI: .05, LO: .1})
+    rows = [BranchInfo(p.branch, 0.9, p.base_ms) for p in gates.pathset.paths]
     sched = GatesScheduler(gates, lam=0.0).bind(BranchTable(tuple(rows)), LatencyModel())
     scale, add = sched.latency.bounds(IDLE)
     tight, loose = sched.choose(2.5 * scale + add, IDLE), sched.choose(100.0, IDLE)
     chain = _FakeChain()
     first, second = (sched.exit_hook(d, chain.run_exit, {1}, chain) for d in (tight, loose))
-    hi = gates.pathset.index["hi"]
+    hi = gates.pathset.index[HI]
     assert not first.allowed[hi] and second.allowed[hi]
-    assert tight.branch.id == "lo" and loose.branch.id == "hi"
+    assert tight.branch.id == LO and loose.branch.id == HI
     assert isinstance(first, PassHook) and isinstance(second, PassHook)

@@ -15,6 +15,10 @@ from edgeinf.learned.paths import PathSet, gate_features, make_path
 from edgeinf.learned.train_next_step import NextStepTrainConfig, train_next_step
 
 C = 4
+# the paths' canonical branch ids, by the short names the tests use
+A, B = "b0_1-e1-w32_32", "b0_1_2_3-ef-w32_32_32_32"
+E1, E2, E3 = "b0_1-e1-w8_8", "b0_1_2-e2-w8_8_8", "b0_1_2_3-e3-w8_8_8_8"
+FULL, LO, F = "b0_1_2_3-ef-w8_8_8_8", "b0_1_2_3-ef-w8_8_4_4", "b0_1_2_3-ef-w8_8_8_8"
 S1, S2 = (1, (0, 1), (8, 8)), (2, (0, 1, 2), (8, 8, 8))
 
 
@@ -31,8 +35,8 @@ def _synthetic(n=300, seed=0):
     y = rng.integers(0, C, n)
     easy = rng.random(n) < 0.5
     p_a = np.where(easy[:, None], _rows(y, 0.95), _rows((y + rng.integers(0, 2, n)) % C, 0.3))
-    ps = PathSet([make_path("A", (0, 1), 1, (32, 32), 1.0), make_path("B", (0, 1, 2, 3), None, (32,) * 4, 4.0)], 4, [1])
-    probs = np.stack([p_a if p.id == "A" else _rows(y, 0.9) for p in ps.paths]).astype(np.float32)
+    ps = PathSet([make_path((0, 1), 1, (32, 32), 1.0), make_path((0, 1, 2, 3), None, (32,) * 4, 4.0)], 4, [1])
+    probs = np.stack([p_a if p.id == A else _rows(y, 0.9) for p in ps.paths]).astype(np.float32)
     return ps, probs, y, easy
 
 
@@ -47,8 +51,8 @@ def trained():
 
 def _four_paths() -> PathSet:
     """e1 exits after block 1, e2 after block 2; full and lo (lower bits from block 2) run to the end."""
-    return PathSet([make_path("e1", (0, 1), 1, (8, 8), 1.0), make_path("e2", (0, 1, 2), 2, (8, 8, 8), 2.0),
-                    make_path("full", (0, 1, 2, 3), None, (8, 8, 8, 8), 4.0), make_path("lo", (0, 1, 2, 3), None, (8, 8, 4, 4), 3.0)],
+    return PathSet([make_path((0, 1), 1, (8, 8), 1.0), make_path((0, 1, 2), 2, (8, 8, 8), 2.0),
+                    make_path((0, 1, 2, 3), None, (8, 8, 8, 8), 4.0), make_path((0, 1, 2, 3), None, (8, 8, 4, 4), 3.0)],
                    4, [1, 2])
 
 
@@ -60,21 +64,21 @@ def test_steps_group_futures_by_their_next_state_by_hand():
     ps = _four_paths()
     steps = next_steps(ps)
     assert set(steps) == {S1, S2}
-    assert [_ids(ps, g) for g in steps[S1].groups] == [["e1"], ["e2", "full"], ["lo"]]  # stop, via S2, lo's end
+    assert [_ids(ps, g) for g in steps[S1].groups] == [[E1], [E2, FULL], [LO]]  # stop, via S2, lo's end
     np.testing.assert_allclose(steps[S1].enc, [[.25, .25, 0, 0, .5, 1, .25],
                                                [.25, .25, .25, 0, .75, 0, .5],
                                                [.25, .25, .125, .125, 1.0, 0, .75]])
-    assert [_ids(ps, g) for g in steps[S2].groups] == [["e2"], ["full"]]
-    pe = {"e1": .4, "e2": .2, "full": .05, "lo": .1}
+    assert [_ids(ps, g) for g in steps[S2].groups] == [[E2], [FULL]]
+    pe = {E1: .4, E2: .2, FULL: .05, LO: .1}
     targets = np.array([[pe[p.id]] for p in ps.paths])
     # lambda 0.5, costs / 4: stop .125 + .4; via S2 min(.25 + .2, .5 + .05); lo .375 + .1
     np.testing.assert_allclose(step_targets(steps[S1], ps.cost_norm, targets, 0.5)[:, 0], [.525, .45, .475])
 
 
 def test_stopping_at_the_last_block_and_going_to_the_final_head_are_different_steps():
-    ps = PathSet([make_path("e3", (0, 1, 2, 3), 3, (8,) * 4, 3.0), make_path("f", (0, 1, 2, 3), None, (8,) * 4, 3.2)], 4, [3])
+    ps = PathSet([make_path((0, 1, 2, 3), 3, (8,) * 4, 3.0), make_path((0, 1, 2, 3), None, (8,) * 4, 3.2)], 4, [3])
     (steps,) = next_steps(ps).values()
-    assert [_ids(ps, g) for g in steps.groups] == [["e3"], ["f"]]
+    assert [_ids(ps, g) for g in steps.groups] == [[E3], [F]]
     assert not np.array_equal(steps.enc[0], steps.enc[1])
 
 
@@ -88,7 +92,7 @@ def _linear_gates(ps: PathSet, values: dict, lambdas=(0.0,)) -> NextStepGates:
     w1 = np.zeros((d_u + enc.shape[1], 2), np.float32)
     w1[d_u:, 0], w1[d_u:, 1] = sol[:-1], -sol[:-1]
     layer = (w1, np.array([sol[-1], -sol[-1]], np.float32), np.array([1.0, -1.0], np.float32), np.float32(0.0))
-    prior = np.array([{"e1": .4, "e2": .2, "full": .05, "lo": .1}.get(p.id, .5) for p in ps.paths], np.float32)
+    prior = np.array([{E1: .4, E2: .2, FULL: .05, LO: .1}.get(p.id, .5) for p in ps.paths], np.float32)
     return NextStepGates(ps, np.array(lambdas), [{s[0]: layer for s in steps} for _ in lambdas], prior)
 
 
@@ -99,13 +103,13 @@ def test_decide_takes_the_best_allowed_step_and_the_best_prior_path_through_it()
     np.testing.assert_allclose(gates.step_values(S1, u, 0.0), [.525, .45, .475], atol=1e-5)
     pick = lambda allowed=None: ps.paths[gates.decide(S1, u, 0.0, allowed)].id  # noqa: E731
     allow = lambda *ids: np.array([p.id in ids for p in ps.paths])  # noqa: E731
-    assert pick() == "full"                       # via S2; full has the lower prior error
-    assert pick(allow("e1", "e2", "lo")) == "e2"  # full not allowed: e2 is the way through S2
-    assert pick(allow("e1", "lo")) == "lo"        # the S2 step has no allowed path left
-    assert pick(allow("e1")) == "e1"
-    assert pick(allow()) == "e1"                  # nothing allowed: stop
-    assert ps.paths[gates.start(0.0)].id == "full"
-    assert ps.paths[gates.decide(S2, u, 0.0)].id == "full"
+    assert pick() == FULL                 # via S2; full has the lower prior error
+    assert pick(allow(E1, E2, LO)) == E2  # full not allowed: e2 is the way through S2
+    assert pick(allow(E1, LO)) == LO      # the S2 step has no allowed path left
+    assert pick(allow(E1)) == E1
+    assert pick(allow()) == E1            # nothing allowed: stop
+    assert ps.paths[gates.start(0.0)].id == FULL
+    assert ps.paths[gates.decide(S2, u, 0.0)].id == FULL
 
 
 def test_module_for_picks_the_nearest_trained_lambda():
@@ -141,7 +145,7 @@ def test_a_pass_switches_path_only_when_the_chosen_step_leaves_it(seed, lam):
 
 def test_trained_gates_stop_easy_inputs_and_send_hard_ones_on(trained):
     gates, probs, y, easy = trained
-    a = gates.pathset.index["A"]
+    a = gates.pathset.index[A]
     lam = gates.lam_for_budget(3.0)  # easy -> A, hard -> B costs 2.5 ms on average; all B 4 ms
     final, count = gates.route(probs, lam)
     assert (final[easy] == a).mean() > 0.9
@@ -234,7 +238,7 @@ def test_gates_scheduler_drives_next_step_gates_in_the_runtime(trained):
     from edgeinf.runtime.table import BranchInfo, BranchTable
 
     gates = trained[0]
-    table = BranchTable(tuple(BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths))
+    table = BranchTable(tuple(BranchInfo(p.branch, 0.9, p.base_ms) for p in gates.pathset.paths))
     ran = []
 
     def run(branch, x, hook):  # x = [easy?, label]; hidden = x; exit 1 sees what the synthetic exit A sees
@@ -258,9 +262,9 @@ def test_gates_scheduler_drives_next_step_gates_in_the_runtime(trained):
             out, rec = rt.infer(np.array([[easy, 2.0]], np.float32), budget_ms=10.0)
             assert out.argmax() == 2
             if easy:
-                assert (rec.branch, rec.exited_at, ran) == ("A", 1, [0, 1])
+                assert (rec.branch, rec.exited_at, ran) == (A, 1, [0, 1])
             else:
-                assert (rec.branch, rec.exited_at, ran) == ("B", None, [0, 1, 2, 3])
+                assert (rec.branch, rec.exited_at, ran) == (B, None, [0, 1, 2, 3])
 
 
 def _realistic(n=360, seed=0):
@@ -269,14 +273,14 @@ def _realistic(n=360, seed=0):
     import itertools
 
     rng = np.random.default_rng(seed)
-    cands = {}
+    cands = []
     for end in (1, 3, 5, 7, None):
         blocks = tuple(range(8 if end is None else end + 1))
         for levels in itertools.product((8, 4, 2), repeat=4):
             bits = tuple(levels[i // 2] for i in blocks)
             cost = sum({8: 1.0, 4: 0.6, 2: 0.4}[b] for b in bits) + (0.2 if end is not None else 0.5)
-            cands[f"e{end}-" + "".join(map(str, bits))] = (blocks, end, bits, cost)
-    ps = PathSet([make_path(k, *v) for k, v in cands.items()], 8, [1, 3, 5, 7], max_paths=50, seed=seed)
+            cands.append(make_path(blocks, end, bits, cost))
+    ps = PathSet(cands, 8, [1, 3, 5, 7], max_paths=50, seed=seed)
     y, hard = rng.integers(0, 10, n), rng.random(n)
     probs = []
     for p in ps.paths:

@@ -26,7 +26,7 @@ def _constant_gates(table, pe_by_id: dict[str, float], classes: int) -> ErrorGat
     return ErrorGates(ps, gates, np.array([pe_by_id[p.id] for p in ps.paths], np.float32))
 
 
-@pytest.mark.parametrize("lam, want", [(0.0, "k012-eNone"), (10.0, "k0-e0")])
+@pytest.mark.parametrize("lam, want", [(0.0, "b0_1_2-ef-w32_32_32"), (10.0, "b0-e0-w32")])
 def test_gates_stop_or_go_on_between_blocks(tmp_path, lam, want):
     from edgeinf.runtime.latency import LatencyModelConfig
     from edgeinf.runtime.runtime import Runtime
@@ -35,14 +35,14 @@ def test_gates_stop_or_go_on_between_blocks(tmp_path, lam, want):
     x = np.random.default_rng(0).normal(size=(1, IN)).astype(np.float32)
     with Runtime.load(tmp_path / "pkg", monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
         table = probe.table
-    gates = _constant_gates(table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, classes=3)
+    gates = _constant_gates(table, {"b0-e0-w32": 0.3, "b0_1-e1-w32_32": 0.2, "b0_1_2-ef-w32_32_32": 0.05}, classes=3)
     with Runtime.load(tmp_path / "pkg", scheduler=GatesScheduler(gates, lam=lam), monitor=False,
                       latency=LatencyModelConfig(mode="blind")) as rt:
         out, rec = rt.infer(x, budget_ms=10.0)
-    blocks, exit_ = ((0,), 0) if want == "k0-e0" else ((0, 1, 2), None)
+    blocks, exit_ = ((0,), 0) if want == "b0-e0-w32" else ((0, 1, 2), None)
     np.testing.assert_allclose(out, reference(x, w, blocks, exit_), rtol=1e-4, atol=1e-5)
     assert rec.branch == want
-    assert rec.exited_at == (0 if want == "k0-e0" else None)
+    assert rec.exited_at == (0 if want == "b0-e0-w32" else None)
 
 
 def test_gates_attached_to_the_package_verify_and_run(tmp_path):
@@ -54,7 +54,7 @@ def test_gates_attached_to_the_package_verify_and_run(tmp_path):
 
     w = write_package(tmp_path / "pkg", n_blocks=3)
     with Runtime.load(tmp_path / "pkg", monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
-        gates = _constant_gates(probe.table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, classes=3)
+        gates = _constant_gates(probe.table, {"b0-e0-w32": 0.3, "b0_1-e1-w32_32": 0.2, "b0_1_2-ef-w32_32_32": 0.05}, classes=3)
     entry = attach_scheduler(tmp_path / "pkg", "gates", gates)
     load_package(tmp_path / "pkg")  # the manifest digest still verifies
     again = load_trained(tmp_path / "pkg", "gates")
@@ -90,7 +90,7 @@ def test_runtime_loads_a_trained_scheduler_by_name(tmp_path):
     w = write_package(tmp_path / "pkg", n_blocks=3)
     blind = LatencyModelConfig(mode="blind")
     with Runtime.load(tmp_path / "pkg", monitor=False, latency=blind) as probe:
-        gates = _constant_gates(probe.table, {"k0-e0": 0.01, "k01-e1": 0.2, "k012-eNone": 0.009}, classes=3)
+        gates = _constant_gates(probe.table, {"b0-e0-w32": 0.01, "b0_1-e1-w32_32": 0.2, "b0_1_2-ef-w32_32_32": 0.009}, classes=3)
     gates.lambdas, gates.mean_ms = np.array([0.0, 1.0]), np.array([5.0, 0.5])  # a budget of 1 ms -> lambda 1
     attach_scheduler(tmp_path / "pkg", "gates", gates)
     x = np.random.default_rng(2).normal(size=(1, IN)).astype(np.float32)
@@ -99,7 +99,7 @@ def test_runtime_loads_a_trained_scheduler_by_name(tmp_path):
         out, rec = rt.infer(x, budget_ms=1.0)
     # lambda 1: the first gate's stop (pe 0.01, cheap) beats going on (pe 0.009, 3 blocks)
     np.testing.assert_allclose(out, reference(x, w, (0,), 0), rtol=1e-4, atol=1e-5)
-    assert rec.branch == "k0-e0" and rec.exited_at == 0
+    assert rec.branch == "b0-e0-w32" and rec.exited_at == 0
     assert rec.decision_us > 0
     with pytest.raises(PackageError, match="no trained 'content'"):
         Runtime.load(tmp_path / "pkg", scheduler="content", monitor=False)
@@ -134,7 +134,7 @@ def test_inspect_lists_and_verifies_the_trained_schedulers(tmp_path, cli):
 
     write_package(tmp_path / "pkg", n_blocks=3)
     with Runtime.load(tmp_path / "pkg", monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
-        gates = _constant_gates(probe.table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, classes=3)
+        gates = _constant_gates(probe.table, {"b0-e0-w32": 0.3, "b0_1-e1-w32_32": 0.2, "b0_1_2-ef-w32_32_32": 0.05}, classes=3)
     entry = attach_scheduler(tmp_path / "pkg", "gates", gates)
     code, out, err = cli("inspect", tmp_path / "pkg")
     assert code == 0, err

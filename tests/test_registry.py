@@ -12,7 +12,7 @@ from edgeinf.runtime import registry
 from edgeinf.runtime.runners.base import Runner, specs_from
 from edgeinf.runtime.schedulers import Static, make_scheduler
 
-from _runtime_pkg import CLASSES, HID, IN, branches, reference, write_package
+from _runtime_pkg import CLASSES, HID, IN, branch_id, branches, reference, write_package
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_registered_runner_runs_a_package(pkg, clean_registry):
     registry.register_backend("numpy-test", factory, aliases=("np-test",), onnx=False)
     x = np.random.default_rng(0).normal(size=(2, IN)).astype(np.float32)
     for blocks, exit in branches(3):
-        bid = f"k{''.join(map(str, blocks))}-e{exit}"
+        bid = branch_id(blocks, exit)
         with Runtime.load(root, backend="np-test", scheduler=Static(bid), monitor=False) as rt:
             y, rec = rt.infer(x, budget_ms=1e3)
         assert rec.branch == bid
@@ -89,10 +89,10 @@ def test_a_registered_scheduler_is_found_by_name(pkg, clean_registry):
     from edgeinf.runtime import Runtime
 
     made = []
-    registry.register_scheduler("always-first", lambda package=None, **kw: made.append(package) or Static("k0-e0"))
+    registry.register_scheduler("always-first", lambda package=None, **kw: made.append(package) or Static("b0-e0-w32"))
     with Runtime.load(pkg[0], scheduler="always-first", monitor=False, intra_op_threads=1) as rt:
         _, rec = rt.infer(np.zeros((1, IN), np.float32), budget_ms=1e3)
-    assert rec.branch == "k0-e0" and made[0] is not None  # the factory got the loaded package
+    assert rec.branch == "b0-e0-w32" and made[0] is not None  # the factory got the loaded package
     assert "always-first" in registry.scheduler_names()
 
 

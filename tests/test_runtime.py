@@ -12,7 +12,7 @@ from edgeinf.runtime._stats import LogHistogram, RunStats
 from edgeinf.runtime.runtime import Record, Runtime
 from edgeinf.runtime.monitor import IDLE
 
-from _runtime_fakes import FakeClock, FakeMonitor, fake_executor, table
+from _runtime_fakes import FakeClock, FakeMonitor, bid, fake_executor, table
 
 X = np.zeros((1, 4), np.float32)
 
@@ -25,10 +25,10 @@ def make(scheduler="lut", mode="aware", **kw):
 
 def test_budget_may_change_every_call_and_records_are_complete():
     rt, clock, _ = make(mode="blind")
-    for budget, expected in [(10.0, "b4"), (2.0, "b1"), (3.5, "b2"), (1.0, "b0")]:
+    for budget, expected in [(10.0, 4), (2.0, 1), (3.5, 2), (1.0, 0)]:
         y, rec = rt.infer(X, budget_ms=budget)
-        assert rec.branch == expected and rec.budget_ms == budget
-        assert rec.measured_ms == pytest.approx(int(expected[1]) + 1)  # fake device, no contention
+        assert rec.branch == bid(expected) and rec.budget_ms == budget
+        assert rec.measured_ms == pytest.approx(expected + 1)  # fake device, no contention
         assert rec.met and not rec.predicted_miss and rec.decision_us == 0.0
         assert y.shape == (1, 3)
     assert set(rec.to_dict()) >= {"branch", "predicted_ms", "measured_ms", "met", "snapshot", "decision_us"}
@@ -37,7 +37,7 @@ def test_budget_may_change_every_call_and_records_are_complete():
 def test_impossible_budget_runs_fastest_and_is_recorded_not_raised():
     rt, _, _ = make()
     y, rec = rt.infer(X, budget_ms=0.001)
-    assert rec.branch == "b0" and rec.predicted_miss and not rec.met
+    assert rec.branch == bid(0) and rec.predicted_miss and not rec.met
     s = rt.stats()
     assert s["misses"] == 1 and s["predicted_misses"] == 1
     for bad in (0, -1.0, float("nan")):
@@ -75,7 +75,7 @@ def test_contention_aware_lut_meets_budget_where_blind_and_static_miss():
     assert out["blind"]["miss_rate"] >= 0.3 and out["static"]["miss_rate"] >= 0.45
     # idle: b3 (4 ms) is the best that fits 4.5 ms; loaded (x e): only b0 (2.7 ms) fits
     calls = out["aware"]["calls"]
-    assert out["aware"]["branches"]["b3"] >= 0.4 * calls and out["aware"]["branches"]["b0"] >= 0.4 * calls
+    assert out["aware"]["branches"][bid(3)] >= 0.4 * calls and out["aware"]["branches"][bid(0)] >= 0.4 * calls
 
 
 def test_labels_give_accuracy():

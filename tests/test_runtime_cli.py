@@ -27,14 +27,14 @@ def test_run_prints_records_and_summary(cli, pkg, tmp_path):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["summary"]["calls"] == 4 and len(doc["records"]) == 4
-    assert all(r["branch"] == "k012-eNone" for r in doc["records"])  # 50 ms fits the most accurate one
+    assert all(r["branch"] == "b0_1_2-ef-w32_32_32" for r in doc["records"])  # 50 ms fits the most accurate one
     assert doc["summary"]["accuracy"] is not None
 
 
 def test_run_single_sample_without_batch_dim_and_bad_dtype(cli, pkg, tmp_path):
     np.save(tmp_path / "one.npy", np.zeros(IN, np.float32))
     code, out, _ = cli("run", pkg, "--input", tmp_path / "one.npy", "--budget-ms", "0.000001")
-    assert code == 0 and "MISS" in out and "k0-e0" in out  # impossible budget: fastest branch, no error
+    assert code == 0 and "MISS" in out and "b0-e0-w32" in out  # impossible budget: fastest branch, no error
     np.save(tmp_path / "f64.npy", np.zeros((1, IN)))
     code, _, err = cli("run", pkg, "--input", tmp_path / "f64.npy", "--budget-ms", "5")
     assert code == 1 and "float32" in err and err.count("\n") == 1
@@ -49,7 +49,7 @@ def test_profile_writes_the_table_and_the_package_still_verifies(cli, pkg):
     res = json.loads(out)
     manifest = load_package(pkg).manifest  # verifies the digest and every artifact
     table = manifest["device_latency"][res["key"]]["branches"]
-    assert set(table) == {"k0-e0", "k01-e1", "k012-eNone"} and all(v["p50_ms"] > 0 for v in table.values())
+    assert set(table) == {"b0-e0-w32", "b0_1-e1-w32_32", "b0_1_2-ef-w32_32_32"} and all(v["p50_ms"] > 0 for v in table.values())
     from edgeinf.runtime.runtime import Runtime
 
     with Runtime.load(pkg, monitor=False, intra_op_threads=1) as rt:  # the measured latencies, at their threads

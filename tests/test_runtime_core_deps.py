@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _runtime_pkg import CLASSES, HID, IN, reference, write_package
+from _runtime_pkg import CLASSES, HID, IN, branch_id, reference, write_package
 
 pytest.importorskip("onnx")  # building the test package needs onnx (the run below does not)
 
@@ -89,7 +89,7 @@ def write_core_package(root):
     weights = write_package(root, n_blocks=N_BLOCKS, fused=False, merged="all")
     with Runtime.load(root, monitor=False, latency=LatencyModelConfig(mode="blind")) as probe:
         table = probe.table
-    attach_scheduler(root, "gates", _constant_gates(table, {"k0-e0": 0.3, "k01-e1": 0.2, "k012-eNone": 0.05}, CLASSES))
+    attach_scheduler(root, "gates", _constant_gates(table, {"b0-e0-w32": 0.3, "b0_1-e1-w32_32": 0.2, "b0_1_2-ef-w32_32_32": 0.05}, CLASSES))
     attach_scheduler(root, "gates-next", _gates_next(table))
     attach_scheduler(root, "content", _content())
     return root, weights
@@ -116,7 +116,7 @@ def test_every_scheduler_kind_runs_with_torch_onnx_sklearn_and_matplotlib_blocke
     lut = out["lut"]  # the most accurate branch (merged graph) against the numpy reference
     np.testing.assert_allclose(np.array(lut["logits"]), reference(x, weights, tuple(range(N_BLOCKS)), None),
                                rtol=1e-4, atol=1e-5)
-    assert lut["branch"] == f"k{''.join(map(str, range(N_BLOCKS)))}-eNone"
+    assert lut["branch"] == branch_id(range(N_BLOCKS), None)
 
 
 SEGMENTS_RUN = BLOCK_IMPORTS + textwrap.dedent("""
@@ -150,7 +150,7 @@ def test_gates_run_over_packaged_segments_without_onnx(package):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["imported"] == []
     shipped, chain = out["None"], out["False"]
-    assert shipped["branch"] == chain["branch"] == "k012-eNone" and chain["stats"] is None
+    assert shipped["branch"] == chain["branch"] == "b0_1_2-ef-w32_32_32" and chain["stats"] is None
     # lambda 0 goes on through both gates (after blocks 0 and 1): 2 segments that stop there + the rest
     assert shipped["stats"]["packaged_calls"] == shipped["stats"]["calls"] == 3
     assert shipped["stats"]["sessions"] == 0  # nothing composed on this machine

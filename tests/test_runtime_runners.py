@@ -86,7 +86,7 @@ def test_threshold_exits_early_through_the_chain(pkg):
         rt.scheduler.threshold = 1e-9  # any exit is confident enough: stop at the first one
         y, rec = rt.infer(x, budget_ms=1000.0)
         assert rec.exited_at == 0 and np.allclose(y, reference(x, w, (0,), 0), atol=1e-4)
-        assert rec.branch == "k0-e0"  # the branch that really ran
+        assert rec.branch == "b0-e0-w32"  # the branch that really ran
         rt.scheduler.threshold = 1.0  # never confident: run the planned branch to its end
         y, rec = rt.infer(x, budget_ms=1000.0)
         assert rec.exited_at is None and np.allclose(y, reference(x, w, (0, 1, 2), None), atol=1e-4)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("onnx")  # building the test package (and composing) needs onnx
 
+from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 from edgeinf.package import load_package
 from edgeinf.runtime._package import _segment_composer, build_executor, open_package
@@ -44,7 +45,7 @@ def x_batch(n=3, seed=3):
 
 
 def info(blocks, exit) -> BranchInfo:
-    return BranchInfo(f"b{''.join(map(str, blocks))}-e{exit}", 0.5, 1.0, tuple(blocks), exit, (32,) * len(blocks))
+    return BranchInfo(Branch(tuple(blocks), exit), 0.5, 1.0)
 
 
 class StopAt:

@@ -11,7 +11,7 @@ from edgeinf.runtime.latency import LatencyModel
 from edgeinf.runtime.monitor import IDLE
 from edgeinf.runtime.runtime import Runtime, check_budget_ms
 
-from _runtime_fakes import FakeClock, FakeMonitor, fake_executor, table
+from _runtime_fakes import FakeClock, FakeMonitor, bid, fake_executor, table
 
 X = np.zeros((1, 4), np.float32)
 
@@ -77,7 +77,7 @@ def test_batched_calls_do_not_poison_batch_one_predictions():
         rt.infer(big, 10_000.0)
     assert rt.latency.predict_ms(5.0, IDLE) == pytest.approx(before, rel=0.05)
     picked = [rt.infer(X, 5.6)[1] for _ in range(20)]
-    assert all(r.branch == "b4" and r.met for r in picked)  # the full branch (5 ms) still fits 5.6 ms
+    assert all(r.branch == bid(4) and r.met for r in picked)  # the full branch (5 ms) still fits 5.6 ms
     assert picked[0].predicted_ms == pytest.approx(5.0, rel=0.1)
     _, rec = rt.infer(big, 10_000.0)
     assert rec.predicted_ms == pytest.approx(rec.measured_ms, rel=0.15)  # and batches are predicted too

@@ -88,6 +88,15 @@ def split(model: nn.Module, adapter: str | None = None, **options) -> SplitModel
     return found.split(model, **options)
 
 
+def numbered_children(model: nn.Module, prefix: str) -> list[nn.Module]:
+    """``model.<prefix>1``, ``<prefix>2``, ... up to the first missing one (ResNet ``layer*``, timm RegNet ``s*``)."""
+    out, i = [], 1
+    while isinstance(getattr(model, f"{prefix}{i}", None), nn.Module):
+        out.append(getattr(model, f"{prefix}{i}"))
+        i += 1
+    return out
+
+
 def structural_residual(block: nn.Module) -> bool | None:
     """Whether ``block``'s structure has an identity shortcut: True, False, or None if unknown.
 

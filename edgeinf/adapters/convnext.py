@@ -13,7 +13,7 @@ from typing import Sequence
 
 from torch import nn
 
-from edgeinf.adapters._registry import register_adapter, structural_residual
+from edgeinf.adapters._registry import numbered_children, register_adapter, structural_residual
 from edgeinf.adapters.heads import FormHead
 from edgeinf.errors import EdgeinfError
 from edgeinf.model import PoolHead, SplitModel
@@ -119,18 +119,10 @@ def split_torchvision_regnet(model: nn.Module, input_shape: Sequence[int] | None
     return _make(model.stem, blocks, PoolHead(model.avgpool, model.fc), input_shape, name, model)
 
 
-def _timm_stages(model: nn.Module) -> list[nn.Module]:
-    stages, i = [], 1
-    while isinstance(getattr(model, f"s{i}", None), nn.Module):
-        stages.append(getattr(model, f"s{i}"))
-        i += 1
-    return stages
-
-
 def is_timm_regnet(model: nn.Module) -> bool:
     if not all(isinstance(getattr(model, a, None), nn.Module) for a in ("stem", "final_conv", "head")):
         return False
-    stages = _timm_stages(model)
+    stages = numbered_children(model, "s")
     return bool(stages) and all(type(b).__module__.startswith("timm.models.regnet") and hasattr(b, "downsample")
                                 for s in stages for b in s.children())
 
@@ -141,7 +133,7 @@ def split_timm_regnet(model: nn.Module, input_shape: Sequence[int] | None = None
     """Split timm ``regnet*``: one block per Bottleneck (then final_conv if it is not an Identity)."""
     if not is_timm_regnet(model):
         raise EdgeinfError(f"{type(model).__name__} is not a timm RegNet: expected {TIMM_REGNET}")
-    blocks = [b for s in _timm_stages(model) for b in s.children()]
+    blocks = [b for s in numbered_children(model, "s") for b in s.children()]
     if not isinstance(model.final_conv, nn.Identity):
         blocks.append(model.final_conv)
     return _make(model.stem, blocks, FormHead(_timm_head_layers(model.head)), input_shape, name, model)

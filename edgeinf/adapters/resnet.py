@@ -5,20 +5,12 @@ from typing import Sequence
 
 from torch import nn
 
-from edgeinf.adapters._registry import register_adapter, structural_residual
+from edgeinf.adapters._registry import numbered_children, register_adapter, structural_residual
 from edgeinf.errors import EdgeinfError
 from edgeinf.model import PoolHead, SplitModel
 
 EXPECTS = ("torchvision/timm-style ResNet (attributes conv1, bn1, relu or act1, maxpool, layer1.. of "
            "BasicBlock/Bottleneck-like blocks with .downsample, avgpool or global_pool, fc)")
-
-
-def _layers(model: nn.Module) -> list[nn.Module]:
-    layers, i = [], 1
-    while isinstance(getattr(model, f"layer{i}", None), nn.Module):
-        layers.append(getattr(model, f"layer{i}"))
-        i += 1
-    return layers
 
 
 def _first(model: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
@@ -40,7 +32,7 @@ def is_resnet(model: nn.Module) -> bool:
     """True if ``model`` has the torchvision ResNet layout with residual blocks in its layers."""
     if not all(isinstance(getattr(model, a, None), nn.Module) for a in ("conv1", "bn1", "maxpool", "fc")):
         return False
-    layers = _layers(model)
+    layers = numbered_children(model, "layer")
     if not layers or _act(model) is None or _pool(model) is None:
         return False
     return all(structural_residual(b) is not None for layer in layers for b in layer.children())
@@ -59,7 +51,7 @@ def split_resnet(model: nn.Module, input_shape: Sequence[int] | None = None,
     if not is_resnet(model):
         raise EdgeinfError(f"{type(model).__name__} is not a ResNet: expected {EXPECTS}")
     stem = nn.Sequential(model.conv1, model.bn1, _act(model), model.maxpool)
-    blocks = [b for layer in _layers(model) for b in layer.children()]
+    blocks = [b for layer in numbered_children(model, "layer") for b in layer.children()]
     head = PoolHead(_pool(model), model.fc)
     shape = tuple(input_shape) if input_shape is not None else (model.conv1.in_channels, 224, 224)
     return SplitModel(stem, blocks, head, input_shape=shape, kind="resnet",

@@ -52,6 +52,26 @@ def nonneg_float(text: str) -> float:
     return _number(float, text, 0.0, False)
 
 
+def _number_list(kind, text: str, what: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated integers (at least one)."""
+    return _number_list(int, text, "integers")
+
+
+def float_list(text: str) -> list[float]:
+    """argparse type: comma-separated numbers (at least one)."""
+    return _number_list(float, text, "numbers")
+
+
 class OptionGroup:
     """A set of options several tools share; a tool lists the groups it subscribes to."""
 

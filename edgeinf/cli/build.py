@@ -5,18 +5,8 @@ import argparse
 import shlex
 import sys
 
-from edgeinf.cli.base import JsonOutput, Tool, nonneg_int, positive_int
-from edgeinf.cli.export import _branches, _int_list
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
+from edgeinf.cli.base import JsonOutput, Tool, float_list, int_list, nonneg_int, positive_int
+from edgeinf.cli.export import _branches
 
 
 def _exits(text: str) -> tuple[int, ...] | None:
@@ -24,7 +14,7 @@ def _exits(text: str) -> tuple[int, ...] | None:
         return None
     if text == "none":
         return ()
-    return tuple(_int_list(text))
+    return tuple(int_list(text))
 
 
 class BuildTool(Tool):
@@ -51,14 +41,14 @@ class BuildTool(Tool):
         m.add_argument("--arch-kwargs", default=None, metavar="JSON",
                        help="arguments of the factory, as a JSON object, e.g. '{\"num_classes\": 10}'")
         m.add_argument("--adapter", default=None, help="adapter that splits the model (default: detect)")
-        m.add_argument("--input-shape", type=_int_list, default=None, metavar="C,H,W",
+        m.add_argument("--input-shape", type=int_list, default=None, metavar="C,H,W",
                        help="one input without the batch dimension (images are resized to it)")
-        m.add_argument("--mean", type=_float_list, default=None, metavar="M,M,M",
+        m.add_argument("--mean", type=float_list, default=None, metavar="M,M,M",
                        help="per-channel mean folded into the stem: the package takes the data's own scale")
-        m.add_argument("--std", type=_float_list, default=None, metavar="S,S,S", help="per-channel std (with --mean)")
+        m.add_argument("--std", type=float_list, default=None, metavar="S,S,S", help="per-channel std (with --mean)")
         m.add_argument("--name", default=None, help="model name in the package (default: the model's)")
         s = parser.add_argument_group("Branch space")
-        s.add_argument("--bits", type=_int_list, default=[32, 16, 8, 4], metavar="B,B,..",
+        s.add_argument("--bits", type=int_list, default=[32, 16, 8, 4], metavar="B,B,..",
                        help="bit-widths of every block; 32 is always added (default 32,16,8,4)")
         s.add_argument("--exits", type=_exits, default=None, metavar="auto|none|I,I",
                        help="blocks after which exit heads are trained (default auto: two, evenly spaced)")

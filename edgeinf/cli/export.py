@@ -7,17 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgeinf.cli.base import JsonOutput, Tool, nonneg_int, positive_int
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
+from edgeinf.cli.base import JsonOutput, Tool, int_list, nonneg_int, positive_int
 
 
 def _branches(text: str) -> str | int:
@@ -41,7 +31,7 @@ class ExportTool(Tool):
         parser.add_argument("model", metavar="MODEL", help="a zoo model name (digits-resnet, digits-vit) or a state-dict checkpoint (with --arch)")
         parser.add_argument("--out", required=True, metavar="PKG", help="package directory to write (an existing package is replaced atomically; "
                             "anything else there is refused unless --force)")
-        parser.add_argument("--bits", type=_int_list, default=None, metavar="B,B,..",
+        parser.add_argument("--bits", type=int_list, default=None, metavar="B,B,..",
                             help="bit-widths exported for every block; fp32 (32) is always added "
                                  "(default: the profile's bit levels, else 32,16,8,4,2)")
         parser.add_argument("--format", default="onnx", metavar="F,F", help="onnx, onnx,trt-onnx (TensorRT's ONNX forms and trtexec lines, no tensorrt "
@@ -72,7 +62,7 @@ class ExportTool(Tool):
                        """as a JSON object, e.g. '{"num_classes": 10}' (default: none)""")
         m.add_argument("--adapter", default=None, help="adapter that splits the model (default: detect; "
                        "edgeinf.adapters.list_adapters() names them)")
-        m.add_argument("--input-shape", type=_int_list, default=None, metavar="C,H,W", help="one input without the batch dimension")
+        m.add_argument("--input-shape", type=int_list, default=None, metavar="C,H,W", help="one input without the batch dimension")
         m.add_argument("--cache", default=None, metavar="DIR", help="zoo cache directory")
         m.add_argument("--seed", type=int, default=0, help="zoo training / sampling seed")
 

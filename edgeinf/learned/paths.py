@@ -13,15 +13,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 from edgeinf.runtime.table import BranchInfo
 
 State = tuple[int, tuple[int, ...], tuple[int, ...]]  # (gate block, kept blocks <= gate, their bits)
 
 
-def make_path(id: str, blocks: Sequence[int], exit: int | None, bits: Sequence[int], cost_ms: float) -> BranchInfo:
+def make_path(blocks: Sequence[int], exit: int | None, bits: Sequence[int], cost_ms: float) -> BranchInfo:
     """One candidate path: a branch (the runtime's :class:`BranchInfo`) with its cost in ms and no accuracy."""
-    return BranchInfo(str(id), None, float(cost_ms), tuple(blocks), exit, tuple(bits))
+    return BranchInfo(Branch(tuple(blocks), exit, tuple(bits)), None, float(cost_ms))
 
 
 def path_rows(paths: Iterable[BranchInfo]) -> list[dict]:
@@ -32,7 +33,7 @@ def path_rows(paths: Iterable[BranchInfo]) -> list[dict]:
 
 def paths_from_rows(rows: Iterable[dict]) -> list[BranchInfo]:
     """The paths of :func:`path_rows` rows."""
-    return [make_path(r["id"], r["blocks"], r["exit"], r["bits"], r["cost_ms"]) for r in rows]
+    return [BranchInfo.from_row(r, None, float(r["cost_ms"])) for r in rows]
 
 
 def monotone(bits: Sequence[int]) -> bool:
@@ -182,7 +183,7 @@ def _as_path(p) -> BranchInfo:
     cost = getattr(p, "cost_ms", None) if cost is None else cost
     if cost is None or not cost > 0:
         raise EdgeinfError(f"path {getattr(p, 'id', p)} has no positive latency; profile the package first")
-    return make_path(p.id, p.blocks, p.exit, tuple(p.bits) or (32,) * len(p.blocks), cost)
+    return make_path(p.blocks, p.exit, tuple(p.bits) or (32,) * len(p.blocks), cost)
 
 
 def _prefix_keys(p: BranchInfo, exits: set[int]) -> list[tuple]:

@@ -262,8 +262,7 @@ def branch_table(manifest: dict, backend: str, require_latency: bool = True, thr
         if acc is None:
             raise EdgeinfError(f"branch {b['id']} has no accuracy in the package; build it with labelled data "
                                "(edgeinf build MODEL --data DATA --out PKG) or re-export it with --profile")
-        rows.append(BranchInfo(b["id"], float(acc), base, tuple(b["blocks"]), b["exit"], tuple(b["bits"]),
-                               f"branch/{b['id']}"))
+        rows.append(BranchInfo.from_row(b, float(acc), base, f"branch/{b['id']}"))
     return BranchTable(tuple(rows))
 
 

@@ -1,43 +1,72 @@
-"""The branch table the runtime schedules over: id, accuracy and base latency of each branch."""
+"""The branch table the runtime schedules over: each branch with its accuracy and base latency."""
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
+from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 
 
 @dataclass(frozen=True)
 class BranchInfo:
-    """One branch: the value type the runtime, the schedulers and the learned gates share.
+    """One row of the branch table: a :class:`~edgeinf.branch.Branch` and what the package knows of it.
+
+    The branch is the row's identity: ``id``, ``blocks``, ``exit`` and ``bits`` are read from it,
+    so a row's name cannot disagree with what it runs.
 
     Args:
-        id: the branch's stable id (``edgeinf.branch.Branch.id``).
+        branch: the branch (kept blocks, exit, bits); its canonical id names the row.
         accuracy: profiled accuracy in [0, 1]; ``None`` = not profiled (a gates path: only its
             structure and cost matter; a :class:`BranchTable` refuses it).
         base_ms: latency of one call on an unloaded device (profiled), in ms.
-        blocks: kept block indices, in order.
-        exit: exit index (the block after which the exit head sits); ``None`` = final head.
-        bits: bit-width per kept block (32 = fp32, 16 = fp16); empty = the package's default.
         artifact: key of a fused whole-branch artifact, if the package has one.
+
+    Example:
+        >>> row = BranchInfo(Branch((0, 1), exit=1, bits=(8, 8)), accuracy=0.9, base_ms=2.5)
+        >>> row.id, row.blocks, row.exit, row.bits
+        ('b0_1-e1-w8_8', (0, 1), 1, (8, 8))
     """
 
-    id: str
+    branch: Branch
     accuracy: float | None
     base_ms: float
-    blocks: tuple[int, ...] = ()
-    exit: int | None = None
-    bits: tuple[int, ...] = ()
     artifact: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.branch, Branch):
+            raise EdgeinfError(f"a branch table row needs an edgeinf.branch.Branch, got {type(self.branch).__name__}; "
+                               "build it with Branch(blocks, exit, bits) or Branch.from_row(row)")
         if self.accuracy is not None and not (0.0 <= self.accuracy <= 1.0):
             raise EdgeinfError(f"branch {self.id}: accuracy {self.accuracy} is not in [0, 1]")
         if not (self.base_ms > 0.0):
             raise EdgeinfError(f"branch {self.id}: base latency {self.base_ms} ms must be > 0; profile the package")
-        if self.bits and len(self.bits) != len(self.blocks):
-            raise EdgeinfError(f"branch {self.id}: {len(self.bits)} bit-widths for {len(self.blocks)} blocks")
+
+    @classmethod
+    def from_row(cls, row: Mapping, accuracy: float | None, base_ms: float, artifact: str | None = None) -> "BranchInfo":
+        """The row of a stored branch entry (``id``, ``blocks``, ``exit``, ``bits``: see ``Branch.from_row``)."""
+        return cls(Branch.from_row(row), accuracy, base_ms, artifact)
+
+    @property
+    def id(self) -> str:
+        """The branch's canonical id (``edgeinf.branch.Branch.id``)."""
+        return self.branch.id
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Kept block indices, in order."""
+        return self.branch.blocks
+
+    @property
+    def exit(self) -> int | None:
+        """Exit index (the block after which the exit head sits); ``None`` = final head."""
+        return self.branch.exit
+
+    @property
+    def bits(self) -> tuple[int, ...]:
+        """Bit-width per kept block (32 = fp32, 16 = fp16)."""
+        return self.branch.bits  # type: ignore[return-value]
 
     @property
     def end(self) -> int:
@@ -75,7 +104,8 @@ class BranchTable:
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict]) -> "BranchTable":
-        """From dicts with keys id, accuracy, base_ms (or latency_ms) and optional blocks/exit/bits."""
+        """From dicts with keys blocks, exit, bits (and id, which must name them), accuracy and
+        base_ms (or latency_ms: ms or latency statistics) and optionally artifact."""
         from edgeinf.profile_format import latency_p50_ms
 
         out = []
@@ -83,9 +113,8 @@ class BranchTable:
             base = r.get("base_ms", r.get("latency_ms"))
             if isinstance(base, dict):
                 base = latency_p50_ms(base)
-            out.append(BranchInfo(str(r["id"]), float(r["accuracy"]), float(base) if base is not None else 0.0,
-                                  tuple(r.get("blocks", ())), r.get("exit"), tuple(r.get("bits", ())),
-                                  r.get("artifact")))
+            out.append(BranchInfo.from_row(r, float(r["accuracy"]), float(base) if base is not None else 0.0,
+                                           r.get("artifact")))
         return cls(tuple(out))
 
     def __len__(self) -> int:
