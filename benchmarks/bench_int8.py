@@ -79,6 +79,44 @@ def rounds(calls: dict, n_rounds: int, per_round: int, base: str | None = None) 
     return out
 
 
+def op_profile(model, x: np.ndarray, calls: int = 20, weights_dir: Path | None = None) -> dict:
+    """onnxruntime's per-node profile (``enable_profiling``, one thread) of ``calls`` runs of ``model``
+    on ``x`` (after one untimed run): per op type of the optimized graph, its
+    share of the summed node time, ms per call and nodes per call."""
+    import json
+
+    from edgeinf.runtime.segments import EXTERNAL_FOLDER
+    ort = __import__("onnxruntime")
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = 1, 1, 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="edgeinf-prof-") as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "prof")
+        if weights_dir is not None:
+            so.add_session_config_entry(EXTERNAL_FOLDER, str(weights_dir))
+        sess = ort.InferenceSession(str(model) if isinstance(model, Path) else model, so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        for _ in range(calls + 1):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sorted((ev["ts"], ev["ts"] + ev["dur"]) for ev in events if ev.get("cat") == "Session" and ev["name"] == "model_run")
+    warm_end = runs[0][1] if runs else 0  # the first run (one-off costs) is left out
+    per_op: dict[str, list[float]] = {}
+    for ev in events:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time") and ev["ts"] > warm_end:
+            per_op.setdefault(ev["args"]["op_name"], []).append(ev["dur"] / 1e3)
+    total = sum(sum(v) for v in per_op.values()) or 1.0
+    rows = {op: {"share": sum(v) / total, "ms_per_call": sum(v) / calls, "nodes_per_call": len(v) // calls}
+            for op, v in per_op.items()}
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["share"]))
+
+
+def load_avg() -> list[float]:
+    """``os.getloadavg()`` (1, 5, 15 min): the machine is shared, so every timing records it."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 # -- models --------------------------------------------------------------------------------
 def _resnet18(num_classes: int = 1000, seed: int = 0):
     import torch
@@ -153,6 +191,7 @@ def bench_resnet_speed(size: int, tmp: Path, n_rounds: int, per_round: int, prof
     import torch
 
     from edgeinf.branch import Branch
+    from edgeinf.exporters.onnx.check import kernel_summary
 
     torch.manual_seed(1)
     model = _resnet18()
@@ -171,11 +210,16 @@ def bench_resnet_speed(size: int, tmp: Path, n_rounds: int, per_round: int, prof
     full = {"fp32": _call(_session(ref_fp32), x),
             "w8a8": _call(_session(pkg.path(pkg.fused(_full(n, 8).id))), x),
             "ort_quantize_static": _call(_session(ref_int8), x),
-            "fp32_blocks_int8_stem": _call(_session(pkg.path(pkg.fused(_full(n, 32).id))), x),
-            "w4_blocks_int8_stem": _call(_session(pkg.path(pkg.fused(_full(n, 4).id))), x)}
-    result = {"size": size, "export_s": export_s, "full_branch": rounds(full, n_rounds, per_round, base="fp32")}
+            "fp32_blocks_int8_stem_head": _call(_session(pkg.path(pkg.fused(_full(n, 32).id))), x),
+            "w4_blocks_int8_stem_head": _call(_session(pkg.path(pkg.fused(_full(n, 4).id))), x)}
+    result = {"size": size, "export_s": export_s, "load_avg_start": load_avg(),
+              "full_branch": rounds(full, n_rounds, per_round, base="fp32"), "load_avg_end": load_avg()}
     result["full_branch_w8a8_over_reference_speed"] = (result["full_branch"]["ort_quantize_static"]["p50_ms"]
                                                        / result["full_branch"]["w8a8"]["p50_ms"])
+    result["optimized_ops"] = {"w8a8": pkg.entry(pkg.fused(_full(n, 8).id))["kernel_ops"],
+                               "ort_quantize_static": kernel_summary(ref_int8, True)["ops"]}
+    result["op_profile"] = {"w8a8": op_profile(pkg.path(pkg.fused(_full(n, 8).id)), x),
+                            "ort_quantize_static": op_profile(ref_int8, x), "fp32": op_profile(ref_fp32, x)}
     result["blocks"] = _bench_blocks(pkg, sm, x, n_rounds, per_round)
     result["composed_vs_fused"] = _bench_composed(pkg, [_full(n, 32), _full(n, 8), mixed], x, n_rounds, per_round)
     result["profile"] = _bench_profile(pkg, pairs, profile_repeats)
@@ -287,6 +331,13 @@ def _chain_accuracy(parts: list, x: np.ndarray, y: np.ndarray) -> float:
     return float((h.argmax(1) == y).mean())
 
 
+def _through_blocks(sm, x):
+    h = sm.stem(x)
+    for block in sm.blocks:
+        h = block(h)
+    return h
+
+
 def bench_accuracy(epochs: int, tmp: Path) -> dict:
     import torch
 
@@ -301,12 +352,17 @@ def bench_accuracy(epochs: int, tmp: Path) -> dict:
     check = torch.from_numpy(x_test[:4])
     out = {"train_s": train_s, "epochs": epochs, "test_samples": int(len(y_test)), "calib_samples": 128}
     fp32_stem = export_graph(sm.stem, check, "input", "features")[0].SerializeToString()
+    with torch.no_grad():
+        feat = _through_blocks(sm, check)
+    fp32_head = export_graph(sm.head, feat, "features", "logits")[0].SerializeToString()
     for method in ("minmax", "percentile"):
         pkg = _export(sm, calib, check, tmp / f"digits-{method}", (32, 8), [_full(n, 32), _full(n, 8)], act_method=method)
         acc = {"fp32": _accuracy(pkg.path(pkg.fused(_full(n, 32).id)), x_test, y_test),
                "w8a8": _accuracy(pkg.path(pkg.fused(_full(n, 8).id)), x_test, y_test)}
-        fp32_parts = lambda j, tag: [fp32_stem] + [pkg.path(f"block{i}/{tag if i == j else 'fp32'}") for i in range(n)] + [pkg.path("head")]  # noqa: E731
-        acc["fp32_with_int8_stem_only"] = _chain_accuracy([pkg.path("stem")] + [pkg.path(f"block{i}/fp32") for i in range(n)] + [pkg.path("head")], x_test, y_test)
+        fp32_blocks = [pkg.path(f"block{i}/fp32") for i in range(n)]
+        fp32_parts = lambda j, tag: [fp32_stem] + [pkg.path(f"block{i}/{tag if i == j else 'fp32'}") for i in range(n)] + [fp32_head]  # noqa: E731
+        acc["fp32_with_int8_stem_only"] = _chain_accuracy([pkg.path("stem")] + fp32_blocks + [fp32_head], x_test, y_test)
+        acc["fp32_with_int8_head_only"] = _chain_accuracy([fp32_stem] + fp32_blocks + [pkg.path("head")], x_test, y_test)
         acc["fp32_all_float"] = _chain_accuracy(fp32_parts(-1, "fp32"), x_test, y_test)
         acc["one_block_w8a8"] = [_chain_accuracy(fp32_parts(j, "w8"), x_test, y_test) for j in range(n)]
         acc["block_rel_rms_error"] = [pkg.entry(f"block{i}/w8")["rel_rms_error"] for i in range(n)]
@@ -338,7 +394,7 @@ def bench_deit(tmp: Path, n_rounds: int, per_round: int, max_blocks: int | None)
     variants = BlockVariants(sm, QuantConfig(group_size=32), kernels="simulate")
     check = torch.randn(2, 3, 224, 224)
     pkg = export_package(variants, tmp / "deit", check_x=check, bit_levels=(32, 4), branches=[])
-    variants8 = BlockVariants(sm, QuantConfig(act_bits=8, int8_stem=False), calib_x=torch.randn(32, 3, 224, 224), kernels="simulate")
+    variants8 = BlockVariants(sm, QuantConfig(act_bits=8, int8_stem=False, int8_head=False), calib_x=torch.randn(32, 3, 224, 224), kernels="simulate")
     pkg8 = export_package(variants8, tmp / "deit8", check_x=check, bit_levels=(8,), branches=[])
     with torch.no_grad():
         h = sm.stem(check[:1])
@@ -373,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.rounds, args.per_round, args.profile_repeats, args.epochs = "64", 3, 2, 5, 1
     doc = {"schema": "edgeinf.bench-int8/1", "host": socket.gethostname(), "note": NOTE, "quick": args.quick,
            "rounds": args.rounds, "per_round": args.per_round,
-           "environment": results.environment(threads={"ort_intra_op": 1}),
+           "environment": results.environment(threads={"ort_intra_op": 1}), "load_avg_start": load_avg(),
            "goals": {"w8a8_over_fp32_min": {"64": 5.0, "224": 3.0}, "w8a8_vs_reference": ">= 1 (at least as fast)",
                      "accuracy_loss_points_max": 1.0, "block_w8a8_faster": True, "vit_w4_over_fp32_min": 1.5,
                      "composed_over_fused_max": 1.10}}
@@ -382,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                            for s in args.sizes.split(",")]
         doc["accuracy"] = bench_accuracy(args.epochs, Path(tmp))
         doc["deit_tiny"] = bench_deit(Path(tmp), args.rounds, args.per_round, 2 if args.quick else None)
+    doc["load_avg_end"] = load_avg()
     out = args.out or RESULTS / f"int8-{socket.gethostname()}.json"
     write_json(out, doc)
     _print(doc, out)
@@ -395,6 +452,8 @@ def _print(doc: dict, out: Path) -> None:
         for k, v in f.items():
             print(f"  {k:<22} {v['p50_ms']:8.3f} ms  {v['ratio_fp32_over_this']:6.2f}x")
         print(f"  w8a8 vs onnxruntime quantize_static: {r['full_branch_w8a8_over_reference_speed']:.2f}x its speed")
+        for k, prof in r["op_profile"].items():
+            print(f"  per-op profile {k:<20} " + ", ".join(f"{op} {v['ms_per_call']:.2f} ms" for op, v in list(prof.items())[:5]))
         print("  per block fp32/w8a8, fp32/w4: " + ", ".join(
             f"{b['block']}: {b['w8a8']['ratio_fp32_over_this']:.2f} {b['w4']['ratio_fp32_over_this']:.2f}" for b in r["blocks"]))
         for c in r["composed_vs_fused"]:

@@ -56,6 +56,7 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     import torch
 
     from edgeinf import zoo
+    from edgeinf.exporters.onnx.check import kernel_summary
 
     sm = zoo.get(MODEL, cache=True).eval()
     data = zoo.load_data(MODEL)
@@ -72,7 +73,9 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     x = x_test[:1]
     calls = {"fp32": B._call(B._session(ref_fp32), x), "w8a8": B._call(B._session(pkg.path(pkg.fused(full8.id))), x),
              "ort_quantize_static": B._call(B._session(ref_int8), x)}
+    load_start = B.load_avg()
     timing = B.rounds(calls, n_rounds, per_round, base="fp32")
+    load_end = B.load_avg()
     accuracy = {"fp32": _accuracy(ref_fp32, x_test, y_test),
                 "fp32_package": _accuracy(pkg.path(pkg.fused(full32.id)), x_test, y_test),
                 "w8a8": _accuracy(pkg.path(pkg.fused(full8.id)), x_test, y_test),
@@ -80,9 +83,12 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     accuracy["w8a8_loss_points"] = 100 * (accuracy["fp32"] - accuracy["w8a8"])
     return {"model": MODEL, "input_shape": list(sm.input_shape), "blocks": n, "test_samples": int(len(y_test)),
             "calib_samples": int(len(calib)), "export_s": export_s, "full_branch": timing,
+            "load_avg_start": load_start, "load_avg_end": load_end,
+            "optimized_ops": {"w8a8": pkg.entry(pkg.fused(full8.id))["kernel_ops"],
+                              "ort_quantize_static": kernel_summary(ref_int8, True)["ops"]},
             "w8a8_over_reference_speed": timing["ort_quantize_static"]["p50_ms"] / timing["w8a8"]["p50_ms"],
             "accuracy": accuracy, "profile": B._bench_profile(pkg, pairs, profile_repeats),
-            "kernels": {a["key"]: a.get("kernel") for a in pkg.artifacts if a["role"] in ("stem", "block", "head")}}
+            "kernels": {a["key"]: a.get("kernel") for a in pkg.artifacts if a["role"] in ("stem", "block", "exit", "head")}}
 
 
 def main(argv: list[str] | None = None) -> int:
