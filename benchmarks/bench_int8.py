@@ -58,25 +58,85 @@ def rounds(calls: dict, n_rounds: int, per_round: int, base: str | None = None) 
     """Per variant: median over rounds of the per-round median ms; per-round ratios base / variant.
 
     Every round runs each variant ``per_round`` times, in turn, so slow phases of a shared
-    machine hit all variants alike.
+    machine hit all variants alike. Two clocks: wall time (``p50_ms``, ``min_ms``, ``ratio_*``) and
+    the calling thread's CPU time (``cpu_p50_ms``, ``cpu_min_ms``, ``cpu_ratio_*``). With one
+    intra-op thread onnxruntime computes on the calling thread, so its CPU time is the call's
+    compute without the time the scheduler gave other processes: on a host with a load average
+    of 10-30 on 2 cores, wall time of a 1 ms call is mostly waiting, which compresses ratios.
     """
     for fn in calls.values():  # warm-up
         fn(), fn()
     per = {k: [] for k in calls}
+    cpu = {k: [] for k in calls}
     for _ in range(n_rounds):
         for name, fn in calls.items():
-            t = []
+            t, c = [], []
             for _ in range(per_round):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 fn()
+                c.append((time.thread_time() - c0) * 1e3)
                 t.append((time.perf_counter() - t0) * 1e3)
             per[name].append(float(np.median(t)))
-    out = {k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v)), "rounds": len(v)} for k, v in per.items()}
+            cpu[name].append(float(np.median(c)))
+    out = {k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v)), "cpu_p50_ms": float(np.median(cpu[k])),
+               "cpu_min_ms": float(np.min(cpu[k])), "rounds": len(v)} for k, v in per.items()}
     if base is not None:
-        for k, v in per.items():
-            r = np.asarray(per[base]) / np.asarray(v)
-            out[k][f"ratio_{base}_over_this"] = float(np.median(r))
+        for k in per:
+            out[k][f"ratio_{base}_over_this"] = float(np.median(np.asarray(per[base]) / np.asarray(per[k])))
+            out[k][f"cpu_ratio_{base}_over_this"] = float(np.median(np.asarray(cpu[base]) / np.asarray(cpu[k])))
     return out
+
+
+def op_profile(model, x: np.ndarray, calls: int = 20, weights_dir: Path | None = None) -> dict:
+    """onnxruntime's per-node profile (``enable_profiling``, one thread) of ``calls`` runs of ``model``
+    on ``x`` (after one untimed run): per op type of the optimized graph, its
+    share of the summed node time, ms per call and nodes per call."""
+    import json
+
+    from edgeinf.runtime.segments import EXTERNAL_FOLDER
+    ort = __import__("onnxruntime")
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = 1, 1, 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="edgeinf-prof-") as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "prof")
+        if weights_dir is not None:
+            so.add_session_config_entry(EXTERNAL_FOLDER, str(weights_dir))
+        sess = ort.InferenceSession(str(model) if isinstance(model, Path) else model, so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        for _ in range(calls + 1):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sorted((ev["ts"], ev["ts"] + ev["dur"]) for ev in events if ev.get("cat") == "Session" and ev["name"] == "model_run")
+    warm_end = runs[0][1] if runs else 0  # the first run (one-off costs) is left out
+    per_op: dict[str, list[float]] = {}
+    for ev in events:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time") and ev["ts"] > warm_end:
+            per_op.setdefault(ev["args"]["op_name"], []).append(ev["dur"] / 1e3)
+    total = sum(sum(v) for v in per_op.values()) or 1.0
+    rows = {op: {"share": sum(v) / total, "ms_per_call": sum(v) / calls, "nodes_per_call": len(v) // calls}
+            for op, v in per_op.items()}
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["share"]))
+
+
+def cpu_info() -> dict:
+    """The CPU model and the SIMD features onnxruntime's int8 / 4-bit kernels depend on (Linux
+    /proc/cpuinfo): AVX-512 VNNI (or AVX-VNNI) multiplies int8 dot-product throughput; with AVX2
+    only, the int8 kernels have no such instruction."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith(name)), "")  # noqa: E731
+    flags = set(field("flags").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16")
+    return {"model": field("model name"), "simd": {f: f in flags for f in wanted}}
+
+
+def load_avg() -> list[float]:
+    """``os.getloadavg()`` (1, 5, 15 min): the machine is shared, so every timing records it."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 # -- models --------------------------------------------------------------------------------
@@ -153,6 +213,7 @@ def bench_resnet_speed(size: int, tmp: Path, n_rounds: int, per_round: int, prof
     import torch
 
     from edgeinf.branch import Branch
+    from edgeinf.exporters.onnx.check import kernel_summary
 
     torch.manual_seed(1)
     model = _resnet18()
@@ -171,11 +232,17 @@ def bench_resnet_speed(size: int, tmp: Path, n_rounds: int, per_round: int, prof
     full = {"fp32": _call(_session(ref_fp32), x),
             "w8a8": _call(_session(pkg.path(pkg.fused(_full(n, 8).id))), x),
             "ort_quantize_static": _call(_session(ref_int8), x),
-            "fp32_blocks_int8_stem": _call(_session(pkg.path(pkg.fused(_full(n, 32).id))), x),
-            "w4_blocks_int8_stem": _call(_session(pkg.path(pkg.fused(_full(n, 4).id))), x)}
-    result = {"size": size, "export_s": export_s, "full_branch": rounds(full, n_rounds, per_round, base="fp32")}
-    result["full_branch_w8a8_over_reference_speed"] = (result["full_branch"]["ort_quantize_static"]["p50_ms"]
-                                                       / result["full_branch"]["w8a8"]["p50_ms"])
+            "fp32_blocks_int8_stem_head": _call(_session(pkg.path(pkg.fused(_full(n, 32).id))), x),
+            "w4_blocks_int8_stem_head": _call(_session(pkg.path(pkg.fused(_full(n, 4).id))), x)}
+    result = {"size": size, "export_s": export_s, "load_avg_start": load_avg(),
+              "full_branch": rounds(full, n_rounds, per_round, base="fp32"), "load_avg_end": load_avg()}
+    f = result["full_branch"]
+    result["full_branch_w8a8_over_reference_speed"] = f["ort_quantize_static"]["p50_ms"] / f["w8a8"]["p50_ms"]
+    result["full_branch_w8a8_over_reference_cpu_speed"] = f["ort_quantize_static"]["cpu_p50_ms"] / f["w8a8"]["cpu_p50_ms"]
+    result["optimized_ops"] = {"w8a8": pkg.entry(pkg.fused(_full(n, 8).id))["kernel_ops"],
+                               "ort_quantize_static": kernel_summary(ref_int8, True)["ops"]}
+    result["op_profile"] = {"w8a8": op_profile(pkg.path(pkg.fused(_full(n, 8).id)), x),
+                            "ort_quantize_static": op_profile(ref_int8, x), "fp32": op_profile(ref_fp32, x)}
     result["blocks"] = _bench_blocks(pkg, sm, x, n_rounds, per_round)
     result["composed_vs_fused"] = _bench_composed(pkg, [_full(n, 32), _full(n, 8), mixed], x, n_rounds, per_round)
     result["profile"] = _bench_profile(pkg, pairs, profile_repeats)
@@ -217,7 +284,9 @@ def _bench_composed(pkg, branches, x, n_rounds: int, per_round: int) -> list[dic
         row = rounds(calls, n_rounds, per_round, base="fused")
         out.append({"branch": b.id, **row,
                     "merged_over_fused": row["composed_merged"]["p50_ms"] / row["fused"]["p50_ms"],
-                    "sessions_over_fused": row["composed_sessions"]["p50_ms"] / row["fused"]["p50_ms"]})
+                    "sessions_over_fused": row["composed_sessions"]["p50_ms"] / row["fused"]["p50_ms"],
+                    "cpu_merged_over_fused": row["composed_merged"]["cpu_p50_ms"] / row["fused"]["cpu_p50_ms"],
+                    "cpu_sessions_over_fused": row["composed_sessions"]["cpu_p50_ms"] / row["fused"]["cpu_p50_ms"]})
     return out
 
 
@@ -287,6 +356,13 @@ def _chain_accuracy(parts: list, x: np.ndarray, y: np.ndarray) -> float:
     return float((h.argmax(1) == y).mean())
 
 
+def _through_blocks(sm, x):
+    h = sm.stem(x)
+    for block in sm.blocks:
+        h = block(h)
+    return h
+
+
 def bench_accuracy(epochs: int, tmp: Path) -> dict:
     import torch
 
@@ -301,12 +377,17 @@ def bench_accuracy(epochs: int, tmp: Path) -> dict:
     check = torch.from_numpy(x_test[:4])
     out = {"train_s": train_s, "epochs": epochs, "test_samples": int(len(y_test)), "calib_samples": 128}
     fp32_stem = export_graph(sm.stem, check, "input", "features")[0].SerializeToString()
+    with torch.no_grad():
+        feat = _through_blocks(sm, check)
+    fp32_head = export_graph(sm.head, feat, "features", "logits")[0].SerializeToString()
     for method in ("minmax", "percentile"):
         pkg = _export(sm, calib, check, tmp / f"digits-{method}", (32, 8), [_full(n, 32), _full(n, 8)], act_method=method)
         acc = {"fp32": _accuracy(pkg.path(pkg.fused(_full(n, 32).id)), x_test, y_test),
                "w8a8": _accuracy(pkg.path(pkg.fused(_full(n, 8).id)), x_test, y_test)}
-        fp32_parts = lambda j, tag: [fp32_stem] + [pkg.path(f"block{i}/{tag if i == j else 'fp32'}") for i in range(n)] + [pkg.path("head")]  # noqa: E731
-        acc["fp32_with_int8_stem_only"] = _chain_accuracy([pkg.path("stem")] + [pkg.path(f"block{i}/fp32") for i in range(n)] + [pkg.path("head")], x_test, y_test)
+        fp32_blocks = [pkg.path(f"block{i}/fp32") for i in range(n)]
+        fp32_parts = lambda j, tag: [fp32_stem] + [pkg.path(f"block{i}/{tag if i == j else 'fp32'}") for i in range(n)] + [fp32_head]  # noqa: E731
+        acc["fp32_with_int8_stem_only"] = _chain_accuracy([pkg.path("stem")] + fp32_blocks + [fp32_head], x_test, y_test)
+        acc["fp32_with_int8_head_only"] = _chain_accuracy([fp32_stem] + fp32_blocks + [pkg.path("head")], x_test, y_test)
         acc["fp32_all_float"] = _chain_accuracy(fp32_parts(-1, "fp32"), x_test, y_test)
         acc["one_block_w8a8"] = [_chain_accuracy(fp32_parts(j, "w8"), x_test, y_test) for j in range(n)]
         acc["block_rel_rms_error"] = [pkg.entry(f"block{i}/w8")["rel_rms_error"] for i in range(n)]
@@ -338,7 +419,7 @@ def bench_deit(tmp: Path, n_rounds: int, per_round: int, max_blocks: int | None)
     variants = BlockVariants(sm, QuantConfig(group_size=32), kernels="simulate")
     check = torch.randn(2, 3, 224, 224)
     pkg = export_package(variants, tmp / "deit", check_x=check, bit_levels=(32, 4), branches=[])
-    variants8 = BlockVariants(sm, QuantConfig(act_bits=8, int8_stem=False), calib_x=torch.randn(32, 3, 224, 224), kernels="simulate")
+    variants8 = BlockVariants(sm, QuantConfig(act_bits=8, int8_stem=False, int8_head=False), calib_x=torch.randn(32, 3, 224, 224), kernels="simulate")
     pkg8 = export_package(variants8, tmp / "deit8", check_x=check, bit_levels=(8,), branches=[])
     with torch.no_grad():
         h = sm.stem(check[:1])
@@ -355,7 +436,9 @@ def bench_deit(tmp: Path, n_rounds: int, per_round: int, max_blocks: int | None)
             h = block(h)
     return {"model": "deit_tiny_patch16_224", "tokens": int(h.shape[1]), "blocks": rows,
             "median_fp32_over_w4": float(np.median([r["w4"]["ratio_fp32_over_this"] for r in rows])),
-            "median_fp32_over_w8a8": float(np.median([r["w8a8"]["ratio_fp32_over_this"] for r in rows]))}
+            "median_fp32_over_w8a8": float(np.median([r["w8a8"]["ratio_fp32_over_this"] for r in rows])),
+            "cpu_median_fp32_over_w4": float(np.median([r["w4"]["cpu_ratio_fp32_over_this"] for r in rows])),
+            "cpu_median_fp32_over_w8a8": float(np.median([r["w8a8"]["cpu_ratio_fp32_over_this"] for r in rows]))}
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -367,21 +450,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-repeats", type=int, default=30, help="device-profiler repeats per branch (default 30)")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of the digits resnet18 (default 4)")
     parser.add_argument("--quick", action="store_true", help="64x64 only, 3 rounds, 1 epoch, 2 DeiT blocks: checks the script")
+    parser.add_argument("--parts", default="resnet,accuracy,deit",
+                        help="what to run, comma-separated: resnet, accuracy, deit (default all)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/int8-<host>.json)")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     if args.quick:
         args.sizes, args.rounds, args.per_round, args.profile_repeats, args.epochs = "64", 3, 2, 5, 1
-    doc = {"schema": "edgeinf.bench-int8/1", "host": socket.gethostname(), "note": NOTE, "quick": args.quick,
+    doc = {"schema": "edgeinf.bench-int8/1", "host": socket.gethostname(), "note": NOTE, "quick": args.quick, "parts": sorted(parts),
            "rounds": args.rounds, "per_round": args.per_round,
-           "environment": results.environment(threads={"ort_intra_op": 1}),
+           "environment": results.environment(threads={"ort_intra_op": 1}), "cpu": cpu_info(), "load_avg_start": load_avg(),
            "goals": {"w8a8_over_fp32_min": {"64": 5.0, "224": 3.0}, "w8a8_vs_reference": ">= 1 (at least as fast)",
                      "accuracy_loss_points_max": 1.0, "block_w8a8_faster": True, "vit_w4_over_fp32_min": 1.5,
                      "composed_over_fused_max": 1.10}}
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
-        doc["resnet18"] = [bench_resnet_speed(int(s), Path(tmp), args.rounds, args.per_round, args.profile_repeats)
-                           for s in args.sizes.split(",")]
-        doc["accuracy"] = bench_accuracy(args.epochs, Path(tmp))
-        doc["deit_tiny"] = bench_deit(Path(tmp), args.rounds, args.per_round, 2 if args.quick else None)
+        if "resnet" in parts:
+            doc["resnet18"] = [bench_resnet_speed(int(s), Path(tmp), args.rounds, args.per_round, args.profile_repeats)
+                               for s in args.sizes.split(",")]
+        if "accuracy" in parts:
+            doc["accuracy"] = bench_accuracy(args.epochs, Path(tmp))
+        if "deit" in parts:
+            doc["deit_tiny"] = bench_deit(Path(tmp), args.rounds, args.per_round, 2 if args.quick else None)
+    doc["load_avg_end"] = load_avg()
     out = args.out or RESULTS / f"int8-{socket.gethostname()}.json"
     write_json(out, doc)
     _print(doc, out)
@@ -389,26 +479,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(doc: dict, out: Path) -> None:
-    for r in doc["resnet18"]:
+    for r in doc.get("resnet18", []):
         f = r["full_branch"]
         print(f"resnet18 3x{r['size']}x{r['size']} full branch, one thread (p50 ms; fp32 / variant):")
         for k, v in f.items():
-            print(f"  {k:<22} {v['p50_ms']:8.3f} ms  {v['ratio_fp32_over_this']:6.2f}x")
-        print(f"  w8a8 vs onnxruntime quantize_static: {r['full_branch_w8a8_over_reference_speed']:.2f}x its speed")
+            print(f"  {k:<26} wall {v['p50_ms']:8.3f} ms {v['ratio_fp32_over_this']:6.2f}x   "
+                  f"cpu {v['cpu_p50_ms']:8.3f} ms {v['cpu_ratio_fp32_over_this']:6.2f}x")
+        print(f"  w8a8 vs onnxruntime quantize_static: {r['full_branch_w8a8_over_reference_speed']:.2f}x its speed "
+              f"(cpu time {r['full_branch_w8a8_over_reference_cpu_speed']:.2f}x)")
+        for k, prof in r["op_profile"].items():
+            print(f"  per-op profile {k:<20} " + ", ".join(f"{op} {v['ms_per_call']:.2f} ms" for op, v in list(prof.items())[:5]))
         print("  per block fp32/w8a8, fp32/w4: " + ", ".join(
             f"{b['block']}: {b['w8a8']['ratio_fp32_over_this']:.2f} {b['w4']['ratio_fp32_over_this']:.2f}" for b in r["blocks"]))
+        print("  the same, cpu time: " + ", ".join(
+            f"{b['block']}: {b['w8a8']['cpu_ratio_fp32_over_this']:.2f} {b['w4']['cpu_ratio_fp32_over_this']:.2f}" for b in r["blocks"]))
         for c in r["composed_vs_fused"]:
             print(f"  composed/fused {c['branch']}: merged {c['merged_over_fused']:.3f}, "
-                  f"one session per block {c['sessions_over_fused']:.3f}")
+                  f"one session per block {c['sessions_over_fused']:.3f} (cpu time {c['cpu_merged_over_fused']:.3f}, "
+                  f"{c['cpu_sessions_over_fused']:.3f})")
         print(f"  profiled branches differing only in bits: median fp32/w8a8 = {r['profile']['median_fp32_over_w8a8']:.2f}")
-    a = doc["accuracy"]
+    if "accuracy" in doc:
+        _print_accuracy(doc["accuracy"])
+    if "deit_tiny" in doc:
+        d = doc["deit_tiny"]
+        print(f"deit_tiny blocks: median fp32/w4 {d['median_fp32_over_w4']:.2f}, fp32/w8a8 {d['median_fp32_over_w8a8']:.2f} "
+              f"(cpu time {d['cpu_median_fp32_over_w4']:.2f}, {d['cpu_median_fp32_over_w8a8']:.2f})")
+    print(f"wrote {out}")
+
+
+def _print_accuracy(a: dict) -> None:
     for m in ("minmax", "percentile"):
         print(f"digits resnet18 64x64 accuracy ({m}): fp32 {a[m]['fp32_all_float']:.4f}  w8a8 {a[m]['w8a8']:.4f}  "
               f"loss {a[m]['loss_points']:.2f} points")
     print(f"  onnxruntime quantize_static: fp32 {a['ort_quantize_static']['fp32']:.4f} int8 {a['ort_quantize_static']['int8']:.4f}")
-    d = doc["deit_tiny"]
-    print(f"deit_tiny blocks: median fp32/w4 {d['median_fp32_over_w4']:.2f}, fp32/w8a8 {d['median_fp32_over_w8a8']:.2f}")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

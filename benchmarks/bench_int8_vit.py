@@ -7,13 +7,16 @@ ratios); writes benchmarks/results/int8-vit-<host>.json:
 1. one Linear layer of each kind (qkv, proj, fc1, fc2) of deit_tiny and deit_small as a MatMul of
    M tokens (197 = one 224^2 image, 1 = one token / GEMV): fp32 against MatMulNBits 4-bit with
    block size 32 / 64 / 128 and accuracy_level 0 (fp32 compute) / 4 (int8 compute, AVX-512 VNNI),
-   quantized by onnxruntime's ``MatMulNBitsQuantizer`` (the same op and kernel the package uses);
+   quantized by onnxruntime's ``MatMulNBitsQuantizer`` (the same op and kernel the package uses),
+   and int8 weights *and* activations: onnxruntime's ``quantize_dynamic`` (activations quantized
+   per call) and the package's static w8a8 quantizer;
 2. whole blocks of a package (``BlockVariants`` w4 at the given group size, the exporter choosing
-   the accuracy level per artifact by timing) against their fp32 twins, attention, LayerNorm and
-   GELU left as exported.
+   the accuracy level per artifact by timing, and w8a8) against their fp32 twins, attention,
+   LayerNorm and GELU left as exported; onnxruntime's per-op profile of block 0 in each form (the
+   share of Linear / attention MatMuls, Softmax, LayerNorm, GELU).
 
 Usage:
-    python benchmarks/bench_int8_vit.py                  # deit_small, 4 blocks, group 128 (about 5 min)
+    python benchmarks/bench_int8_vit.py                  # deit_small + deit_tiny, 4 blocks each, group 128
     python benchmarks/bench_int8_vit.py --quick          # short timing, 1 block: checks the script
 """
 from __future__ import annotations
@@ -61,7 +64,43 @@ def _nbits(model, block_size: int, accuracy_level: int) -> bytes:
     return q.model.model.SerializeToString()
 
 
+def _dynamic_int8(model) -> bytes:
+    """onnxruntime's ``quantize_dynamic``: int8 per-channel weights, activations quantized per call."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="bench-dyn-") as tmp:
+        src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "dyn.onnx"
+        onnx.save(model, str(src))
+        quantize_dynamic(str(src), str(out), per_channel=True, weight_type=QuantType.QInt8)
+        return out.read_bytes()
+
+
+def _static_int8(model, calib: np.ndarray) -> bytes:
+    """The package's static int8 (w8a8) quantizer on the layer, calibrated on ``calib`` rows."""
+    from edgeinf.exporters.onnx.int8 import quantize_static_int8
+
+    model = _batched(model)
+    return quantize_static_int8(model.SerializeToString(), calib, where="layer")[0]
+
+
+def _batched(model):
+    """The layer with a leading batch dimension on input and output (the quantizer's calibration
+    reader feeds batches)."""
+    from onnx import helper
+
+    g = model.graph
+    m, k = (d.dim_value for d in g.input[0].type.tensor_type.shape.dim)
+    n = g.output[0].type.tensor_type.shape.dim[1].dim_value
+    graph = helper.make_graph(list(g.node), g.name, [helper.make_tensor_value_info("x", 1, ["batch", m, k])],
+                              [helper.make_tensor_value_info("y", 1, ["batch", m, n])], list(g.initializer))
+    return helper.make_model(graph, opset_imports=list(model.opset_import))
+
+
 def layer_sweep(n_rounds: int, per_round: int, block_sizes=(32, 64, 128), tokens=(197, 1)) -> list[dict]:
+    """fp32 vs MatMulNBits 4-bit (block size x accuracy level) vs int8 (dynamic, static) per layer shape."""
+    from edgeinf.exporters.onnx.check import kernel_summary
+
     rng = np.random.default_rng(0)
     rows = []
     for (model, layer), (k, n) in LAYERS.items():
@@ -72,11 +111,33 @@ def layer_sweep(n_rounds: int, per_round: int, block_sizes=(32, 64, 128), tokens
             for bs in block_sizes:
                 for level in (0, 4):
                     calls[f"w4_bs{bs}_acc{level}"] = B._call(B._session(_nbits(fp32, bs, level)), x)
+            int8 = {"int8_dynamic": _dynamic_int8(fp32),
+                    "int8_static": _static_int8(fp32, rng.standard_normal((16, m, k)).astype(np.float32))}
+            calls["int8_dynamic"] = B._call(B._session(int8["int8_dynamic"]), x)
+            calls["int8_static"] = B._call(B._session(int8["int8_static"]), x[None])
             timing = B.rounds(calls, n_rounds, per_round, base="fp32")
-            best = max((v for v in timing if v != "fp32"), key=lambda v: timing[v]["ratio_fp32_over_this"])
+            w4 = [v for v in timing if v.startswith("w4_")]
+            best = max(w4, key=lambda v: timing[v]["cpu_ratio_fp32_over_this"])
             rows.append({"model": model, "layer": layer, "K": k, "N": n, "tokens": m, **timing, "best": best,
-                         "best_fp32_over_w4": timing[best]["ratio_fp32_over_this"]})
+                         "best_fp32_over_w4": timing[best]["ratio_fp32_over_this"],
+                         "best_cpu_fp32_over_w4": timing[best]["cpu_ratio_fp32_over_this"],
+                         "int8_kernel_ops": {t: kernel_summary(d, True)["ops"] for t, d in int8.items()},
+                         "load_avg": B.load_avg()})
     return rows
+
+
+MATMUL_OPS = frozenset({"MatMul", "FusedMatMul", "Gemm", "FusedGemm", "MatMulNBits", "QLinearMatMul", "QGemm",
+                        "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulInteger"})
+
+
+def _op_groups(profile: dict) -> dict[str, float]:
+    """A block's per-op profile folded into: Linear / attention MatMuls, Softmax, LayerNorm, GELU, other."""
+    groups = {"matmul": 0.0, "softmax": 0.0, "layernorm": 0.0, "gelu": 0.0, "other": 0.0}
+    for op, row in profile.items():
+        key = ("matmul" if op in MATMUL_OPS else "softmax" if "Softmax" in op else
+               "layernorm" if "LayerNorm" in op else "gelu" if "Gelu" in op else "other")
+        groups[key] += row["share"]
+    return groups
 
 
 def deit_blocks(name: str, group: int, n_blocks: int | None, tmp: Path, n_rounds: int, per_round: int) -> dict:
@@ -98,25 +159,37 @@ def deit_blocks(name: str, group: int, n_blocks: int | None, tmp: Path, n_rounds
     check = torch.randn(2, 3, 224, 224)
     pkg = export_package(BlockVariants(sm, QuantConfig(group_size=group), kernels="simulate"), tmp / name, check_x=check,
                          bit_levels=(32, 4), branches=[])
+    pkg8 = export_package(BlockVariants(sm, QuantConfig(act_bits=8, int8_stem=False, int8_head=False),
+                                        calib_x=torch.randn(16, 3, 224, 224), kernels="simulate"),
+                          tmp / f"{name}-w8a8", check_x=check, bit_levels=(8,), branches=[])
+    paths = lambda i: {"fp32": pkg.path(f"block{i}/fp32"), "w4": pkg.path(f"block{i}/w4"), "w8a8": pkg8.path(f"block{i}/w8")}  # noqa: E731
     with torch.no_grad():
         h = sm.stem(check[:1])
     rows = []
     for i, block in enumerate(sm.blocks):
         feat = h.numpy()
-        calls = {t: B._call(B._session(pkg.path(f"block{i}/{t}")), feat) for t in ("fp32", "w4")}
+        calls = {t: B._call(B._session(p), feat) for t, p in paths(i).items()}
         w4 = pkg.entry(f"block{i}/w4")
         rows.append({"block": i, **B.rounds(calls, n_rounds, per_round, base="fp32"), "w4_kernel": w4["kernel"],
                      "w4_accuracy_level": w4.get("accuracy_level"),
-                     "w4_latency_ms_by_accuracy_level": w4.get("latency_ms_by_accuracy_level")})
+                     "w4_latency_ms_by_accuracy_level": w4.get("latency_ms_by_accuracy_level"),
+                     "w8a8_kernel_ops": pkg8.entry(f"block{i}/w8")["kernel_ops"],
+                     "w8a8_rel_rms_error": pkg8.entry(f"block{i}/w8")["rel_rms_error"], "load_avg": B.load_avg()})
+        if i == 0:  # where a block's time goes, per form (onnxruntime's profiler)
+            profiles = {t: B.op_profile(p, feat, calls=20) for t, p in paths(i).items()}
         with torch.no_grad():
             h = block(h)
     return {"model": name, "group_size": group, "tokens": int(h.shape[1]), "blocks": rows,
-            "median_fp32_over_w4": float(np.median([r["w4"]["ratio_fp32_over_this"] for r in rows]))}
+            "median_fp32_over_w4": float(np.median([r["w4"]["ratio_fp32_over_this"] for r in rows])),
+            "median_fp32_over_w8a8": float(np.median([r["w8a8"]["ratio_fp32_over_this"] for r in rows])),
+            "cpu_median_fp32_over_w4": float(np.median([r["w4"]["cpu_ratio_fp32_over_this"] for r in rows])),
+            "cpu_median_fp32_over_w8a8": float(np.median([r["w8a8"]["cpu_ratio_fp32_over_this"] for r in rows])),
+            "block0_profile": profiles, "block0_profile_groups": {t: _op_groups(p) for t, p in profiles.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="deit_small", choices=("deit_small", "deit_tiny"), help="timm model (default deit_small)")
+    parser.add_argument("--models", default="deit_small,deit_tiny", help="timm models, comma-separated (default deit_small,deit_tiny)")
     parser.add_argument("--group", type=int, default=128, help="w4 group (block) size of the package's blocks (default 128)")
     parser.add_argument("--blocks", type=int, default=4, help="blocks exported and timed (default 4; they share one shape)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (default 9)")
@@ -128,18 +201,24 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.per_round, args.blocks = 2, 2, 1
     sweep = layer_sweep(args.rounds, args.per_round, (32,) if args.quick else (32, 64, 128))
     with tempfile.TemporaryDirectory(prefix="bench-int8-vit-") as tmp:
-        blocks = deit_blocks(args.model, args.group, args.blocks, Path(tmp), args.rounds, args.per_round)
-    doc = {"schema": "edgeinf.bench-int8-vit/1", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
-           "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}),
-           "goals": {"vit_w4_block_over_fp32_min": 1.5}, "layers": sweep, "deit_blocks": blocks}
+        blocks = [deit_blocks(m, args.group, args.blocks, Path(tmp), args.rounds, args.per_round) for m in args.models.split(",")]
+    doc = {"schema": "edgeinf.bench-int8-vit/2", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
+           "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}), "cpu": B.cpu_info(),
+           "goals": {"vit_w4_block_over_fp32_min": 1.5}, "layers": sweep, "deit_blocks": blocks,
+           "load_avg_end": B.load_avg()}
     out = args.out or B.RESULTS / f"int8-vit-{socket.gethostname()}.json"
     write_json(out, doc)
     for r in sweep:
         print(f"{r['model']:<10} {r['layer']:<4} {r['K']}x{r['N']} M={r['tokens']:<3} fp32 {r['fp32']['p50_ms']:.3f} ms  "
-              f"best {r['best']} {r['best_fp32_over_w4']:.2f}x  "
-              + " ".join(f"{k[3:]}:{v['ratio_fp32_over_this']:.2f}" for k, v in r.items() if k.startswith("w4_")))
-    print(f"{blocks['model']} blocks (group {blocks['group_size']}): median fp32/w4 {blocks['median_fp32_over_w4']:.2f}x "
-          f"(accuracy levels chosen: {[b['w4_accuracy_level'] for b in blocks['blocks']]})")
+              f"best (cpu time) {r['best']} {r['best_cpu_fp32_over_w4']:.2f}x  "
+              + " ".join(f"{k[3:]}:{v['cpu_ratio_fp32_over_this']:.2f}" for k, v in r.items() if k.startswith("w4_")))
+        print(f"   int8 dynamic {r['int8_dynamic']['cpu_ratio_fp32_over_this']:.2f}x  static {r['int8_static']['cpu_ratio_fp32_over_this']:.2f}x")
+    for b in blocks:
+        print(f"{b['model']} blocks (group {b['group_size']}): median fp32/w4 {b['median_fp32_over_w4']:.2f}x "
+              f"(accuracy levels chosen: {[r['w4_accuracy_level'] for r in b['blocks']]}), fp32/w8a8 {b['median_fp32_over_w8a8']:.2f}x; "
+              f"cpu time: fp32/w4 {b['cpu_median_fp32_over_w4']:.2f}x, fp32/w8a8 {b['cpu_median_fp32_over_w8a8']:.2f}x")
+        for t, g in b["block0_profile_groups"].items():
+            print(f"  block 0 {t:<5} time shares: " + ", ".join(f"{k} {v:.0%}" for k, v in g.items()))
     print(f"wrote {out}")
     return 0
 

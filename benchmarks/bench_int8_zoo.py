@@ -56,6 +56,7 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     import torch
 
     from edgeinf import zoo
+    from edgeinf.exporters.onnx.check import kernel_summary
 
     sm = zoo.get(MODEL, cache=True).eval()
     data = zoo.load_data(MODEL)
@@ -72,7 +73,9 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     x = x_test[:1]
     calls = {"fp32": B._call(B._session(ref_fp32), x), "w8a8": B._call(B._session(pkg.path(pkg.fused(full8.id))), x),
              "ort_quantize_static": B._call(B._session(ref_int8), x)}
+    load_start = B.load_avg()
     timing = B.rounds(calls, n_rounds, per_round, base="fp32")
+    load_end = B.load_avg()
     accuracy = {"fp32": _accuracy(ref_fp32, x_test, y_test),
                 "fp32_package": _accuracy(pkg.path(pkg.fused(full32.id)), x_test, y_test),
                 "w8a8": _accuracy(pkg.path(pkg.fused(full8.id)), x_test, y_test),
@@ -80,9 +83,13 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     accuracy["w8a8_loss_points"] = 100 * (accuracy["fp32"] - accuracy["w8a8"])
     return {"model": MODEL, "input_shape": list(sm.input_shape), "blocks": n, "test_samples": int(len(y_test)),
             "calib_samples": int(len(calib)), "export_s": export_s, "full_branch": timing,
+            "load_avg_start": load_start, "load_avg_end": load_end,
+            "optimized_ops": {"w8a8": pkg.entry(pkg.fused(full8.id))["kernel_ops"],
+                              "ort_quantize_static": kernel_summary(ref_int8, True)["ops"]},
             "w8a8_over_reference_speed": timing["ort_quantize_static"]["p50_ms"] / timing["w8a8"]["p50_ms"],
+            "w8a8_over_reference_cpu_speed": timing["ort_quantize_static"]["cpu_p50_ms"] / timing["w8a8"]["cpu_p50_ms"],
             "accuracy": accuracy, "profile": B._bench_profile(pkg, pairs, profile_repeats),
-            "kernels": {a["key"]: a.get("kernel") for a in pkg.artifacts if a["role"] in ("stem", "block", "head")}}
+            "kernels": {a["key"]: a.get("kernel") for a in pkg.artifacts if a["role"] in ("stem", "block", "exit", "head")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-int8-zoo-") as tmp:
         result = run(Path(tmp), args.rounds, args.per_round, args.profile_repeats)
     doc = {"schema": "edgeinf.bench-int8-zoo/1", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
-           "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}),
+           "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}), "cpu": B.cpu_info(),
            "goals": {"w8a8_vs_reference": ">= 1 (at least as fast)", "accuracy_loss_points_max": 1.0}, **result}
     out = args.out or B.RESULTS / f"int8-{MODEL}-{socket.gethostname()}.json"
     write_json(out, doc)
     f = result["full_branch"]
     for k, v in f.items():
-        print(f"{MODEL} full branch {k:<20} {v['p50_ms']:8.3f} ms  fp32/this {v['ratio_fp32_over_this']:5.2f}x")
-    print(f"  w8a8 vs onnxruntime quantize_static: {result['w8a8_over_reference_speed']:.2f}x its speed")
+        print(f"{MODEL} full branch {k:<20} wall {v['p50_ms']:8.3f} ms  fp32/this {v['ratio_fp32_over_this']:5.2f}x   "
+              f"cpu {v['cpu_p50_ms']:8.3f} ms {v['cpu_ratio_fp32_over_this']:5.2f}x")
+    print(f"  w8a8 vs onnxruntime quantize_static: {result['w8a8_over_reference_speed']:.2f}x its speed "
+          f"(cpu time {result['w8a8_over_reference_cpu_speed']:.2f}x)")
     a = result["accuracy"]
     print(f"  accuracy on {result['test_samples']} test digits: fp32 {a['fp32']:.4f}  w8a8 {a['w8a8']:.4f}  "
           f"reference {a['ort_quantize_static']:.4f}  (loss {a['w8a8_loss_points']:.2f} points)")

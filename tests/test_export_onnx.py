@@ -130,7 +130,8 @@ def test_real_lowbit_kernels_are_reported_truthfully(exported):
 
 
 def test_w8a8_vit_blocks_run_integer_matmuls(tmp_path):
-    model = _vit()
+    torch.manual_seed(0)  # dim 64: the dim-32 toy ViT's blocks sit at the w8a8 error limit (10 % relative RMS)
+    model = digits_vit(ViTConfig(size=16, patch=4, dim=64, depth=3, heads=4, exits=(0,))).eval()
     x = torch.randn(4, *model.input_shape)
     variants = BlockVariants(model, QuantConfig(bits=8, act_bits=8), calib_x=torch.randn(16, *model.input_shape))
     pkg = export_package(variants, tmp_path / "pkg", check_x=x, bit_levels=(8,), branches=[Branch((0, 1, 2), None, (8, 8, 8))])
@@ -139,6 +140,9 @@ def test_w8a8_vit_blocks_run_integer_matmuls(tmp_path):
     assert {"MatMulIntegerToFloat", "QLinearMatMul"} & set(entry["kernel_ops"]), entry["kernel_ops"]
     assert 0 < entry["rel_rms_error"] <= entry["tolerance"]
     assert entry["int8"]["engine"].startswith("onnxruntime.quantization") and entry["int8"]["calib_samples"] == 16
+    # a stem / head whose int8 form fails the check falls back to fp32 and says why (int8_stem / int8_head default)
+    for part in (pkg.entry("stem"), pkg.entry("head")):
+        assert part["form"] == "w8a8" or ("int8_refused" in part and part["kernel"] == "float"), part
 
 
 def test_w8a8_conv_blocks_mix_with_fp32_blocks_in_one_branch(tmp_path):
@@ -153,6 +157,11 @@ def test_w8a8_conv_blocks_mix_with_fp32_blocks_in_one_branch(tmp_path):
     # boundaries share one range per stage, so a chain that skips a block still fuses end to end
     skipped = pkg.entry(pkg.fused(skip.id))
     assert skipped["kernel"] == "int8" and "Conv" not in skipped["kernel_ops"], skipped["kernel_ops"]
+    # the head is int8 too (int8_head defaults on): no float compute op and one DequantizeLinear, at the logits
+    assert not {"Conv", "Gemm", "FusedGemm", "MatMul", "GlobalAveragePool"} & set(skipped["kernel_ops"]), skipped["kernel_ops"]
+    assert skipped["kernel_ops"]["DequantizeLinear"] == 1 and skipped["kernel_ops"]["QuantizeLinear"] == 1
+    head = pkg.entry("head")
+    assert head["form"] == "w8a8" and head["kernel"] == "int8" and "QGemm" in head["kernel_ops"], head["kernel_ops"]
     stem, w8, fp32 = pkg.entry("stem"), pkg.entry("block0/w8"), pkg.entry("block1/fp32")
     assert stem["form"] == "w8a8" and stem["kernel"] == "int8"  # int8_stem defaults on with act_bits=8
     assert w8["kernel"] == "int8" and "QLinearConv" in w8["kernel_ops"] and "Conv" not in w8["kernel_ops"]

@@ -34,7 +34,12 @@ class QuantConfig:
         act_percentile: the percentile used by ``act_method="percentile"``.
         calib_samples: how many calibration samples to use for activations.
         int8_stem: with ``act_bits=8``, the stem is exported static int8 too (it is shared by
-            every branch; on resnet18 an fp32 stem halves the w8a8 speed-up); ``None`` = True.
+            every branch; on resnet18 an fp32 stem halves the w8a8 speed-up); ``None`` = int8
+            where it passes the w8a8 check, else fp32 with the reason in the manifest
+            (``int8_refused``); ``True`` = int8 or fail; ``False`` = fp32.
+        int8_head: the same for the head and the exits (pooling and classifier then run
+            ``QLinearGlobalAveragePool`` / ``QGemm``, and the last block's output needs no
+            DequantizeLinear).
 
     Example:
         >>> QuantConfig(bits=4, group_size=32).label
@@ -52,6 +57,7 @@ class QuantConfig:
     act_percentile: float = 99.99
     calib_samples: int = 128
     int8_stem: bool | None = None
+    int8_head: bool | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -97,6 +103,11 @@ class QuantConfig:
     def stem_int8(self) -> bool:
         """True when the stem is exported static int8 (``act_bits=8`` and ``int8_stem`` not False)."""
         return self.act_bits == 8 and self.int8_stem is not False
+
+    @property
+    def head_int8(self) -> bool:
+        """True when the head and exits are exported static int8 (``act_bits=8`` and ``int8_head`` not False)."""
+        return self.act_bits == 8 and self.int8_head is not False
 
     def engine_config(self) -> "QuantConfig":
         """The config the quantizer applies: ``w8a8`` weights are per output channel, max-abs

@@ -121,9 +121,10 @@ def _jobs(model, variants, spec: OnnxExport, feats) -> list[tuple[str, Any]]:
     for i in range(len(model.blocks)):
         for bits in spec.bit_levels:
             jobs.append((artifact_key("block", i, bits), _block_job(variants, i, bits, feats[i], spec.accuracy_level, act, spec)))
+    n = len(model.blocks)
     for e in model.exit_points():
-        jobs.append((artifact_key("exit", e), _head_job(model.exits[str(e)], feats[e + 1], f"exit {e}")))
-    jobs.append(("head", _head_job(model.head, feats[-1], "the final head")))
+        jobs.append((artifact_key("exit", e), _head_job(variants, spec, model.exits[str(e)], feats[e + 1], e + 1, f"exit {e}")))
+    jobs.append(("head", _head_job(variants, spec, model.head, feats[-1], n, "the final head")))
     for branch in spec.fused:
         jobs.append((artifact_key("branch", branch.id), _fused_job(variants, branch, spec)))
     return jobs
@@ -131,24 +132,37 @@ def _jobs(model, variants, spec: OnnxExport, feats) -> list[tuple[str, Any]]:
 
 def _stem_job(variants, spec: OnnxExport):
     model, config = variants.model, variants.config
-    if config.stem_int8:
-        return lambda: _with(export_int8(model.stem, spec.check_x, variants.calib_inputs(None), IO_NAMES["stem"],
-                                         config=config, where="the stem",
-                                         ranges={IO_NAMES["stem"][1]: _boundaries(variants, spec)[0]}), bits=8)
-    return lambda: export_checked(model.stem, spec.check_x, IO_NAMES["stem"], form="fp32", where="the stem")
+    fp32 = lambda: export_checked(model.stem, spec.check_x, IO_NAMES["stem"], form="fp32", where="the stem")  # noqa: E731
+    if not config.stem_int8:
+        return fp32
+    int8 = lambda: _with(export_int8(model.stem, spec.check_x, variants.calib_inputs(None), IO_NAMES["stem"],  # noqa: E731
+                                     config=config, where="the stem",
+                                     ranges={IO_NAMES["stem"][1]: _boundaries(variants, spec)[0]}), bits=8)
+    return _int8_or_fp32(int8, fp32, forced=config.int8_stem is True)
+
+
+def _int8_or_fp32(int8, fp32, forced: bool):
+    """The int8 export of a stem / head / exit; when it is refused (error over tolerance, no integer
+    kernel) and int8 was only the default, the fp32 export, with the refusal in ``int8_refused``."""
+    def run() -> Artifact:
+        try:
+            return int8()
+        except EdgeinfError as exc:
+            if forced:
+                raise
+            art = fp32()
+            art.meta["int8_refused"] = str(exc)
+            return art
+    return run
 
 
 def _boundaries(variants, spec: OnnxExport) -> list[tuple[float, float]]:
     """Shared activation ranges of the stem output and each block output (computed once per export)."""
-    import torch
-
     from edgeinf.exporters.onnx.int8 import boundary_ranges
 
     if spec.int8_boundaries is None:
         n = len(variants.model.blocks)
-        with torch.no_grad():
-            last = variants.model.blocks[n - 1](variants.calib_inputs(n - 1))
-        tensors = [variants.calib_inputs(i).numpy() for i in range(n)] + [last.numpy()]
+        tensors = [_calib_at(variants, i).numpy() for i in range(n + 1)]
         spec.int8_boundaries = boundary_ranges(tensors, variants.config.act_method, variants.config.act_percentile)
     return spec.int8_boundaries
 
@@ -163,7 +177,7 @@ def _block_job(variants, i: int, bits: int, x, accuracy_level, act, spec: OnnxEx
         if variants.config.with_bits(bits).static_int8:
             bounds = _boundaries(variants, spec)
             art = export_int8(variants.model.blocks[i], x, variants.calib_inputs(i), IO_NAMES["block"],
-                              config=variants.config, where=f"block {i} (w8a8)",
+                              config=variants.config, where=f"block {i}",
                               ranges=dict(zip(IO_NAMES["block"], bounds[i:i + 2])))
             return _with(art, index=i, bits=bits)
         art = export_checked(variants.block(i, bits), x, IO_NAMES["block"], form=form_name(bits, act),
@@ -173,8 +187,33 @@ def _block_job(variants, i: int, bits: int, x, accuracy_level, act, spec: OnnxEx
     return run
 
 
-def _head_job(module, x, where: str):
-    return lambda: export_checked(module, x, IO_NAMES["head"], form="fp32", where=where)
+def _head_job(variants, spec: OnnxExport, module, x, boundary: int, where: str):
+    """An exit or the head, reading the block boundary ``boundary`` (0 = the stem output).
+
+    With ``head_int8`` it is static int8 with its input range fixed to that boundary's shared
+    range, so the producing block's output Q and the head's input Q carry one scale and
+    onnxruntime runs the join (and the pooling and classifier) in integer kernels.
+    """
+    fp32 = lambda: export_checked(module, x, IO_NAMES["head"], form="fp32", where=where)  # noqa: E731
+    if not variants.config.head_int8:
+        return fp32
+
+    def int8() -> Artifact:
+        art = export_int8(module, x, _calib_at(variants, boundary), IO_NAMES["head"], config=variants.config,
+                          where=where, ranges={IO_NAMES["head"][0]: _boundaries(variants, spec)[boundary]})
+        return _with(art, bits=8)
+    return _int8_or_fp32(int8, fp32, forced=variants.config.int8_head is True)
+
+
+def _calib_at(variants, boundary: int):
+    """Calibration values at block boundary ``boundary`` along the full fp32 path."""
+    import torch
+
+    n = len(variants.model.blocks)
+    if boundary < n:
+        return variants.calib_inputs(boundary)
+    with torch.no_grad():
+        return variants.model.blocks[n - 1](variants.calib_inputs(n - 1))
 
 
 def _fused_job(variants, branch: Branch, spec: OnnxExport):
@@ -214,7 +253,8 @@ def _composed_fused(variants, branch: Branch, spec: OnnxExport) -> Artifact:
             "max_abs_error": float(np.abs(check.run(data, x) - ref).max()), "composed_from": keys,
             "weights": {}, "real_lowbit": [], "simulated": [], "act_qdq": 0, "branch": branch.id, "block_forms": forms}
     meta["tolerance"], meta["tolerance_rule"] = None, "composed (checked against the chain)"
-    record_kernel(meta, data, quantized=any(b != 32 for b in branch.bits) or variants.config.stem_int8)
+    record_kernel(meta, data, quantized=any(b != 32 for b in branch.bits) or variants.config.stem_int8
+                  or variants.config.head_int8)
     return Artifact(data, meta)
 
 
