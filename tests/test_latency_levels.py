@@ -138,3 +138,14 @@ def test_margin_is_the_target_quantile_of_the_levels_recent_residuals():
     for _ in range(60):
         m.observe(1.0, snap(0), 1.0)
     assert m.margin(snap(0)) < 0.1
+
+
+def test_a_level_without_its_own_residuals_borrows_the_largest_margin_below_it():
+    m = model(min_residuals=30, margin_every=1)
+    rng = np.random.default_rng(2)
+    for _ in range(200):  # idle: 1 ms with preemption delays of up to 3 ms on 1 call in 20
+        m.observe(1.0, snap(0), 1.0 + (rng.uniform(1.0, 3.0) if rng.random() < 0.05 else 0.0))
+    idle_margin = m.margin(snap(0))
+    assert idle_margin > 1.0 and m.margin(snap(2)) is None
+    bare = m.predict_ms(1.0, snap(2), margin=False)
+    assert m.predict_ms(1.0, snap(2)) == pytest.approx(bare * math.exp(m.config.initial_margin) + idle_margin)

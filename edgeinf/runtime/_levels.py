@@ -19,7 +19,9 @@ the tail under load far heavier than when idle. So:
   recomputed every ``margin_every`` of its calls (by the learner, off the call path). Not a
   sigma multiple: preemption delays are heavy-tailed. The window is the recency: a spell of
   large residuals leaves the margin once ``level_window`` newer calls at that level replaced
-  it, and the other levels never see it.
+  it, and the other levels never see it. Until a level has ``min_residuals`` of its own, it is
+  predicted ``x exp(initial_margin)`` plus the largest margin of the levels below it (more
+  competitors do not shorten the tail that fewer already showed).
 - **Transition calls** (the level at the end of the call differs from the one at its start:
   the contention changed mid-call) teach nothing: they belong to neither level.
 - **CPU frequency** where readable (``Snapshot.cpu_freq_mhz``): compute scales with 1/f, so
@@ -102,10 +104,11 @@ class LevelLatencyModel(LatencyModel):
 
     def _refresh(self) -> None:
         """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
-        out = []
+        out, below = [], 0.0
         for level, m in enumerate(self.level_margin):
             ls = self._level_log(level)
-            out.append((math.exp(ls + self.config.initial_margin), 0.0) if m is None else (math.exp(ls), m))
+            out.append((math.exp(ls + self.config.initial_margin), below) if m is None else (math.exp(ls), m))
+            below = max(below, m or 0.0)  # a level with more competitors has at least the tail of one with fewer
         self._bounds = out
 
     # -- learning --------------------------------------------------------------------------
