@@ -161,7 +161,7 @@ def run_one(pkg, sched, mode, threads, segments, budget, xs, ys, args, cores) ->
     cpu, mem = to_traces(segments, budget.duration_s, cores)
     monitor = Monitor(MonitorConfig(rate_hz=args.monitor_hz, runnable_samples=2))
     cfg = LatencyModelConfig(mode=mode, target_miss_rate=args.target_miss)
-    with Runtime.load(pkg, scheduler=sched, latency=cfg, monitor=monitor, intra_op_threads=threads) as rt:
+    with Runtime.load(pkg, scheduler=sched, latency=cfg, monitor=monitor, **ort_options(args, threads)) as rt:
         for i in range(20):  # warm-up outside the run: sessions and the idle level's first residuals
             rt.infer(xs[i: i + 1], 1e9)
             time.sleep(args.period_ms / 1e3)
@@ -224,8 +224,8 @@ def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
     cores = machine_cores()
     print(f"threads={threads}: profiling", file=sys.stderr)
     prof = profile_package(pkg, repeats=args.profile_repeats, warmup=3, period_ms=args.calib_gap_ms,
-                           intra_op_threads=threads)
-    view = open_package(pkg, intra_op_threads=threads)
+                           **ort_options(args, threads))
+    view = open_package(pkg, **ort_options(args, threads))
     view.executor.activate()
     xs, ys, data = load_inputs(view.executor.input_spec)
     branches = list(view.table.pareto())
@@ -291,6 +291,12 @@ def _num(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
+def ort_options(args, threads: int) -> dict:
+    """Session options of every run: the intra-op thread count, and spinning off with --no-spin."""
+    off = (("session.intra_op.allow_spinning", "0"), ("session.inter_op.allow_spinning", "0"))
+    return {"intra_op_threads": threads, **({"session_config": off} if args.no_spin else {})}
+
+
 def traces_threads(args) -> list[int]:
     return [int(t) for t in str(args.threads).split(",")]
 
@@ -305,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--bursts-s", type=float, default=20.0, help="duration of the bursts trace")
     p.add_argument("--budget-step-s", type=float, default=2.0, help="seconds between budget changes")
     p.add_argument("--period-ms", type=float, default=1000 / 30, help="frame period (default 30 fps)")
+    p.add_argument("--no-spin", action="store_true",
+                   help="onnxruntime's threads sleep between operators instead of spinning (allow_spinning=0)")
     p.add_argument("--monitor-hz", type=float, default=200.0)
     p.add_argument("--target-miss", type=float, default=0.01, help="latency model's target miss rate")
     p.add_argument("--calib-calls", type=int, default=40, help="calibration calls per branch per level")
