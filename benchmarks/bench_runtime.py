@@ -4,9 +4,10 @@ and latency model, side by side in one run, at real scale.
     .venv/bin/python benchmarks/bench_runtime.py --package PKG            # e.g. mnist-resnet18
     .venv/bin/python benchmarks/bench_runtime.py --package PKG --quick    # short traces, cores' threads only
 
-The full run holds 340 s of traces (5 runs x (24 + 20) s at the cores' thread count, 5 x 24 s at
-1 thread) plus profiling, calibration and session start-up: 491 s on the 2-core VM with no other
-work running (739 s, --quick 341 s, at a load average of 10-24 from other work).
+The full run holds 316 s of traces (5 runs x (24 + 20) s at the cores' thread count, 4 x 24 s at
+1 thread: no regression form there) plus profiling, calibration and session start-up: 491 s on
+the 2-core VM with no other work running before the 1-thread regression run was dropped (so
+~465 s now); at a load average of 15-26 from other work, --quick alone took 571 s.
     .venv/bin/python benchmarks/bench_runtime.py --synthetic               # no package needed (needs onnx)
 
 For each intra-op thread count (the cores, then 1): the package is profiled frame-paced at that
@@ -49,6 +50,7 @@ from edgeinf.runtime.simulate import BudgetTrace, replay
 LEVELS = {"idle": (0.0, 0.0), "spin-1-core": (None, 0.0), "spin-all-cores": (1.0, 0.0), "memhog": (0.0, 1.0)}
 RUNS = (("lut-aware", "lut", "aware"), ("lut-regression", "lut", "regression"), ("lut-feedback", "lut", "feedback"),
         ("lut-blind", "lut", "blind"), ("static-full", "static", "blind"))
+SKIP_OTHER_THREADS = ("lut-regression",)  # the 1-thread pass compares aware, feedback, blind and Static (8 minutes)
 MEM_HOG_MB = 256
 REF_ACC_SLACK = 0.02
 QUICK = {"phases": 4, "phase_s": 2.5, "bursts_s": 10.0, "calib_calls": 25, "profile_repeats": 6}
@@ -223,14 +225,17 @@ def load_inputs(spec, n: int = 600):
 def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
     cores = machine_cores()
     print(f"threads={threads}: profiling", file=sys.stderr)
+    t0 = time.time()
     prof = profile_package(pkg, repeats=args.profile_repeats, warmup=3, period_ms=args.calib_gap_ms,
                            **ort_options(args, threads))
     view = open_package(pkg, **ort_options(args, threads))
     view.executor.activate()
     xs, ys, data = load_inputs(view.executor.input_spec)
     branches = list(view.table.pareto())
+    t1 = time.time()
     calib = calibrate(view, branches, args.calib_calls, xs[:1], args.calib_gap_ms, cores)
     view.executor.deactivate()
+    t2 = time.time()
     quant = quantiles(branches, calib, 1.0 - args.target_miss)
     # budgets from twice the fastest branch's idle median (something fits under load) to twice the
     # most accurate one's (it fits when idle, not under load): the range where contention decides
@@ -242,7 +247,7 @@ def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
            "calibration_p50_ms": {lv: {b: float(np.median(v)) for b, v in c.items()} for lv, c in calib.items()},
            "calibration_p99_ms": {lv: {b: float(np.percentile(v, 99)) for b, v in c.items()} for lv, c in calib.items()},
            "feasibility_quantile": 1.0 - args.target_miss, "feasibility_quantile_ms": quant,
-           "budget_range_ms": [lo, hi], "traces": {}}
+           "budget_range_ms": [lo, hi], "traces": {}, "stage_s": {"profile": t1 - t0, "calibrate": t2 - t1}}
     for tname, (segments, duration) in traces.items():
         if threads != traces_threads(args)[0] and tname != "steps":
             continue  # the 1-thread pass runs the steps trace only (the run must fit in 8 minutes)
@@ -251,6 +256,8 @@ def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
                              tuple(float(b) for b in rng.uniform(lo, hi, n_b)), duration)
         runs = {}
         for name, sched, mode in RUNS:
+            if threads != traces_threads(args)[0] and name in SKIP_OTHER_THREADS:
+                continue
             load_before = os.getloadavg()[0]
             print(f"  {tname}: run {name} ({duration:g} s)", file=sys.stderr)
             res = run_one(pkg, sched, mode, threads, segments, budget, xs, ys, args, cores)
@@ -264,6 +271,7 @@ def bench_threads(pkg: Path, threads: int, traces: dict, args, rng) -> dict:
         out["traces"][tname] = {"segments": [list(s) for s in segments], "duration_s": duration,
                                 "budget_trace": {"t_s": list(budget.times_s), "budget_ms": list(budget.loads)},
                                 "runs": runs, "latency_models": model_table(runs), "checks": checks(runs)}
+    out["stage_s"]["runs"] = time.time() - t2
     return out
 
 
