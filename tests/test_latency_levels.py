@@ -1,4 +1,4 @@
-"""The "aware" latency model: thread-aware contention levels, a slowdown and a quantile-tracked
+"""The "aware" latency model: thread-aware contention levels, a slowdown and a windowed-quantile
 margin per level, transition calls skipped, CPU frequency, fast recovery (deterministic)."""
 from __future__ import annotations
 
@@ -118,7 +118,34 @@ def test_batches_teach_the_per_sample_cost_only():
 
 
 @pytest.mark.parametrize("kw", [{"level_edges": ()}, {"level_edges": (0.5, 0.25)}, {"level_edges": (0.0, 1.0)},
-                                {"threads": 0}, {"cores": True}, {"tracker_gain": 0.0}])
+                                {"threads": 0}, {"cores": True}, {"level_window": 10}, {"level_window": 2.5}])
 def test_aware_config_validates(kw):
     with pytest.raises(EdgeinfError):
         LatencyModelConfig(**kw)
+
+
+def test_margin_is_the_target_quantile_of_the_levels_recent_residuals():
+    """After settling, the idle margin is the empirical quantile of the last ``level_window``
+    residuals; delays older than the window no longer count."""
+    m = model(target_miss_rate=0.05, level_window=60, min_residuals=30, margin_every=1)
+    for _ in range(10):
+        m.observe(1.0, snap(0), 1.0)
+    for i in range(60):  # 6 of 60 residuals are +2 ms: the 95th percentile is near 2 ms
+        m.observe(1.0, snap(0), 3.0 if i % 10 == 0 else 1.0)
+    window = list(m.level_residuals[0])
+    assert len(window) == 60 and m.margin(snap(0)) == pytest.approx(np.quantile(window, 0.95), abs=1e-9)
+    assert m.margin(snap(0)) > 1.0
+    for _ in range(60):
+        m.observe(1.0, snap(0), 1.0)
+    assert m.margin(snap(0)) < 0.1
+
+
+def test_a_level_without_its_own_residuals_borrows_the_largest_margin_below_it():
+    m = model(min_residuals=30, margin_every=1)
+    rng = np.random.default_rng(2)
+    for _ in range(200):  # idle: 1 ms with preemption delays of up to 3 ms on 1 call in 20
+        m.observe(1.0, snap(0), 1.0 + (rng.uniform(1.0, 3.0) if rng.random() < 0.05 else 0.0))
+    idle_margin = m.margin(snap(0))
+    assert idle_margin > 1.0 and m.margin(snap(2)) is None
+    bare = m.predict_ms(1.0, snap(2), margin=False)
+    assert m.predict_ms(1.0, snap(2)) == pytest.approx(bare * math.exp(m.config.initial_margin) + idle_margin)

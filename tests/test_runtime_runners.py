@@ -131,6 +131,10 @@ def test_package_runner_applies_the_artifact_session_config(pkg):
     package.entry("stem")["ort_session_config"] = {"session.disable_quant_qdq": "1"}  # as the exporter writes it
     runner = _runner(package, "stem", "onnxruntime", {"intra_op_threads": 1})
     assert runner.options.session_config == (("session.disable_quant_qdq", "1"),)
+    caller = {"intra_op_threads": 1, "session_config": (("session.intra_op.allow_spinning", "0"),
+                                                        ("session.disable_quant_qdq", "0"))}
+    runner = _runner(package, "stem", "onnxruntime", caller)  # the caller's entries, the artifact's on top
+    assert runner.options.session_config == (("session.disable_quant_qdq", "1"), ("session.intra_op.allow_spinning", "0"))
 
 
 @pytest.mark.parametrize("how", ["all", "reachable"])

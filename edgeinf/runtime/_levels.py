@@ -14,11 +14,14 @@ the tail under load far heavier than when idle. So:
   session's threads that must share a core, the safe side). Because each level keeps its
   own state, the prediction recovers the moment a burst ends: the idle level was never
   dragged by the loaded calls.
-- **Margin** per level (additive, ms): a quantile tracker started from the empirical
-  ``1 - target_miss_rate`` quantile of the level's first residuals, then moved by each
-  residual's sign: up ``gain * scale * (1 - target)`` when the residual exceeds it, down
-  ``gain * scale * target`` when not (``scale`` = the level's mean absolute residual). It
-  settles where a share ``target`` of residuals exceed it and shrinks when they stay below.
+- **Margin** per level (additive, ms): the empirical ``1 - target_miss_rate`` quantile of the
+  level's last ``level_window`` out-of-sample residuals (measured minus predicted, ms),
+  recomputed every ``margin_every`` of its calls (by the learner, off the call path). Not a
+  sigma multiple: preemption delays are heavy-tailed. The window is the recency: a spell of
+  large residuals leaves the margin once ``level_window`` newer calls at that level replaced
+  it, and the other levels never see it. Until a level has ``min_residuals`` of its own, it is
+  predicted ``x exp(initial_margin)`` plus the largest margin of the levels below it (more
+  competitors do not shorten the tail that fewer already showed).
 - **Transition calls** (the level at the end of the call differs from the one at its start:
   the contention changed mid-call) teach nothing: they belong to neither level.
 - **CPU frequency** where readable (``Snapshot.cpu_freq_mhz``): compute scales with 1/f, so
@@ -28,6 +31,7 @@ the tail under load far heavier than when idle. So:
 from __future__ import annotations
 
 import bisect
+import collections
 import math
 
 from edgeinf.contention import machine_cores
@@ -53,9 +57,8 @@ class LevelLatencyModel(LatencyModel):
         self.level_log = [0.0] * n  # Kalman mean of log slowdown per level
         self.level_var = [1.0] * n
         self.level_calls = [0] * n
-        self.level_scale = [0.0] * n  # mean |residual| (ms)
         self.level_margin: list[float | None] = [None] * n
-        self._warm: list[list[float]] = [[] for _ in range(n)]
+        self.level_residuals = [collections.deque(maxlen=cfg.level_window) for _ in range(n)]
         mids = [self.edges[0] / 2] + [(a + b) / 2 for a, b in zip(self.edges, self.edges[1:])] + [self.edges[-1] + 0.5]
         self.prior_log = [0.0] + [math.log1p(m) for m in mids[1:]]  # vs level 0: x (1 + overlap)
         self.ref_freq_mhz: float | None = None
@@ -101,10 +104,11 @@ class LevelLatencyModel(LatencyModel):
 
     def _refresh(self) -> None:
         """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
-        out = []
+        out, below = [], 0.0
         for level, m in enumerate(self.level_margin):
             ls = self._level_log(level)
-            out.append((math.exp(ls + self.config.initial_margin), 0.0) if m is None else (math.exp(ls), m))
+            out.append((math.exp(ls + self.config.initial_margin), below) if m is None else (math.exp(ls), m))
+            below = max(below, m or 0.0)  # a level with more competitors has at least the tail of one with fewer
         self._bounds = out
 
     # -- learning --------------------------------------------------------------------------
@@ -142,21 +146,13 @@ class LevelLatencyModel(LatencyModel):
         self.level_calls[level] += 1
 
     def _track_margin(self, level: int, residual: float) -> None:
-        """Warm start from the empirical quantile, then move by the residual's sign."""
+        """The level's margin: the target quantile of its recent residuals (every few calls)."""
         cfg = self.config
-        target = cfg.target_miss_rate
-        warm = self._warm[level]
-        if warm is not None:
-            warm.append(residual)
-            if len(warm) >= cfg.min_residuals:
-                self.level_margin[level] = quantile_margin(warm, target)
-                self.level_scale[level] = sum(abs(r) for r in warm) / len(warm)
-                self._warm[level] = None
-            return
-        scale = self.level_scale[level] = self.level_scale[level] + 0.02 * (abs(residual) - self.level_scale[level])
-        m = self.level_margin[level]
-        step = cfg.tracker_gain * scale * ((1.0 - target) if residual > m else -target)
-        self.level_margin[level] = max(0.0, m + step)
+        window = self.level_residuals[level]
+        window.append(residual)
+        if len(window) >= cfg.min_residuals and (self.level_margin[level] is None
+                                                 or self.level_calls[level] % cfg.margin_every == 0):
+            self.level_margin[level] = quantile_margin(window, cfg.target_miss_rate)
 
     def state(self) -> dict:
         return {"mode": self.config.mode, "threads": self.threads, "cores": self.cores,

@@ -16,9 +16,12 @@ def ort_factory(providers: tuple[str, ...]):
         from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner, OrtOptions
 
         # an artifact may ask for session settings, e.g. folding its packed low-bit weights at load
-        # (allowlisted by the manifest schema)
-        config = tuple(sorted((str(k), str(v)) for k, v in art.entry.get("ort_session_config", {}).items()))
-        options = OrtOptions(providers=providers, session_config=config, **art.options)
+        # (allowlisted by the manifest schema); the caller's ``session_config`` entries come under them
+        opts = dict(art.options)
+        config = dict(opts.pop("session_config", ()))
+        config.update(art.entry.get("ort_session_config", {}))
+        config = tuple(sorted((str(k), str(v)) for k, v in config.items()))
+        options = OrtOptions(providers=providers, session_config=config, **opts)
         runner = OnnxRuntimeRunner(art.path, options, name=art.key, pool=art.pool)
         runner.external_data = art.external_data
         return runner

@@ -34,7 +34,7 @@ MODES = ("aware", "regression", "feedback", "blind")
 @dataclass(frozen=True)
 class LatencyModelConfig:
     """Args:
-        mode: "aware" (a Kalman slowdown and a quantile-tracked margin per contention level,
+        mode: "aware" (a Kalman slowdown and a windowed-quantile margin per contention level,
             levels from the competitors on the session's cores: ``_levels.LevelLatencyModel``),
             "regression" (one Kalman filter over a global slowdown and contention feature
             weights, per-level empirical-quantile margins), "feedback" (global Kalman slowdown
@@ -60,8 +60,8 @@ class LatencyModelConfig:
         cores: cores the session may run on (``None`` = this process's CPU affinity).
         level_edges: edges of the "aware" contention levels, in competing threads per session
             thread that must share a core (see ``_levels.overlap``).
-        tracker_gain: step of the "aware" margin's quantile tracker, in units of the level's
-            mean absolute residual.
+        level_window: recent residuals per "aware" level that its margin (their empirical
+            ``1 - target_miss_rate`` quantile) is taken over: the margin's memory, in calls.
     """
 
     mode: str = "aware"
@@ -80,7 +80,7 @@ class LatencyModelConfig:
     threads: int | None = None
     cores: int | None = None
     level_edges: tuple[float, ...] = (0.25, 0.75, 1.25, 2.0)
-    tracker_gain: float = 1.0
+    level_window: int = 240
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -103,8 +103,10 @@ class LatencyModelConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise EdgeinfError(f"{name} must be an integer >= 1 or None, got {v!r}")
-        if not self.tracker_gain > 0:
-            raise EdgeinfError(f"tracker_gain must be > 0, got {self.tracker_gain}")
+        if isinstance(self.level_window, bool) or not isinstance(self.level_window, int) \
+                or self.level_window < self.min_residuals:
+            raise EdgeinfError(f"level_window must be an integer >= min_residuals ({self.min_residuals}), "
+                               f"got {self.level_window!r}")
 
 
 class LatencyModel:
