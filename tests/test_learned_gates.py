@@ -296,19 +296,25 @@ def test_one_scheduler_serves_interleaved_calls():
     assert isinstance(first, PassHook) and isinstance(second, PassHook)
 
 
-def test_a_decision_is_the_argmin_of_lambda_cost_plus_the_predicted_error():
-    """The decision's tanh form (halved output layer, bias on a constant hidden unit) picks what
-    ``argmin (lam + TIE) c + predict`` picks, for one input and for a batch (mean error)."""
-    from edgeinf.learned.gates import TIE
-
-    rng = np.random.default_rng(7)
+def _random_gates(rng) -> ErrorGates:
+    """Gates with random weights over nine paths with exits after blocks 1 and 2."""
     paths = [make_path(f"p{k}", (0, 1, 2, 3)[: 2 + k % 3], None if k % 3 == 2 else 1 + k % 3,
                        (8, 8, 8, 4)[: 2 + k % 3], 1.0 + k) for k in range(9)]
     ps = PathSet(paths, 4, [1, 2])
     d_in = 2 * C + 4 + ps.encodings.shape[1]
     weights = {g: (rng.normal(size=(d_in, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32),
                    rng.normal(size=16).astype(np.float32), np.float32(rng.normal())) for g in {s[0] for s in ps.stop}}
-    gates = ErrorGates(ps, weights, rng.random(len(ps)).astype(np.float32))
+    return ErrorGates(ps, weights, rng.random(len(ps)).astype(np.float32))
+
+
+def test_a_decision_is_the_argmin_of_lambda_cost_plus_the_predicted_error():
+    """The decision's tanh form (halved output layer, bias on a constant hidden unit) picks what
+    ``argmin (lam + TIE) c + predict`` picks, for one input and for a batch (mean error)."""
+    from edgeinf.learned.gates import TIE
+
+    rng = np.random.default_rng(7)
+    gates = _random_gates(rng)
+    ps = gates.pathset
     for _ in range(50):
         state = list(ps.futures)[rng.integers(len(ps.futures))]
         allowed = rng.random(len(ps)) < 0.7
@@ -356,3 +362,35 @@ def test_choose_per_budget_step_equals_the_per_call_computation():
         assert d.branch.id == ps.paths[gates.start(lam, allowed)].id
         assert d.predicted_ms == pytest.approx(d.branch.base_ms * scale + add)
     assert len(sched._plans) <= (len(ps) + 1) * (len(gates.mean_ms) + 1)
+
+
+def test_the_gate_as_an_onnx_graph_decides_as_numpy():
+    """exporters.onnx.gate: eq. 13 features, the MLP and the argmin in one onnxruntime call give the
+    numpy gate's scores (tolerance) and choice, and the next gate's ``prev`` stats."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edgeinf.exporters.onnx.gate import gate_graph, prev_input
+    from edgeinf.learned.gates import TIE
+    from edgeinf.learned.paths import features_row, row_stats, uniform_stats
+
+    rng = np.random.default_rng(9)
+    gates = _random_gates(rng)
+    ps = gates.pathset
+    checked = 0
+    for state in ps.futures:
+        allowed = rng.random(len(ps)) < 0.8
+        futures = ps.futures[state][allowed[ps.futures[state]]]
+        if len(futures) < 2:
+            continue
+        sess = ort.InferenceSession(gate_graph(gates, state, 0.05, allowed), providers=["CPUExecutionProvider"])
+        for _ in range(10):
+            logits, prev = (rng.normal(size=(1, C)) * 3).astype(np.float32), row_stats(rng.normal(size=(1, C)) * 3)
+            for before in (prev, uniform_stats(C)):
+                choice, scores, stats = sess.run(None, {"logits": logits, "prev": prev_input(before)})
+                u = features_row(row_stats(logits), before)
+                want = 2 * ((0.05 + TIE) * ps.cost_norm[futures] + gates.predict(state[0], u, futures)[0]) - 1
+                np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+                assert int(choice) == gates.decide(state, u, 0.05, allowed)
+                np.testing.assert_allclose(stats, prev_input(row_stats(logits)), rtol=1e-5, atol=1e-6)
+                checked += 1
+    assert checked >= 20
