@@ -10,16 +10,26 @@ scheduler are trained on the package's val split as in bench_learned.py (the con
 for ``--content-epochs``: its decision cost depends on its layer sizes, not on how well it is
 trained); the inputs of each decision are real: exit logits and block-0 hidden states of test
 images. The full model's profiled latency is the reference of the shares.
+
+Also, side by side in the same run: the gates scheduler's ``choose`` with its per-budget-step
+plan cache against the same plan computed every call (what it did before: numpy masks, lambda
+and start per call); the gate decision compiled into one onnxruntime graph (eq. 13 features, the
+MLP, the argmin; what appending it to a segment graph would add) against the numpy decision and
+an empty onnxruntime call; and, with ``--runtime-samples``, the per-call ``decision_us`` measured
+in the runtime (median) for the cached and the per-call plan, with the full model's measured ms.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from edgeinf.learned.gates import GatesScheduler
 
 
 def _time_interleaved(fns: dict, calls: int, rounds: int) -> dict:
@@ -54,7 +64,8 @@ def _gate_call(gates, wb):
     def call():
         u = features_row(row_stats(logits), uniform_stats(classes))
         return gates.decide(state, u, lam, allowed)
-    return call, {"state": list(map(str, state)), "futures": int(len(ps.futures[state]))}
+    return call, {"state": list(map(str, state)), "futures": int(len(ps.futures[state])),
+                  "call": (state, logits, lam, allowed)}
 
 
 def _content_call(content, wb):
@@ -76,6 +87,70 @@ def _content_call(content, wb):
     return call, {"hidden_shape": list(hidden.shape)}
 
 
+def _choose_calls(gates, wb) -> dict:
+    """``choose`` as the runtime calls it (cached plan) and the plan recomputed per call."""
+    from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig
+    from edgeinf.runtime.monitor import IDLE
+
+    sched = GatesScheduler(gates).bind(wb.table, LatencyModel(LatencyModelConfig(mode="blind")))
+    budget = float(np.median(gates.pathset.costs_ms))
+
+    def per_call():
+        scale, add_ms = sched.latency.bounds(IDLE)
+        return sched._plan((budget - add_ms) / scale)
+    return {"choose_cached": lambda: sched.choose(budget, IDLE), "choose_per_call": per_call}
+
+
+class PerCallGates(GatesScheduler):
+    """A GatesScheduler whose plan (allowed paths, lambda, start) is recomputed every call."""
+
+    def choose(self, budget_ms, snapshot):
+        scale, add_ms = bounds = self.latency.bounds(snapshot)
+        lam, allowed, start = self._plan((budget_ms - add_ms) / scale)
+        return self._decide(start, bounds, budget_ms, state=(lam, allowed))
+
+
+def _onnx_gate_calls(gates, state, logits, lam, allowed) -> dict:
+    """The gate decision as one onnxruntime call (exporters.onnx.gate), and an empty call (Identity)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgeinf.exporters.onnx.gate import gate_graph, prev_input
+    from edgeinf.learned.paths import uniform_stats
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(gate_graph(gates, state, lam, allowed), opts, providers=["CPUExecutionProvider"])
+    feed = {"logits": logits, "prev": prev_input(uniform_stats(logits.shape[1]))}
+    vi = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(logits.shape))
+    ident = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id", [vi],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(logits.shape))]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    ident.ir_version = 8
+    empty = ort.InferenceSession(ident.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return {"gate_onnx_call": lambda: sess.run(None, feed), "ort_empty_call": lambda: empty.run(None, {"x": logits})}
+
+
+def _runtime_decisions(gates, wb, samples: int, budgets: int) -> dict:
+    """Per-call decision_us (median) in the runtime: cached vs per-call plans, the full model's ms."""
+    from edgeinf.learned.evaluate import budgets_between, evaluate_runtime, full_model
+    from edgeinf.runtime.schedulers import Static
+
+    x, y = wb.data.x_test, wb.data.y_test
+    idx = np.linspace(0, len(y) - 1, samples).astype(int)
+    b = [float(v) for v in budgets_between(wb.table, budgets)]
+    full = full_model(wb.table) or wb.table.most_accurate
+    runs = evaluate_runtime(wb.package.root, {"gates": GatesScheduler(gates), "gates-per-call": PerCallGates(gates),
+                                              "full": Static(full.id)}, x[idx], y[idx], b, warmup=20, rounds=1)
+    full_ms = float(np.median([r["mean_ms"] for r in runs["full"]]))
+    keep = ("budget_ms", "accuracy", "mean_ms", "decision_us", "decision_us_median")
+    out = {k: [{f: r.get(f) for f in keep} for r in runs[k]] for k in ("gates", "gates-per-call")}
+    for rows in out.values():
+        for r in rows:
+            r["median_share_of_full_measured"] = r["decision_us_median"] / (full_ms * 1e3)
+    return {"full_model_measured_ms": full_ms, "samples": int(samples), "budgets_ms": b, **out}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", required=True)
@@ -84,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runtime-samples", type=int, default=0, help="also measure in the runtime on this many test images")
+    ap.add_argument("--budgets", type=int, default=3, help="budgets of the runtime measurement")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -100,21 +177,31 @@ def main(argv=None) -> int:
     content_fn, content_info = _content_call(content, wb)
     budget = wb.table.most_accurate.base_ms
     fns = {"lut_best_within": lambda: wb.table.best_within(budget), "gate_decision": gate_fn,
-           "content_pick": content_fn}
+           "content_pick": content_fn, **_choose_calls(gates, wb), **_onnx_gate_calls(gates, *gate_info["call"])}
     times = _time_interleaved(fns, args.calls, args.rounds)
     full_ms = float(wb.table.most_accurate.base_ms)
     for row in times.values():
         row.update({f"share_of_full_{k[:-3]}": row[k] / (full_ms * 1e3) for k in ("min_us", "median_us")})
     name = getattr(wb.model, "name", "model")
+    gate_info.pop("call")
     result = {"machine": f"{socket.gethostname()}: 2-core x86 VM, numpy on one core; other work shared the CPU",
+              "load_average": list(os.getloadavg()),
               "model": name, "package": str(Path(args.package).resolve()), "full_model_profiled_ms": full_ms,
               "paths": len(gates.pathset), "gate": gate_info, "content": content_info, "decisions": times,
               "args": vars(args)}
+    if args.runtime_samples:
+        result["runtime"] = _runtime_decisions(gates, wb, args.runtime_samples, args.budgets)
+        result["load_average_after"] = list(os.getloadavg())
     out = Path(args.out or Path(__file__).parent / "results" / f"learned-decision-{name}-{socket.gethostname()}.json")
     write_json(out, result)
     for k, row in times.items():
         print(f"{k:16s} min {row['min_us']:7.1f} us  median {row['median_us']:7.1f} us  p90 {row['p90_us']:7.1f} us  "
               f"(median = {100 * row['share_of_full_median']:.2f} % of the full model's {full_ms:.2f} ms)")
+    for k in ("gates", "gates-per-call"):
+        for r in (result.get("runtime") or {}).get(k, []):
+            print(f"runtime {k:15s} budget {r['budget_ms']:.2f} ms: decision median {r['decision_us_median']:6.1f} us "
+                  f"= {100 * r['median_share_of_full_measured']:.2f} % of the full model's measured "
+                  f"{result['runtime']['full_model_measured_ms']:.2f} ms")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -127,6 +127,22 @@ def test_table_split_comes_from_the_profile(tmp_path):
     assert table_split(pkg) == "test"
 
 
+def test_block_latencies_come_from_the_profile_else_an_even_split(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from edgeinf.learned.pipeline import _block_ms
+
+    table = BranchTable((BranchInfo("full", 0.9, 3.0, (0, 1, 2), None, (32, 32, 32)),))
+    pkg = SimpleNamespace(root=tmp_path, manifest={"model": {"num_blocks": 3}})
+    assert _block_ms(pkg, table) == [1.0, 1.0, 1.0]
+    stats = {"count": 5, "mean_ms": 1.0, "std_ms": 0.1, "min_ms": 0.5, "max_ms": 2.0, "p50_ms": 0.5, "p90_ms": 1.5,
+             "p95_ms": 1.8, "p99_ms": 2.0}
+    blocks = [{"index": i, "latency_ms": {"32": {**stats, "p50_ms": 0.5 * (i + 1)}}} for i in range(3)]
+    (tmp_path / "profile.json").write_text(json.dumps({"blocks": blocks}))
+    assert _block_ms(pkg, table) == [0.5, 1.0, 1.5]
+
+
 def test_branch_probs_shares_prefixes_and_matches_forward_branch():
     """Prefix sharing runs the same operations as forward_branch, for every branch and order."""
     import pytest

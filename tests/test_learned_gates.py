@@ -303,3 +303,103 @@ def test_one_scheduler_serves_interleaved_calls():
     assert not first.allowed[hi] and second.allowed[hi]
     assert tight.branch.id == LO and loose.branch.id == HI
     assert isinstance(first, PassHook) and isinstance(second, PassHook)
+
+
+def _random_gates(rng) -> ErrorGates:
+    """Gates with random weights over nine paths with exits after blocks 1 and 2."""
+    paths = [make_path(f"p{k}", (0, 1, 2, 3)[: 2 + k % 3], None if k % 3 == 2 else 1 + k % 3,
+                       (8, 8, 8, 4)[: 2 + k % 3], 1.0 + k) for k in range(9)]
+    ps = PathSet(paths, 4, [1, 2])
+    d_in = 2 * C + 4 + ps.encodings.shape[1]
+    weights = {g: (rng.normal(size=(d_in, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32),
+                   rng.normal(size=16).astype(np.float32), np.float32(rng.normal())) for g in {s[0] for s in ps.stop}}
+    return ErrorGates(ps, weights, rng.random(len(ps)).astype(np.float32))
+
+
+def test_a_decision_is_the_argmin_of_lambda_cost_plus_the_predicted_error():
+    """The decision's tanh form (halved output layer, bias on a constant hidden unit) picks what
+    ``argmin (lam + TIE) c + predict`` picks, for one input and for a batch (mean error)."""
+    from edgeinf.learned.gates import TIE
+
+    rng = np.random.default_rng(7)
+    gates = _random_gates(rng)
+    ps = gates.pathset
+    for _ in range(50):
+        state = list(ps.futures)[rng.integers(len(ps.futures))]
+        allowed = rng.random(len(ps)) < 0.7
+        n, lam = int(rng.integers(1, 4)), float(rng.choice([0.0, 0.05, 0.5]))
+        p = rng.dirichlet(np.ones(C), size=(2, n))
+        u = gate_features(p[0], p[1])
+        futures = ps.futures[state][allowed[ps.futures[state]]]
+        if len(futures) < 2:
+            continue
+        pe = gates.predict(state[0], u, futures).mean(axis=0)
+        want = futures[np.argmin((lam + TIE) * ps.cost_norm[futures] + pe)]
+        assert gates.decide(state, u, lam, allowed) == want
+
+
+def test_choose_per_budget_step_equals_the_per_call_computation():
+    """``choose`` caches a plan per (paths that fit, calibrated lambdas that fit): over random
+    budgets and latency bounds it returns what computing the mask, lambda and start every call gives."""
+    from edgeinf.runtime.monitor import IDLE
+    from edgeinf.runtime.table import BranchInfo, BranchTable
+
+    class Bounds:  # a latency model whose slowdown and margin change every call
+        def __init__(self, rng):
+            self.rng, self.last = rng, (1.0, 0.0)
+
+        def bounds(self, snapshot):
+            self.last = (float(self.rng.uniform(0.8, 2.0)), float(self.rng.uniform(0.0, 0.3)))
+            return self.last
+
+    rng = np.random.default_rng(8)
+    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    gates.lambdas, gates.mean_ms = np.array([0.0, 0.1, 0.3, 1.0]), np.array([3.0, 2.2, 1.5, 1.1])
+    gates.accuracy = np.array([0.95, 0.949, 0.93, 0.9])
+    rows = [BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    latency = Bounds(rng)
+    sched = GatesScheduler(gates).bind(BranchTable(tuple(rows)), latency)
+    ps = gates.pathset
+    for budget in rng.uniform(0.5, 8.0, 300):
+        d = sched.choose(float(budget), IDLE)
+        scale, add = latency.last
+        allowed = ps.costs_ms * scale + add <= budget
+        if not allowed.any():
+            allowed = ps.costs_ms == ps.costs_ms.min()
+        lam = gates.lam_for_budget((budget - add) / scale)
+        assert d.state[0] == lam and np.array_equal(d.state[1], allowed)
+        assert d.branch.id == ps.paths[gates.start(lam, allowed)].id
+        assert d.predicted_ms == pytest.approx(d.branch.base_ms * scale + add)
+    assert len(sched._plans) <= (len(ps) + 1) * (len(gates.mean_ms) + 1)
+
+
+def test_the_gate_as_an_onnx_graph_decides_as_numpy():
+    """exporters.onnx.gate: eq. 13 features, the MLP and the argmin in one onnxruntime call give the
+    numpy gate's scores (tolerance) and choice, and the next gate's ``prev`` stats."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edgeinf.exporters.onnx.gate import gate_graph, prev_input
+    from edgeinf.learned.gates import TIE
+    from edgeinf.learned.paths import features_row, row_stats, uniform_stats
+
+    rng = np.random.default_rng(9)
+    gates = _random_gates(rng)
+    ps = gates.pathset
+    checked = 0
+    for state in ps.futures:
+        allowed = rng.random(len(ps)) < 0.8
+        futures = ps.futures[state][allowed[ps.futures[state]]]
+        if len(futures) < 2:
+            continue
+        sess = ort.InferenceSession(gate_graph(gates, state, 0.05, allowed), providers=["CPUExecutionProvider"])
+        for _ in range(10):
+            logits, prev = (rng.normal(size=(1, C)) * 3).astype(np.float32), row_stats(rng.normal(size=(1, C)) * 3)
+            for before in (prev, uniform_stats(C)):
+                choice, scores, stats = sess.run(None, {"logits": logits, "prev": prev_input(before)})
+                u = features_row(row_stats(logits), before)
+                want = 2 * ((0.05 + TIE) * ps.cost_norm[futures] + gates.predict(state[0], u, futures)[0]) - 1
+                np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+                assert int(choice) == gates.decide(state, u, 0.05, allowed)
+                np.testing.assert_allclose(stats, prev_input(row_stats(logits)), rtol=1e-5, atol=1e-6)
+                checked += 1
+    assert checked >= 20

@@ -8,6 +8,7 @@ Weights are plain numpy arrays in one ``.npz`` (no pickle), so a package can che
 """
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from dataclasses import dataclass, field
@@ -73,18 +74,35 @@ class ErrorGates:
             self._parts[gate] = hit
         return hit
 
+    def _half(self, gate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The gate's layers for decisions: ``sigmoid(z) = (1 + tanh(z / 2)) / 2``, so
+        ``argmin lam * c + pe`` is ``argmin 2 lam * c + tanh(z / 2)``; W2 and b2 are halved, and b2
+        rides on one more hidden unit that is 1 for every path (relu(1) = 1). A decision is then
+        seven numpy calls on one input: ``u @ Wu``, ``+ path parts``, relu, ``@ w2``, tanh, ``+ cost``, argmin."""
+        hit = self._parts.get(("half", gate))
+        if hit is None:
+            wu, hp, w2, b2 = self._split(gate)
+            hit = (np.ascontiguousarray(np.c_[wu, np.zeros(len(wu), np.float32)]),
+                   np.ascontiguousarray(np.c_[hp, np.ones(len(hp), np.float32)]),
+                   (np.r_[w2, b2] / 2).astype(np.float32))
+            self._parts[("half", gate)] = hit
+        return hit
+
     def decide(self, state: State, u: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> int:
         """The path index to head for at ``state``: argmin lam * c + pe (mean over the batch rows)."""
-        futures, hp, cost = self._at(state, lam, allowed)
+        futures, hp, cost2 = self._at(state, lam, allowed)
         if len(futures) == 1:  # nothing to choose (e.g. the budget allows only stopping here): no MLP
             return int(futures[0])
-        wu, _, w2, b2 = self._split(state[0])
-        h = np.atleast_2d(u).astype(np.float32, copy=False) @ wu
-        h = h[:, None, :] + hp                                            # [n, P, H]
+        wu, _, w2 = self._half(state[0])
+        hu = np.atleast_2d(u).astype(np.float32, copy=False) @ wu
+        h = hp + hu if len(hu) == 1 else hu[:, None, :] + hp[None]    # [P, H+1] or [n, P, H+1]
         np.maximum(h, 0.0, out=h)
-        pe = 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
-        pe = pe[0] if len(pe) == 1 else pe.mean(axis=0)
-        return int(futures[np.argmin(cost + pe)])
+        z = h @ w2
+        np.tanh(z, out=z)                                                 # 2 pe - 1, per path
+        if z.ndim == 2:
+            z = z.mean(axis=0)
+        z += cost2
+        return int(futures[z.argmin()])
 
     def forced(self, state: State, lam: float, allowed: np.ndarray | None = None) -> int | None:
         """The path index at ``state`` when only one is reachable under ``allowed`` (no MLP to run)."""
@@ -92,8 +110,9 @@ class ErrorGates:
         return int(futures[0]) if len(futures) == 1 else None
 
     def _at(self, state: State, lam: float, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The state's reachable futures under ``allowed``, their precomputed first-layer parts and
-        ``(lam + TIE) * cost``: cached, since a runtime meets the same few (state, budget) pairs."""
+        """The state's reachable futures under ``allowed``, their precomputed first-layer parts
+        (:meth:`_half`) and ``2 (lam + TIE) * cost``: cached, since a runtime meets the same few
+        (state, budget) pairs."""
         key = (state, lam, None if allowed is None else allowed.tobytes())
         hit = self._futures.get(key)
         if hit is None:
@@ -101,8 +120,8 @@ class ErrorGates:
             if allowed is not None:
                 ok = futures[allowed[futures]]
                 futures = ok if len(ok) else np.array([self.pathset.stop[state]])
-            hit = (futures, self._split(state[0])[1][futures],
-                   ((lam + TIE) * self.pathset.cost_norm[futures]).astype(np.float32))
+            hit = (futures, self._half(state[0])[1][futures],
+                   (2 * (lam + TIE) * self.pathset.cost_norm[futures]).astype(np.float32))
             if len(self._futures) >= 4096:
                 self._futures.clear()
             self._futures[key] = hit
@@ -251,17 +270,33 @@ class GatesScheduler(Scheduler):
         if missing:
             raise EdgeinfError(f"the gates know {len(missing)} paths this package lacks (e.g. {missing[0]}); "
                                "train the gates on this package's profile")
+        self._costs_sorted = sorted(float(c) for c in self.gates.pathset.costs_ms)
+        self._mean_sorted = sorted(float(m) for m in np.atleast_1d(self.gates.mean_ms))
+        self._plans: dict[tuple[int, int], tuple] = {}
         return self
 
     def choose(self, budget_ms: float, snapshot) -> Decision:
         scale, add_ms = bounds = self.latency.bounds(snapshot)
+        limit = (budget_ms - add_ms) / scale  # the base latency a path may have
+        # which paths fit, and which lambda the budget gets, are step functions of ``limit``: the
+        # counts of costs / calibrated latencies below it name the step, and each step's plan is
+        # computed once (a call costs two bisections and a dict lookup, no numpy)
+        key = (bisect.bisect_right(self._costs_sorted, limit), bisect.bisect_right(self._mean_sorted, limit))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(limit)
+        lam, allowed, start = plan
+        return self._decide(start, bounds, budget_ms, state=(lam, allowed))
+
+    def _plan(self, limit: float) -> tuple[float, np.ndarray, BranchInfo]:
+        """(lambda, allowed-path mask, start branch) for paths whose base latency is <= ``limit``."""
         ps = self.gates.pathset
-        allowed = ps.costs_ms * scale + add_ms <= budget_ms
+        allowed = ps.costs_ms <= limit
         if not allowed.any():
             allowed = ps.costs_ms == ps.costs_ms.min()
-        lam = self.lam if self.lam is not None else self.gates.lam_for_budget((budget_ms - add_ms) / scale)
-        start = ps.paths[self.gates.start(lam, allowed)]
-        return self._decide(self.table.get(start.id), bounds, budget_ms, state=(lam, allowed))
+        allowed.flags.writeable = False  # shared by every call of this step (and the gates' caches)
+        lam = self.lam if self.lam is not None else self.gates.lam_for_budget(limit)
+        return lam, allowed, self.table.get(ps.paths[self.gates.start(lam, allowed)].id)
 
     def exit_hook(self, decision, run_exit, exits, chain=None):
         lam, allowed = decision.state

@@ -136,8 +136,6 @@ def _cached_probs(cache, model, pkg, table, x_val: np.ndarray, x_test: np.ndarra
 def table_split(pkg) -> str:
     """The digits split the package's branch accuracies were measured on ("val" or "test"),
     from its profile.json (``data.name``); "test" when the package does not say."""
-    from edgeinf.profile_format import latency_stats_ms
-
     path = Path(pkg.root) / "profile.json"
     if path.is_file():
         try:
@@ -151,6 +149,8 @@ def table_split(pkg) -> str:
 
 def _block_ms(pkg, table) -> list[float]:
     """Per-block fp32 latency from the package's profile.json; else an even split of the full branch."""
+    from edgeinf.profile_format import latency_stats_ms
+
     path = Path(pkg.root) / "profile.json"
     n = int((pkg.manifest.get("model") or {}).get("num_blocks") or len(pkg.manifest.get("blocks", [])))
     if path.is_file():
