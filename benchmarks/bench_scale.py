@@ -93,10 +93,18 @@ def _onnx_session(module, sample, threads: int):
     import onnxruntime as ort
     import torch
 
+    class OneInput(torch.nn.Module):  # timm blocks take (x, attn_mask, is_causal): trace x alone
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (sample,), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(OneInput(module).eval(), (sample,), buf, dynamo=False, opset_version=17,
                           input_names=["x"], output_names=["y"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1

@@ -112,6 +112,9 @@ def test_mnist_zoo_nets_structure_and_keys():
     r = zoo.build("mnist-resnet18")
     assert r.skippable() == [True, True, False, True, False, True, False, True]
     assert zoo.entry("mnist-resnet18").key(0) != zoo.entry("mnist-resnet18-plain").key(0)
+    d = zoo.build("mnist-deit-tiny")  # 16-px patches: 3 x 3 tokens + the class token, mean-pooled head
+    assert d.trace_shapes()[0] == (10, 192) and d.head.pool == "avg" and all(d.skippable())
+    assert zoo.entry("mnist-deit-tiny").key(0) != zoo.entry("mnist-deit-tiny-plain").key(0)
     with torch.no_grad():
         assert r(torch.zeros(2, 3, 48, 48)).shape == (2, 10)
 

@@ -79,8 +79,8 @@ def test_builtin_nets_structure():
     v = zoo.digits_vit()
     assert len(v.blocks) >= 6 and all(v.skippable()) and isinstance(v.head, TokenHead)
     assert v.trace_shapes()[0] == (17, 64)  # 16 patches of 8x8 + class token
-    assert zoo.list_models() == ["digits-resnet", "digits-vit", "mnist-deit-tiny", "mnist-mobilenetv3",
-                                 "mnist-resnet18", "mnist-resnet18-plain"]
+    assert zoo.list_models() == ["digits-resnet", "digits-vit", "mnist-deit-tiny", "mnist-deit-tiny-plain",
+                                 "mnist-mobilenetv3", "mnist-resnet18", "mnist-resnet18-plain"]
     for name in ("digits-resnet", "digits-vit"):
         m = zoo.build(name)
         assert m.exit_points() == list(zoo.entry(name).model_config.exits)

@@ -6,7 +6,7 @@ their training import torch on first use of those names.
 Example:
     >>> from edgeinf import zoo
     >>> zoo.list_models()
-    ['digits-resnet', 'digits-vit', 'mnist-deit-tiny', 'mnist-mobilenetv3', 'mnist-resnet18', 'mnist-resnet18-plain']
+    ['digits-resnet', 'digits-vit', 'mnist-deit-tiny', 'mnist-deit-tiny-plain', 'mnist-mobilenetv3', 'mnist-resnet18', 'mnist-resnet18-plain']
     >>> model = zoo.get("digits-resnet")          # trains once, then loads from the cache
     >>> data = zoo.load_digits()
 """
