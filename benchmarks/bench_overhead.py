@@ -10,6 +10,8 @@ scheduler's choice, the latency model's update and the record. Two numbers per c
 ``overhead_us_p50`` = p50(Runtime.infer) - p50(bare run of the same branch), the calls of all
 configurations and the bare runs interleaved one by one (each after the same frame gap), and
 ``in_run_us_p50`` = p50 over calls of (Runtime.infer - the time inside its own backend run).
+``learner_wakeups_per_call``: how often a call woke the learner thread (paced calls are learnt,
+and their inputs NaN-checked, in the monitor's thread).
 The batch is raised until the bare run takes >= ``--min-ms`` (5 ms): the overhead is measured
 where caches are as cold as after a real model. ``static-inline`` updates the latency model on
 the call path, as the runtime did before learning moved to the learner thread.
@@ -89,6 +91,7 @@ def bench(pkg: str, rounds: int, threads: int, min_ms: float, period_ms: float |
     for n, rt in rts.items():  # warm-up: sessions, caches, the latency model's first residuals
         for _ in range(40):
             rt.infer(x, budgets[n])
+    kicks = {n: rt._learner.kicks for n, rt in rts.items()}  # the warm-up runs back to back: not counted
     total = {n: [] for n in rts}
     in_run = {n: [] for n in rts}
     bare = {n: [] for n in rts}
@@ -114,7 +117,8 @@ def bench(pkg: str, rounds: int, threads: int, min_ms: float, period_ms: float |
         out[n] = {"branch": branch[n].id, "infer_us_p50": float(np.median(t)), "bare_run_us_p50": float(np.median(b)),
                   "overhead_us_p50": float(np.median(t) - np.median(b)), "in_run_us_p50": float(np.median(i)),
                   "in_run_us_p90": float(np.percentile(i, 90)), "decision_us_p50": s["decision_us"]["p50_us"],
-                  "calls": len(t), "inline_learning": n.endswith("inline")}
+                  "calls": len(t), "inline_learning": n.endswith("inline"),
+                  "learner_wakeups_per_call": (rt._learner.kicks - kicks[n]) / len(t)}
         rt.close()
     return {"batch": batch, "bare_ms_at_pick": bare_ms, "period_ms": period_s * 1e3, "results": out}
 
@@ -132,6 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-ms", type=float, default=5.0, help="raise the batch until the branch takes this long")
     p.add_argument("--period-ms", type=float, default=None, help="frame period (default max(33, 3x the branch))")
     p.add_argument("--monitor-hz", type=float, default=100.0)
+    p.add_argument("--workload", default=None, help="what the package is, for the JSON (e.g. 'torchvision resnet18 3x112x112')")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/overhead-<host>.json)")
     args = p.parse_args(argv)
     rounds = 100 if args.quick else args.rounds
@@ -146,7 +151,7 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"overhead-{socket.gethostname()}.json")
     write_json(out, {"benchmark": "runtime overhead per call", "package": "synthetic" if args.synthetic else args.package,
                      "machine": f"{socket.gethostname()}: {os.cpu_count()}-core x86 VM, onnxruntime CPU; other work shared the CPU",
-                     "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                     "workload": args.workload, "load_average_before": load_before, "load_average_after": os.getloadavg(),
                      "rounds": rounds, "threads": args.threads, "min_ms": args.min_ms, **res})
     print(f"wrote {out}")
     return 0

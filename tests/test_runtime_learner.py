@@ -29,11 +29,11 @@ def test_items_apply_in_order_and_drain_waits_for_them():
 
 def test_sync_leaves_at_most_one_call_pending():
     learner = Learner(lambda i: None)
-    learner._thread = object()  # pretend a thread runs but never wakes it: items stay held
+    learner.threaded = True  # pretend a thread runs but never wakes it: items stay pending
     learner.submit(1)
     learner.submit(2)
     learner.submit(3)
-    learner._thread = None  # sync applies them here
+    learner.threaded = False  # sync applies them here
     learner.sync(max_lag=1)
     assert learner.submitted - learner.applied <= 1
 
@@ -83,3 +83,19 @@ def test_inline_learning_runs_no_thread():
     rt = _runtime(inline_learning=True)
     assert rt._learner._thread is None
     rt.close()
+
+
+def test_a_check_that_fails_to_run_in_a_tick_does_not_pass_and_the_host_survives():
+    def broken(arg):
+        raise MemoryError("no room")
+
+    learner = Learner(lambda i: None).start()
+    learner.hosted = True
+    try:
+        check = learner.check_later(broken, object())
+        learner.tick()  # the host's thread: must not raise (a monitor would die)
+        assert learner.passed(check) is False  # the caller then checks the input itself
+        again = learner.check_later(lambda a: True, object())
+        assert again is check and learner.passed(again) is True  # reused, not lost
+    finally:
+        learner.stop()

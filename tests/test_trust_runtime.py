@@ -52,6 +52,24 @@ def test_non_finite_inputs_raise_unless_allowed(value):
     assert y.shape == (1, 3)
 
 
+@pytest.mark.parametrize("rows", [1, 2048], ids=["small-checked-inline", "large-checked-by-the-learner"])
+def test_non_finite_inputs_raise_on_both_check_paths_and_the_next_call_still_checks(rows):
+    from edgeinf.runtime.runtime import _INLINE_CHECK_BYTES
+
+    rt, _ = make()
+    good = np.zeros((rows, 4), np.float32)
+    assert (good.nbytes > _INLINE_CHECK_BYTES) == (rows > 1)
+    bad = good.copy()
+    bad[-1, -1] = np.nan
+    for _ in range(3):  # the thread's reusable check is handed back after each call, failed or not
+        rt.infer(good, 10.0)
+        with pytest.raises(EdgeinfError, match="NaN or inf"):
+            rt.infer(bad, 10.0)
+    assert rt.stats()["calls"] == 3  # a refused input teaches nothing
+    assert rt._learner.checks == (6 if rows > 1 else 0)  # the large input's checks ran in the learner thread
+    rt.close()
+
+
 def _batch_device(clock, per_sample: float = 0.9):
     """A fake device on which a batch of N costs base x (1 + per_sample (N - 1)) ms."""
     from edgeinf.runtime.executors import CallableExecutor

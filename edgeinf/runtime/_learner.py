@@ -1,36 +1,55 @@
 """Learning off the call path: the latency model's update and the run statistics of each call
-are queued by ``Runtime.infer`` and applied by a background thread while the next call runs.
+are queued by ``Runtime.infer`` and applied while the caller is not inside ``infer``.
 
 After a real inference the caches are cold, and the Kalman step, the margin update and the
-statistics cost 30-150 us on the calling thread. Here ``infer`` keeps one tuple per call and,
-right before the next call enters the backend (which releases the GIL), hands it to the
-learner thread (:meth:`Learner.kick`, one C-level queue put), so learning overlaps the
-inference instead of following it, and the thread never holds the GIL while the caller runs
-Python. The choice of a call therefore uses a model at most one call stale;
-:meth:`Learner.sync` makes sure of it when the thread has fallen further behind.
-``inline=True`` applies every call at once (deterministic; for tests).
+statistics cost 30-150 us on the calling thread. A call only appends one tuple to a queue
+(:meth:`Learner.submit`). Who applies it:
+
+- a **host** thread that wakes anyway (the contention monitor, ``Monitor.add_listener``) calls
+  :meth:`Learner.tick` after each sample: camera-paced calls are learnt in the gap between
+  frames, so nothing competes with the next inference, and a call wakes no thread;
+- when the next call starts before the host got to it (calls back to back, or no host), the
+  call hands it to the learner's own thread (:meth:`Learner.kick`, one C-level queue put right
+  before the backend releases the GIL), which applies it while that call's backend runs.
+
+Either way a choice uses a model at most one call stale; :meth:`Learner.sync` makes sure of it
+when both have fallen further behind. Items are applied in order, one applier at a time.
+A check a call needs answered by the end of its run (the input's NaN check, :meth:`check_later`)
+is run by the host's tick when one comes during the run, else by the thread when it was woken
+anyway (or there is no host), else by the caller after the run. ``inline=True`` applies every call at once (deterministic; for tests).
 """
 from __future__ import annotations
 
 import _thread
+import collections
 import inspect
 import queue
-import weakref
 import threading
+import weakref
 from typing import Callable
 
 
 class Check:
-    """A check the learner thread runs while the backend runs: ``passed()`` waits for its result."""
+    """A check that must be answered by the end of a backend run (the input's NaN check).
 
-    __slots__ = ("fn", "arg", "ok", "_done")
+    Whoever gets to it first runs it: a host's tick or the learner thread while the backend
+    runs, else the caller itself in :meth:`passed`. One instance per learner is reused call
+    after call (armed by :meth:`Learner.check_later`), so a call allocates nothing."""
 
-    def __init__(self, fn: Callable[[object], bool], arg):
-        self.fn, self.arg, self.ok = fn, arg, True
+    __slots__ = ("fn", "arg", "ok", "_done", "_claim")
+
+    def __init__(self):
+        self.fn, self.arg, self.ok = None, None, True
         self._done = _thread.allocate_lock()
         self._done.acquire()
+        self._claim = _thread.allocate_lock()  # held: nothing to run until armed
+        self._claim.acquire()
 
     def run(self) -> None:
+        """Run it here unless another thread has claimed it (or nothing is armed)."""
+        if not self._claim.acquire(False):
+            return
+        self.ok = False  # a check that fails to run does not pass: the caller checks again itself
         try:
             self.ok = bool(self.fn(self.arg))
         finally:
@@ -38,13 +57,16 @@ class Check:
             self._done.release()
 
     def passed(self, timeout_s: float = 5.0) -> bool:
+        """The result: run here if nobody has started it, else wait for the one who has."""
+        self.run()
         if not self._done.acquire(timeout=timeout_s):
             raise RuntimeError(f"the runtime's learner thread did not run a check within {timeout_s:g} s")
         return self.ok
 
 
 class Learner:
-    """Applies ``apply(*item)`` to submitted items in order, in a daemon thread (or inline)."""
+    """Applies ``apply(*item)`` to submitted items in order, from a host's ticks, its own daemon
+    thread, or inline."""
 
     def __init__(self, apply: Callable[..., None], inline: bool = False):
         # a bound method is held weakly: the thread must not keep an unclosed runtime alive, and
@@ -57,40 +79,82 @@ class Learner:
         self.inline = inline
         self.submitted = 0
         self.applied = 0
-        self._held: list = []  # submitted, not handed to the thread yet
-        self._check: Check | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.kicks = 0  # wake-ups of the thread (a hosted, frame-paced runtime needs almost none)
+        self.checks = 0  # checks handed to the thread
+        self._pending: collections.deque = collections.deque()  # submitted, not applied yet
+        self._applying = threading.Lock()  # one applier at a time: items stay in order
+        self._check: Check | None = None  # armed for the call in progress
+        self._spare: Check | None = Check()  # the reusable check while no call holds it
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # wake-ups: a Check, True (apply), None (stop)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self.threaded = False  # a thread runs: submit queues, check_later hands checks to it
+        self.hosted = False  # a host calls tick() (set by whoever registers it)
 
     def start(self) -> "Learner":
         if not self.inline and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="edgeinf-learner", daemon=True)
             self._thread.start()
+            self.threaded = True
         return self
 
     def submit(self, *item) -> None:
         """Keep one call's data (applied at once when inline or when no thread runs)."""
         self.submitted += 1
-        if self._thread is None:
-            self._apply(item)
-        else:
-            self._held.append(item)
+        self._pending.append(item)
+        if not self.threaded:
+            self.apply_pending()
 
     def check_later(self, fn: Callable[[object], bool], arg) -> "Check | None":
-        """``fn(arg)`` run by the thread after the next :meth:`kick`; ``None`` when no thread
-        runs (the caller checks at once)."""
-        if self._thread is None or self._error is not None:
+        """``fn(arg)``, run while the backend runs: by a host's tick, by the thread after the
+        next :meth:`kick`, or at the latest in :meth:`passed`; ``None`` when no thread runs (the
+        caller checks at once)."""
+        check = self._spare
+        if not self.threaded or self._error is not None or check is None:
             return None
-        check = self._check = Check(fn, arg)
+        self._spare = None
+        self.checks += 1
+        check.fn, check.arg, check.ok = fn, arg, True  # armed here: no further call on the call path
+        check._claim.release()  # last: a runner sees the fields set
+        self._check = check
         return check
 
+    def passed(self, check: Check) -> bool:
+        """The result of ``check`` (from :meth:`check_later`; run here if nobody has); makes it
+        reusable."""
+        self._check = None
+        if not check._done.acquire(False):  # the common case (already run) costs no further call
+            check.passed()
+        self._spare = check
+        return check.ok
+
     def kick(self) -> None:
-        """Hand the pending check and the held items to the thread in one queue put (one wake-up;
-        call it right before a GIL-releasing backend run)."""
-        if self._held or self._check is not None:
-            self._queue.put((self._check, self._held))
-            self._held, self._check = [], None
+        """Wake the thread (one C-level queue put; call it right before a GIL-releasing backend
+        run) when items are pending, or when a check is armed and no host ticks. Nothing to do:
+        no wake-up."""
+        check = self._check
+        if self._pending or (check is not None and not self.hosted):
+            self.kicks += 1
+            self._queue.put(check if check is not None else True)
+
+    def tick(self) -> None:
+        """From a host thread that woke anyway: run the armed check, apply what is pending (never
+        blocks: when another applier is busy it leaves the items to it). A failure is kept for
+        the next :meth:`check`."""
+        check = self._check
+        if check is not None:
+            try:
+                check.run()
+            except Exception:  # ok is False: the caller runs the check itself and raises there
+                pass
+        if not self._pending or self._error is not None or not self._applying.acquire(blocking=False):
+            return
+        try:
+            self._apply_held()
+        except BaseException as exc:  # surfaced by the next drain/check; never silent
+            self._error = exc
+        finally:
+            self._applying.release()
 
     def sync(self, max_lag: int = 1) -> None:
         """Make sure at most ``max_lag`` submitted calls are not applied yet."""
@@ -98,41 +162,36 @@ class Learner:
             self.drain()
 
     def drain(self, timeout_s: float = 5.0) -> None:
-        """Apply everything submitted so far, in order; re-raises a failure of the thread."""
-        self.kick()
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            done = threading.Event()
-            self._queue.put(done)
-            if not done.wait(timeout_s):
-                raise RuntimeError(f"the runtime's learner thread did not catch up within {timeout_s:g} s")
-        else:  # no thread (stopped, or it failed): apply here
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, tuple):
-                    self._run(item)
+        """Apply everything submitted so far, in order (here, or waiting for the applier that has
+        it); re-raises a failure of the thread, of a host's tick or of an item applied here."""
+        if not self._applying.acquire(timeout=timeout_s):
+            raise RuntimeError(f"the runtime's learner did not catch up within {timeout_s:g} s")
+        try:
+            self._apply_held()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._applying.release()
         self.check()
 
-    def _run(self, work: tuple) -> None:
-        """One kick's work: the check first (the caller waits for it), then the items in order."""
-        check, items = work
-        if check is not None:
-            check.run()
-        for item in items:
-            self._apply(item)
+    def apply_pending(self) -> None:
+        """Apply every pending item now, in order, on the calling thread."""
+        with self._applying:
+            self._apply_held()
+
+    def _apply_held(self) -> None:
+        pending, apply = self._pending, self._ref()
+        while pending:
+            item = pending.popleft()
+            try:
+                if apply is not None:
+                    apply(*item)
+            finally:
+                self.applied += 1
 
     def _queue_stop(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
-
-    def _apply(self, item: tuple) -> None:
-        apply = self._ref()
-        if apply is not None:
-            apply(*item)
-        self.applied += 1
 
     def check(self) -> None:
         if self._error is not None:
@@ -145,21 +204,19 @@ class Learner:
             item = q.get()
             if item is None:
                 return
-            if not isinstance(item, tuple):
-                item.set()  # a drain marker: everything before it is applied
-                continue
             try:
-                self._run(item)
+                if item.__class__ is Check:
+                    item.run()  # the caller waits for it: first
+                self.apply_pending()
             except BaseException as exc:  # surfaced by the next drain/check; never silent
                 self._error = exc
-                return
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Apply what is submitted, then stop the thread."""
         thread = self._thread
         if thread is not None:
-            self.kick()
             self._queue.put(None)
             thread.join(timeout_s)
             self._thread = None
+            self.threaded = False
         self.drain()

@@ -2,7 +2,9 @@
 
 Reading contention is not free (one psutil call costs 28-71 us on a 2-core host), so the
 monitor samples at ``rate_hz`` in its own thread and ``Monitor.snapshot`` is one attribute
-read. CPU utilisations are averaged over the last ``window_s`` seconds of samples.
+read. CPU utilisations are averaged over the last ``window_s`` seconds of samples. Listeners
+(``add_listener``) run in the same thread after each sample: the runtime learns there, between
+calls.
 """
 from __future__ import annotations
 
@@ -98,6 +100,15 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._listeners: tuple[Callable[[], None], ...] = ()
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` in the sampling thread after every sample (e.g. the runtime's learning:
+        work done between calls instead of on the call path). ``fn`` must not raise."""
+        self._listeners = (*self._listeners, fn)
+
+    def remove_listener(self, fn: Callable[[], None]) -> None:
+        self._listeners = tuple(f for f in self._listeners if f is not fn)
 
     def _make_reader(self, clock):
         cfg = self.config
@@ -126,6 +137,8 @@ class Monitor:
         try:
             while not self._stop.is_set():
                 self.update()
+                for fn in self._listeners:
+                    fn()
                 self._stop.wait(period)
         except BaseException as exc:  # surfaced by stop() / check(); never silent
             self._error = exc

@@ -2,18 +2,23 @@
 
 Per call: read the monitor's cached snapshot, let the scheduler choose (the latency model
 predicts every branch under that contention), run the branch, record it. Learning from the
-measured latency and the run statistics happen off the call path (``_learner.Learner``: a
-background thread; the next choice uses a model at most one call stale). A budget that
-cannot be met never raises: the fastest branch runs and the record says the miss was predicted.
+measured latency and the run statistics happen off the call path (``_learner.Learner``: in the
+monitor's thread between calls, or in the learner's thread while the next call runs; the next
+choice uses a model at most one call stale). A scheduler whose choice is a pure function of the
+budget, the snapshot and the latency model (``Scheduler.pure_choice``) has its choice kept per
+(budget, snapshot, model version) and prepared between calls, so a call with unchanged inputs
+pays one comparison. A budget that cannot be met never raises: the fastest branch runs and the
+record says the miss was predicted.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
+import weakref
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -30,12 +35,12 @@ from edgeinf.runtime.table import BranchTable
 log = logging.getLogger("edgeinf")
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One call: the branch that ran, predicted vs measured latency, the budget and the contention.
 
     ``decision_us``: the scheduler's choice plus any decisions its hook takes mid-pass (a gate's
     MLP, a threshold check); the exit heads a hook runs are inference, counted in ``measured_ms``.
+    Immutable; a named tuple, so the call path builds it with one allocation.
     """
 
     call: int
@@ -51,20 +56,12 @@ class Record:
     correct: bool | None = None
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "snapshot"}
+        d = self._asdict()
         d["snapshot"] = self.snapshot.to_dict()
         return d
 
-    @classmethod
-    def _make(cls, *values) -> "Record":
-        """A record from its field values in order, without the frozen ``__init__``'s per-field
-        ``object.__setattr__`` calls (the infer path builds one per call)."""
-        record = object.__new__(cls)
-        record.__dict__.update(zip(_RECORD_FIELDS, values))
-        return record
 
-
-_RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+_new_record = tuple.__new__  # _new_record(Record, values): a record without the keyword-parsing __new__
 
 
 class Runtime:
@@ -86,21 +83,29 @@ class Runtime:
                  latency: LatencyModel | LatencyModelConfig | None = None, monitor: Monitor | None = None,
                  input_spec: TensorSpec | None = None, clock: Callable[[], float] = time.perf_counter,
                  history: int = 10_000, allow_nonfinite: bool = False, inline_learning: bool = False):
-        self.table = table
         self.allow_nonfinite = bool(allow_nonfinite)  # False: NaN/inf inputs raise EdgeinfError
         self.executor = executor
         self._latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
-        self.scheduler = make_scheduler(scheduler).bind(table, self._latency)
-        self._hooks = type(self.scheduler).exit_hook is not Scheduler.exit_hook
+        self._versions = itertools.count()  # next() is atomic: a fresh version from any thread
+        self._version = next(self._versions)  # of what a choice depends on besides its inputs
+        self._choice: tuple | None = None  # (budget_ms, snapshot, version, Decision) of the last choice
+        self._table = table
+        self._by_path = {(b.blocks, b.exit): b for b in table}
+        self.scheduler = make_scheduler(scheduler)
         self.monitor = monitor
         self.clock = clock
         self.stats_ = RunStats(history)
         self._calls = 0
         self._ok_input: tuple | None = None  # (shape, dtype) of the last input that passed the spec check
+        self._ok_batch, self._ok_check = 1, True  # its batch, and whether it needs the NaN check
         self.session_threads = 1  # threads a call keeps busy (the monitor discounts them)
         self._learner = Learner(self._learn, inline=inline_learning).start()
         self._lock = threading.Lock()
-        self._by_path = {(b.blocks, b.exit): b for b in table}
+        self._listener = None
+        if not inline_learning and hasattr(monitor, "add_listener"):  # learn between calls, in its thread
+            self._listener = _between_calls(weakref.ref(self))
+            monitor.add_listener(self._listener)
+            self._learner.hosted = True
         self.load_ms: float | None = None  # set by :meth:`load`
         self.executor.activate()
         self.input_spec = input_spec or executor.input_spec
@@ -166,16 +171,50 @@ class Runtime:
 
     @property
     def latency(self) -> LatencyModel:
-        """The latency model, with every call so far applied."""
+        """The latency model, with every call so far applied (the caller may change it: the kept
+        choice is dropped)."""
         self._learner.drain()
+        self.invalidate_choices()
         return self._latency
+
+    @property
+    def table(self) -> BranchTable:
+        return self._table
+
+    @table.setter
+    def table(self, table: BranchTable) -> None:
+        """A new branch table (e.g. re-measured latencies): the scheduler is bound to it."""
+        self._table = table
+        self._by_path = {(b.blocks, b.exit): b for b in table}
+        self._scheduler.bind(table, self._latency)
+        self.invalidate_choices()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler: Scheduler) -> None:
+        """Another scheduler, bound to this runtime's table and latency model."""
+        self._scheduler = scheduler.bind(self._table, self._latency)
+        self._hooks = type(scheduler).exit_hook is not Scheduler.exit_hook
+        self._pure = bool(getattr(scheduler, "pure_choice", False))
+        self.invalidate_choices()
+
+    def invalidate_choices(self) -> None:
+        """Forget the kept choice: call it after changing what a choice depends on (the latency
+        model, the table, the scheduler) other than through this runtime's own setters."""
+        self._version = next(self._versions)
+        self._choice = None
 
     def set_session_threads(self, threads: int | None) -> None:
         """Tell the latency model and the monitor how many threads a call runs on (``None`` = all cores)."""
         from edgeinf.contention import machine_cores
 
         self.session_threads = int(threads) if threads else machine_cores()
+        self._learner.drain()
         self._latency.set_session(self.session_threads)
+        self.invalidate_choices()
 
     # -- inference ---------------------------------------------------------------------
     def infer(self, x: np.ndarray, budget_ms: float, label: int | None = None) -> tuple[np.ndarray, Record]:
@@ -183,8 +222,9 @@ class Runtime:
 
         ``record.measured_ms`` runs from the start of this call's turn (after the input check
         and, with several threads, after waiting for the lock) to the output. The NaN/inf check
-        of a floating-point input runs in the learner thread while the branch runs; a call whose
-        input fails it raises before anything is returned or learned.
+        of a floating-point input runs while the branch runs (in the monitor's or the learner's
+        thread; small inputs on the call path); a call whose input fails it raises before
+        anything is returned or learned.
 
         A batch of N samples is predicted as N batch-1 calls' worth of per-sample cost (learned
         online, see ``LatencyModel.batch_factor``); the budget is for the whole call.
@@ -194,15 +234,78 @@ class Runtime:
                 inf (unless the runtime was made with ``allow_nonfinite=True``), or the budget is
                 not a finite positive real number. Never raised for a budget that cannot be met.
         """
+        # one function on purpose: after a real inference the caches are cold and every call
+        # and object touched here costs microseconds; the rare cases go to helpers
         if type(budget_ms) is not float or not 0.0 < budget_ms <= _MAX_BUDGET_MS:
             budget_ms = check_budget_ms(budget_ms)
-        if x.__class__ is not np.ndarray or (x.shape, x.dtype) != self._ok_input:
-            if self.input_spec is not None:
-                self.input_spec.check(x, "Runtime.infer")
-            self._ok_input = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
-        batch = self._batch(x) if self._dynamic_batch else 1
         with self._lock:
-            return self._infer_locked(x, budget_ms, label, batch)
+            if x.__class__ is not np.ndarray or (x.shape, x.dtype) != self._ok_input:
+                self._admit(x)
+            learner, batch = self._learner, self._ok_batch
+            check = self._ok_check and not self.allow_nonfinite
+            if check and (not learner.threaded or x.nbytes <= _INLINE_CHECK_BYTES):  # cheaper than a hand-off
+                check_finite(x)
+                check = False
+            t0 = self.clock()
+            if learner.submitted - learner.applied > 1:  # the choice uses a model at most one call stale
+                learner.drain()
+            mon = self.monitor
+            snap = mon.snapshot if mon is not None else IDLE
+            factor = 1.0
+            c = self._choice
+            if batch > 1:  # the table and the model are in batch-1 units
+                factor = self._latency.batch_factor(batch)
+                decision = self._scheduler.choose(budget_ms / factor, snap)
+            elif c is not None and c[1] is snap and c[0] == budget_ms and c[2] == self._version:
+                decision = c[3]  # unchanged inputs and model: the kept choice
+            else:
+                decision = self._choose(budget_ms, snap)
+            decision_us = (self.clock() - t0) * 1e6
+            hook = self._hook(decision) if self._hooks else None
+            finite = learner.check_later(is_finite, x) if check else None  # runs while the branch runs
+            if check and finite is None:
+                check_finite(x)
+            if mon is not None:
+                mon.busy_threads = self.session_threads  # our own threads are not contention
+            if learner._pending or (finite is not None and not learner.hosted):
+                learner.kick()  # lessons no host has applied yet (calls back to back), or a check and no host
+            try:
+                out = self.executor.run(decision.branch, x, hook)
+            finally:
+                measured_ms = (self.clock() - t0) * 1e3
+                if mon is not None:
+                    mon.busy_threads = 0
+                passed = finite is None or learner.passed(finite)
+            if not passed:
+                check_finite(x)  # raises the one-line error
+            ran, exited = decision.branch, None
+            if hook is not None:
+                decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
+                exited = hook.exited_at  # (position, block) of an early exit
+                ran = self._ran(ran, exited)
+            record = _new_record(Record, (
+                self._calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
+                not decision.fits, decision_us, snap, exited[1] if exited else None,
+                None if label is None else _correct(out, label)))
+            self._calls += 1
+            learner.submitted += 1  # Learner.submit, inlined: one append
+            learner._pending.append((ran.base_ms, snap, measured_ms, batch, mon.snapshot if mon is not None else None, record))
+            if not learner.threaded:
+                learner.apply_pending()
+            return out, record
+
+    def _admit(self, x) -> None:
+        """Check an input of a new shape or dtype against the package's input spec (then kept)."""
+        if self.input_spec is not None:
+            self.input_spec.check(x, "Runtime.infer")
+        self._ok_input = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+        self._ok_batch = self._batch(x) if self._dynamic_batch else 1
+        self._ok_check = x.dtype.kind in "fc"  # floating point: the NaN check applies
+
+    def _hook(self, decision):
+        """The scheduler's pass hook for ``decision`` (``None``: the executor has no exit heads)."""
+        ex = self.executor
+        return self._scheduler.exit_hook(decision, ex.run_exit, ex.exits, chain=ex.chain) if ex.exits else None
 
     def _batch(self, x: np.ndarray) -> int:
         """Samples in ``x``: its first dimension when that is the (dynamic) batch dimension."""
@@ -211,50 +314,25 @@ class Runtime:
             return 1
         return max(1, int(x.shape[0]))
 
-    def _infer_locked(self, x: np.ndarray, budget_ms: float, label: int | None, batch: int = 1) -> tuple[np.ndarray, Record]:
-        finite = None
-        if not self.allow_nonfinite and x.dtype.kind in "fc":
-            finite = self._learner.check_later(is_finite, x)
-            if finite is None:
-                check_finite(x)
-        t0 = self.clock()
-        self._learner.sync()  # the choice uses a model at most one call stale
-        mon = self.monitor
-        snap = mon.snapshot if mon is not None else IDLE
-        factor = self._latency.batch_factor(batch) if batch > 1 else 1.0  # the table and the model are in batch-1 units
-        decision = self.scheduler.choose(budget_ms / factor, snap)
-        decision_us = (self.clock() - t0) * 1e6
-        hook = self.scheduler.exit_hook(decision, self.executor.run_exit, self.executor.exits,
-                                        chain=self.executor.chain) if self._hooks and self.executor.exits else None
-        if mon is not None:
-            mon.busy_threads = self.session_threads  # our own threads are not contention
-        self._learner.kick()  # the previous call's lessons are applied while this one runs
-        try:
-            out = self.executor.run(decision.branch, x, hook)
-        finally:
-            measured_ms = (self.clock() - t0) * 1e3
-            if mon is not None:
-                mon.busy_threads = 0
-        after = mon.snapshot if mon is not None else None
-        if finite is not None and not finite.passed():
-            check_finite(x)  # raises the one-line error
-        ran = decision.branch
-        exited = None
-        if hook is not None:
-            decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
-            exited = hook.exited_at  # (position, block) of an early exit
-            ran = self._ran(ran, exited)
-        record = Record._make(
-            self._calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
-            not decision.fits, decision_us, snap, exited[1] if exited else None,
-            None if label is None else _correct(out, label))
-        self._calls += 1
-        self._learner.submit(ran.base_ms, snap, measured_ms, batch, after, record)
-        return out, record
+    def _choose(self, budget_ms: float, snap: Snapshot):
+        """The scheduler's choice, kept for the next call when it is a pure function of its inputs."""
+        version = self._version  # read first: a model changed meanwhile gets a new version
+        decision = self._scheduler.choose(budget_ms, snap)
+        if self._pure:
+            self._choice = (budget_ms, snap, version, decision)
+        return decision
+
+    def _prepare_choice(self) -> None:
+        """Between calls (the monitor's thread, after a new snapshot or lesson): the last budget's
+        choice under the current snapshot and model, so the next call finds it kept."""
+        c, mon = self._choice, self.monitor
+        if c is not None and mon is not None and (c[1] is not mon.snapshot or c[2] != self._version):
+            self._choose(c[0], mon.snapshot)
 
     def _learn(self, base_ms: float, snap: Snapshot, measured_ms: float, batch: int, after, record: Record) -> None:
         """What a call teaches, applied by the learner (off the call path)."""
         self._latency.observe(base_ms, snap, measured_ms, batch, after)
+        self._version = next(self._versions)
         self.stats_.add(record)
 
     def _ran(self, planned, exited):
@@ -296,6 +374,9 @@ class Runtime:
         """Stop the monitor thread and release the backend sessions (and their memory)."""
         self._learner.stop()
         if self.monitor is not None:
+            if self._listener is not None:
+                self.monitor.remove_listener(self._listener)
+                self._learner.hosted = False
             self.monitor.stop()
         self.executor.deactivate()
 
@@ -304,6 +385,25 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _between_calls(ref: "weakref.ref[Runtime]") -> Callable[[], None]:
+    """The monitor's listener of a runtime (held weakly: an unclosed runtime is still collected):
+    apply the calls' lessons, then prepare the next choice. Never raises: a failure is kept by
+    the learner and raised by the runtime's next drain."""
+
+    def listener() -> None:
+        rt = ref()
+        if rt is None:
+            return
+        rt._learner.tick()
+        try:
+            if rt._pure:
+                rt._prepare_choice()
+        except Exception:  # the call path chooses again itself (and raises there)
+            rt._choice = None
+
+    return listener
 
 
 def _correct(logits: np.ndarray, label) -> bool:
@@ -331,6 +431,7 @@ def check_budget_ms(budget_ms) -> float:
 
 
 _ZEROS: dict[tuple[int, str], np.ndarray] = {}
+_INLINE_CHECK_BYTES = 1 << 14  # smaller inputs are checked on the call path: a few us, less than waking a thread
 
 
 def is_finite(x: np.ndarray) -> bool:

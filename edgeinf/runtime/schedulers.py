@@ -41,6 +41,10 @@ class Scheduler:
     instance: ``choose`` and ``exit_hook`` may run for two calls at once."""
 
     name = "scheduler"
+    # True: ``choose`` depends on nothing but its arguments, the table and the latency model's
+    # state, so the runtime may reuse a choice while those are unchanged (a subclass whose
+    # choice has other inputs, or randomness, sets it back to False)
+    pure_choice = False
 
     def __init__(self):
         self.table: BranchTable | None = None
@@ -74,6 +78,7 @@ class Static(Scheduler):
     """Always the same branch (``None`` = the most accurate one): the baseline of every comparison."""
 
     name = "static"
+    pure_choice = True
 
     def __init__(self, branch_id: str | None = None):
         super().__init__()
@@ -97,6 +102,7 @@ class LookupTable(Scheduler):
     """
 
     name = "lut"
+    pure_choice = True
 
     def choose(self, budget_ms: float, snapshot: Snapshot) -> Decision:
         scale, add_ms = bounds = self.latency.bounds(snapshot)
