@@ -133,7 +133,7 @@ def test_block_latencies_come_from_the_profile_else_an_even_split(tmp_path):
 
     from edgeinf.learned.pipeline import _block_ms
 
-    table = BranchTable((BranchInfo("full", 0.9, 3.0, (0, 1, 2), None, (32, 32, 32)),))
+    table = BranchTable((BranchInfo(parse_id("b0_1_2-ef-w32_32_32"), 0.9, 3.0),))
     pkg = SimpleNamespace(root=tmp_path, manifest={"model": {"num_blocks": 3}})
     assert _block_ms(pkg, table) == [1.0, 1.0, 1.0]
     stats = {"count": 5, "mean_ms": 1.0, "std_ms": 0.1, "min_ms": 0.5, "max_ms": 2.0, "p50_ms": 0.5, "p90_ms": 1.5,

@@ -307,8 +307,9 @@ def test_one_scheduler_serves_interleaved_calls():
 
 def _random_gates(rng) -> ErrorGates:
     """Gates with random weights over nine paths with exits after blocks 1 and 2."""
-    paths = [make_path(f"p{k}", (0, 1, 2, 3)[: 2 + k % 3], None if k % 3 == 2 else 1 + k % 3,
-                       (8, 8, 8, 4)[: 2 + k % 3], 1.0 + k) for k in range(9)]
+    bits = ((8, 8, 8, 4), (8, 8, 4, 4), (32, 8, 8, 8))   # monotone, one per k // 3: nine distinct paths
+    paths = [make_path((0, 1, 2, 3)[: 2 + k % 3], None if k % 3 == 2 else 1 + k % 3,
+                       bits[k // 3][: 2 + k % 3], 1.0 + k) for k in range(9)]
     ps = PathSet(paths, 4, [1, 2])
     d_in = 2 * C + 4 + ps.encodings.shape[1]
     weights = {g: (rng.normal(size=(d_in, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32),
@@ -353,10 +354,10 @@ def test_choose_per_budget_step_equals_the_per_call_computation():
             return self.last
 
     rng = np.random.default_rng(8)
-    gates = _fixed_gates({"e1": .3, "hi": .05, "lo": .1})
+    gates = _fixed_gates({E1: .3, HI: .05, LO: .1})
     gates.lambdas, gates.mean_ms = np.array([0.0, 0.1, 0.3, 1.0]), np.array([3.0, 2.2, 1.5, 1.1])
     gates.accuracy = np.array([0.95, 0.949, 0.93, 0.9])
-    rows = [BranchInfo(p.id, 0.9, p.base_ms, p.blocks, p.exit, p.bits) for p in gates.pathset.paths]
+    rows = [BranchInfo(p.branch, 0.9, p.base_ms) for p in gates.pathset.paths]
     latency = Bounds(rng)
     sched = GatesScheduler(gates).bind(BranchTable(tuple(rows)), latency)
     ps = gates.pathset
