@@ -35,8 +35,8 @@ from edgeinf.benchmark import results
 from edgeinf._atomic import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NOTE = ("this 2-core x86 VM (AVX-512 VNNI), onnxruntime CPU, one intra-op thread, batch 1; other work "
-        "shared the CPU during the run, so variants are interleaved and medians of rounds reported")
+NOTE = ("this 2-core x86 VM, onnxruntime CPU, one intra-op thread, batch 1; variants interleaved in rounds and "
+        "medians of rounds reported; `cpu` says which SIMD the CPU has, `load_avg_*` how busy the host was")
 
 
 # -- timing --------------------------------------------------------------------------------
@@ -58,7 +58,9 @@ def rounds(calls: dict, n_rounds: int, per_round: int, base: str | None = None) 
     """Per variant: median over rounds of the per-round median ms; per-round ratios base / variant.
 
     Every round runs each variant ``per_round`` times, in turn, so slow phases of a shared
-    machine hit all variants alike. Two clocks: wall time (``p50_ms``, ``min_ms``, ``ratio_*``) and
+    machine hit all variants alike; round r starts at the r-th variant (rotated order), so each
+    variant follows each other equally often and none always pays the caches its predecessor
+    evicted (a fixed order made the variant after fp32 up to 7 % slower). Two clocks: wall time (``p50_ms``, ``min_ms``, ``ratio_*``) and
     the calling thread's CPU time (``cpu_p50_ms``, ``cpu_min_ms``, ``cpu_ratio_*``). With one
     intra-op thread onnxruntime computes on the calling thread, so its CPU time is the call's
     compute without the time the scheduler gave other processes: on a host with a load average
@@ -68,8 +70,10 @@ def rounds(calls: dict, n_rounds: int, per_round: int, base: str | None = None) 
         fn(), fn()
     per = {k: [] for k in calls}
     cpu = {k: [] for k in calls}
-    for _ in range(n_rounds):
-        for name, fn in calls.items():
+    names = list(calls)
+    for r in range(n_rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = calls[name]
             t, c = [], []
             for _ in range(per_round):
                 t0, c0 = time.perf_counter(), time.thread_time()
