@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from _runtime_fakes import SPEC, FakeClock, FakeMonitor, fake_executor, table
+from edgeinf.branch import Branch
 from edgeinf.runtime import LatencyModelConfig
 from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.schedulers import LookupTable
 from edgeinf.runtime.table import BranchInfo, BranchTable
 
 X = np.zeros([d or 1 for d in SPEC.shape], SPEC.dtype)
+ONLY = Branch((0,), None, (32,))  # a one-branch table
 
 
 class TickingMonitor(FakeMonitor):
@@ -75,6 +77,30 @@ def test_a_paced_call_finds_its_choice_kept_and_it_equals_a_fresh_choice():
         rt.close()
 
 
+def test_a_batch_keeps_its_choice_too_under_the_budget_per_batch_factor():
+    """A batch of N is chosen under budget / batch_factor(N); paced batches find that choice kept
+    (the batch is part of its key), and a batch-1 call after them chooses again."""
+    if SPEC.shape[0] is not None:
+        pytest.skip("the fake package's input has a fixed batch")
+    xb = np.zeros((3, *X.shape[1:]), X.dtype)
+    rt, mon, sched = _runtime()
+    try:
+        rt.infer(xb, 4.0)
+        for _ in range(6):
+            mon.tick()
+            before = sched.calls
+            _, rec = rt.infer(xb, 4.0)
+            assert sched.calls == before
+            factor = rt._latency.batch_factor(3)
+            want = LookupTable().bind(rt.table, rt._latency).choose(4.0 / factor, mon.snapshot)
+            assert (rec.branch, rec.predicted_ms) == (want.branch.id, pytest.approx(want.predicted_ms * factor))
+        before = sched.calls
+        rt.infer(X, 4.0)  # batch 1: another key
+        assert sched.calls == before + 1
+    finally:
+        rt.close()
+
+
 @pytest.mark.parametrize("change", ["budget", "snapshot", "model", "table", "latency-access", "scheduler"])
 def test_the_kept_choice_is_dropped_when_what_it_depends_on_changes(change):
     rt, mon, sched = _runtime()
@@ -94,7 +120,7 @@ def test_the_kept_choice_is_dropped_when_what_it_depends_on_changes(change):
             rt._learner.submit(1.0, mon.snapshot, 3.0, 1, None, rt.records()[-1])  # one more lesson, applied
             rt._learner.drain()
         elif change == "table":
-            rt.table = BranchTable((BranchInfo("only", 0.9, 1.0, (0,), None),))
+            rt.table = BranchTable((BranchInfo(ONLY, 0.9, 1.0),))
         elif change == "latency-access":
             rt.latency.observe(1.0, mon.snapshot, 9.0)
         else:
@@ -103,7 +129,7 @@ def test_the_kept_choice_is_dropped_when_what_it_depends_on_changes(change):
         _, rec = rt.infer(X, budget)
         assert sched.calls == before + 1  # chosen afresh on the call path
         if change == "table":
-            assert rec.branch == "only"
+            assert rec.branch == ONLY.id
     finally:
         rt.close()
 

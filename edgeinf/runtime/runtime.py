@@ -88,7 +88,7 @@ class Runtime:
         self._latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
         self._versions = itertools.count()  # next() is atomic: a fresh version from any thread
         self._version = next(self._versions)  # of what a choice depends on besides its inputs
-        self._choice: tuple | None = None  # (budget_ms, snapshot, version, Decision) of the last choice
+        self._choice: tuple | None = None  # (budget_ms, snapshot, version, Decision, batch, factor) of the last choice
         self._table = table
         self._by_path = {(b.blocks, b.exit): b for b in table}
         self.scheduler = make_scheduler(scheduler)
@@ -251,15 +251,11 @@ class Runtime:
                 learner.drain()
             mon = self.monitor
             snap = mon.snapshot if mon is not None else IDLE
-            factor = 1.0
             c = self._choice
-            if batch > 1:  # the table and the model are in batch-1 units
-                factor = self._latency.batch_factor(batch)
-                decision = self._scheduler.choose(budget_ms / factor, snap)
-            elif c is not None and c[1] is snap and c[0] == budget_ms and c[2] == self._version:
-                decision = c[3]  # unchanged inputs and model: the kept choice
+            if c is not None and c[1] is snap and c[0] == budget_ms and c[2] == self._version and c[4] == batch:
+                decision, factor = c[3], c[5]  # unchanged inputs and model: the kept choice
             else:
-                decision = self._choose(budget_ms, snap)
+                decision, factor = self._choose(budget_ms, snap, batch)
             decision_us = (self.clock() - t0) * 1e6
             hook = self._hook(decision) if self._hooks else None
             finite = learner.check_later(is_finite, x) if check else None  # runs while the branch runs
@@ -314,20 +310,23 @@ class Runtime:
             return 1
         return max(1, int(x.shape[0]))
 
-    def _choose(self, budget_ms: float, snap: Snapshot):
-        """The scheduler's choice, kept for the next call when it is a pure function of its inputs."""
+    def _choose(self, budget_ms: float, snap: Snapshot, batch: int = 1) -> tuple:
+        """(the scheduler's choice, the batch factor), kept for the next call when the choice is a
+        pure function of its inputs. The table and the model are in batch-1 units: a batch of N
+        is chosen under ``budget_ms / batch_factor(N)`` (learned, so part of the model's version)."""
         version = self._version  # read first: a model changed meanwhile gets a new version
-        decision = self._scheduler.choose(budget_ms, snap)
+        factor = self._latency.batch_factor(batch) if batch > 1 else 1.0
+        decision = self._scheduler.choose(budget_ms / factor, snap)
         if self._pure:
-            self._choice = (budget_ms, snap, version, decision)
-        return decision
+            self._choice = (budget_ms, snap, version, decision, batch, factor)
+        return decision, factor
 
     def _prepare_choice(self) -> None:
         """Between calls (the monitor's thread, after a new snapshot or lesson): the last budget's
         choice under the current snapshot and model, so the next call finds it kept."""
         c, mon = self._choice, self.monitor
         if c is not None and mon is not None and (c[1] is not mon.snapshot or c[2] != self._version):
-            self._choose(c[0], mon.snapshot)
+            self._choose(c[0], mon.snapshot, c[4])
 
     def _learn(self, base_ms: float, snap: Snapshot, measured_ms: float, batch: int, after, record: Record) -> None:
         """What a call teaches, applied by the learner (off the call path)."""
