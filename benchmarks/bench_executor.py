@@ -28,8 +28,8 @@ from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.schedulers import Static
 
 TOLERANCE = 0.05
-NOTE = ("this 2-core x86 VM, onnxruntime CPU; other work shared the CPU during the run, which is why the "
-        "two paths are timed interleaved and compared by ratio")
+NOTE = ("this 2-core x86 VM, onnxruntime CPU; the two paths are timed interleaved and compared "
+        "by ratio, so a busy host slows both alike")
 
 
 def compare_branch(pkg: str, alias: str, rounds: int, warmup: int, threads: int) -> dict:

@@ -25,6 +25,7 @@ spaced subset of the test inputs (the offline replay always uses all of them).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     result.update({"host": socket.gethostname(), "package": str(Path(args.package).resolve()),
                    "model": getattr(wb.model, "name", None) or args.model, "args": vars(args),
                    "machine": f"{socket.gethostname()}: 2-core x86 VM, ONNX Runtime CPU, {args.threads} intra-op "
-                              f"thread, batch 1; other work shared the CPU while this ran"})
+                              f"thread, batch 1; the load averages say how busy the host was", "load_average": list(os.getloadavg())})
     name = result["model"] or "model"
     out = Path(args.out or Path(__file__).parent / "results" / f"learned-{name}-{socket.gethostname()}.json")
     write_json(out, result)

@@ -184,7 +184,7 @@ def main(argv=None) -> int:
         row.update({f"share_of_full_{k[:-3]}": row[k] / (full_ms * 1e3) for k in ("min_us", "median_us")})
     name = getattr(wb.model, "name", "model")
     gate_info.pop("call")
-    result = {"machine": f"{socket.gethostname()}: 2-core x86 VM, numpy on one core; other work shared the CPU",
+    result = {"machine": f"{socket.gethostname()}: 2-core x86 VM, numpy on one core; the load averages say how busy the host was",
               "load_average": list(os.getloadavg()),
               "model": name, "package": str(Path(args.package).resolve()), "full_model_profiled_ms": full_ms,
               "paths": len(gates.pathset), "gate": gate_info, "content": content_info, "decisions": times,

@@ -150,7 +150,7 @@ def main(argv=None) -> int:
               f"overhead {r['overhead_us_p50']:6.1f} us  in-run {r['in_run_us_p50']:6.1f} us  branch {r['branch']}")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"overhead-{socket.gethostname()}.json")
     write_json(out, {"benchmark": "runtime overhead per call", "package": "synthetic" if args.synthetic else args.package,
-                     "machine": f"{socket.gethostname()}: {os.cpu_count()}-core x86 VM, onnxruntime CPU; other work shared the CPU",
+                     "machine": f"{socket.gethostname()}: {os.cpu_count()}-core x86 VM, onnxruntime CPU; the load averages say how busy the host was",
                      "workload": args.workload, "load_average_before": load_before, "load_average_after": os.getloadavg(),
                      "rounds": rounds, "threads": args.threads, "min_ms": args.min_ms, **res})
     print(f"wrote {out}")

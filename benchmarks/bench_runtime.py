@@ -343,8 +343,8 @@ def main(argv=None) -> int:
     with package_source(args, copy=True) as pkg:
         per_threads = [bench_threads(pkg, t, traces, args, rng) for t in traces_threads(args)]
     doc = {"benchmark": "runtime", "host": socket.gethostname(), "cores": machine_cores(),
-           "machine": f"{socket.gethostname()}: {os.cpu_count()}-core x86 VM, onnxruntime CPU; other work shared the CPU "
-                      "(load averages recorded per run)",
+           "machine": f"{socket.gethostname()}: {os.cpu_count()}-core x86 VM, onnxruntime CPU; the load averages recorded "
+                      "per run say how busy the host was",
            "package": "synthetic residual MLP" if args.synthetic else str(args.package), "config": vars(args),
            "load_average_start": load0, "load_average_end": os.getloadavg(), "wall_s": time.time() - t0,
            "environment": _environment(), "levels": {k: {"cpu_load_per_core": cpu_load(k, machine_cores()),

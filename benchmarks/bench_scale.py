@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import socket
 import statistics
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
              "fast": fast}
     result = {
         "machine": f"{socket.gethostname()}: 2-core x86 VM, ONNX Runtime CPU, {args.threads} intra-op thread, "
-                   f"batch 1; other work shared the CPU while this ran",
+                   f"batch 1; the load averages say how busy the host was", "load_average": list(os.getloadavg()),
         "model": args.model, "reference": args.reference, "args": vars(args),
         "train_info": {args.model: model.zoo_info, **({args.reference: ref.zoo_info} if ref is not None else {})},
         "data": {**data.sizes, "graded": int(len(graded.y)), "size_px": data.size,

@@ -17,6 +17,7 @@ session first opens (the default) against every artifact verified at load.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import sys
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     print(f"load + prepare with packaged segments: {loads['load_and_prepare_ms']['deferred']:.1f} ms (segments verified on "
           f"first open) vs {loads['load_and_prepare_ms']['verify_all']:.1f} ms (all verified at load)", file=sys.stderr)
     write_json(out, {"benchmark": "segments", "host": socket.gethostname(), "package": str(args.package),
-                     "machine": "2-core x86 VM, onnxruntime CPU; other work shared the CPU during the run",
+                     "machine": "2-core x86 VM, onnxruntime CPU; the load averages say how busy the host was", "load_average": list(os.getloadavg()),
                      "data": data, "branch": best.id, "packaged_segments": n_segments, "config": vars(args),
                      "modes": modes, "ratios": ratios, "packaged_load": loads})
     print(f"wrote {out}", file=sys.stderr)

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         _profile(root)
         result = {
             "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores), "
-                       "onnxruntime CPU; other work shared the CPU while this ran",
+                       "onnxruntime CPU; the load averages say how busy the host was", "load_average": list(os.getloadavg()),
             "python": platform.python_version(), "numpy": np.__version__,
             "load": bench_load(root, args.rounds), "infer": bench_infer(root, args.calls), "checks": bench_checks(),
         }
