@@ -177,6 +177,25 @@ def test_a_large_input_is_checked_by_the_tick_while_the_branch_runs_and_nan_stil
         rt.close()
 
 
+def test_short_calls_back_to_back_learn_after_their_run_and_wake_no_thread():
+    """A branch predicted under _HANDOFF_MIN_MS: the lessons a call finds pending are applied by
+    that call after its run (outside its measured time), not handed to the learner thread."""
+    from edgeinf.runtime import runtime as runtime_mod
+
+    short = BranchTable(tuple(BranchInfo(Branch(tuple(range(i + 1))), 0.5 + 0.1 * i, 0.1 * (i + 1)) for i in range(3)))
+    clock, mon = FakeClock(), TickingMonitor()
+    rt = Runtime(short, fake_executor(clock, mon), CountingLut(), LatencyModelConfig(), mon, clock=clock)
+    try:
+        assert short.most_accurate.base_ms < runtime_mod._HANDOFF_MIN_MS
+        for _ in range(20):  # no tick between calls
+            rt.infer(X, 4.0)
+            assert rt._learner.submitted - rt._learner.applied <= 1
+        assert rt._learner.kicks == 0
+        assert rt.stats()["calls"] == 20 and rt.latency.observations == 20
+    finally:
+        rt.close()
+
+
 def test_calls_back_to_back_are_learnt_by_the_thread_at_most_one_call_stale():
     rt, mon, _ = _runtime()  # no tick between calls: the learner thread applies them
     try:
