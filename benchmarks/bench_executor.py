@@ -12,6 +12,7 @@ ratio of their p50s is within 5 %.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (both paths)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/executor-<host>.json)")
     args = p.parse_args(argv)
+    load_start = list(os.getloadavg())
     with package_source(args) as pkg:
         if args.synthetic:  # a fresh package has no latency table yet: measure it here
             profile_package(pkg, repeats=20, warmup=3, intra_op_threads=args.threads)
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
               f"{'agree' if r['agree_within_5pct'] else 'DISAGREE'} (fused {r['fused']})")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"executor-{socket.gethostname()}.json")
     write_json(out, {"benchmark": "edgeinf bench PKG#id vs the runtime's measured latency, interleaved",
+                     "load_average_start": load_start, "load_average_end": list(os.getloadavg()),
                      "package": "synthetic" if args.synthetic else str(args.package), "note": NOTE,
                      "rounds": args.rounds, "warmup_rounds": args.warmup, "threads": args.threads,
                      "tolerance": TOLERANCE, "environment": environment(threads={"ort_intra_op": args.threads}),
