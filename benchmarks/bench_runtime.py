@@ -300,9 +300,11 @@ def _num(v) -> str:
 
 
 def ort_options(args, threads: int) -> dict:
-    """Session options of every run: the intra-op thread count, and spinning off with --no-spin."""
+    """Session options of every run: the intra-op thread count, spinning off with --no-spin, the
+    process's shared thread pool with --shared-threads."""
     off = (("session.intra_op.allow_spinning", "0"), ("session.inter_op.allow_spinning", "0"))
-    return {"intra_op_threads": threads, **({"session_config": off} if args.no_spin else {})}
+    return {"intra_op_threads": threads, **({"session_config": off} if args.no_spin else {}),
+            **({"shared_threads": True} if getattr(args, "shared_threads", False) else {})}
 
 
 def traces_threads(args) -> list[int]:
@@ -319,6 +321,9 @@ def main(argv=None) -> int:
     p.add_argument("--bursts-s", type=float, default=20.0, help="duration of the bursts trace")
     p.add_argument("--budget-step-s", type=float, default=2.0, help="seconds between budget changes")
     p.add_argument("--period-ms", type=float, default=1000 / 30, help="frame period (default 30 fps)")
+    p.add_argument("--shared-threads", action="store_true",
+                   help="every session on one shared onnxruntime thread pool (OrtOptions.shared_threads; one "
+                        "thread count per process, so with one --threads value)")
     p.add_argument("--no-spin", action="store_true",
                    help="onnxruntime's threads sleep between operators instead of spinning (allow_spinning=0)")
     p.add_argument("--monitor-hz", type=float, default=200.0)
@@ -330,7 +335,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/runtime-<host>.json)")
     args = p.parse_args(argv)
     if args.threads is None:
-        args.threads = str(machine_cores()) if args.quick else f"{machine_cores()},1"
+        args.threads = str(machine_cores()) if args.quick or args.shared_threads else f"{machine_cores()},1"
+    if args.shared_threads and ("," in str(args.threads) or args.no_spin):
+        p.error("--shared-threads runs one thread count per process (one --threads value) and sets no spinning")
     if args.quick:  # shorter defaults; flags given explicitly stay
         for name, value in QUICK.items():
             if getattr(args, name) == p.get_default(name):
