@@ -48,9 +48,10 @@ from edgeinf.runtime.runtime import Runtime
 from edgeinf.runtime.simulate import BudgetTrace, replay
 
 LEVELS = {"idle": (0.0, 0.0), "spin-1-core": (None, 0.0), "spin-all-cores": (1.0, 0.0), "memhog": (0.0, 1.0)}
-RUNS = (("lut-aware", "lut", "aware"), ("lut-regression", "lut", "regression"), ("lut-feedback", "lut", "feedback"),
+RUNS = (("lut-aware", "lut", "aware"), ("lut-aware-log", "lut", "aware-log"), ("lut-regression", "lut", "regression"),
+        ("lut-feedback", "lut", "feedback"),
         ("lut-blind", "lut", "blind"), ("static-full", "static", "blind"))
-SKIP_OTHER_THREADS = ("lut-regression",)  # the 1-thread pass compares aware, feedback, blind and Static (8 minutes)
+SKIP_OTHER_THREADS = ("lut-regression", "lut-aware-log")  # the 1-thread pass compares aware, feedback, blind and Static
 MEM_HOG_MB = 256
 REF_ACC_SLACK = 0.02
 QUICK = {"phases": 4, "phase_s": 2.5, "bursts_s": 10.0, "calib_calls": 25, "profile_repeats": 6}
@@ -162,7 +163,9 @@ def recovery(records, changes, ref_of) -> list[dict]:
 def run_one(pkg, sched, mode, threads, segments, budget, xs, ys, args, cores) -> dict:
     cpu, mem = to_traces(segments, budget.duration_s, cores)
     monitor = Monitor(MonitorConfig(rate_hz=args.monitor_hz, runnable_samples=2))
-    cfg = LatencyModelConfig(mode=mode, target_miss_rate=args.target_miss)
+    # "aware-log": the aware model with ratio (log-space) margins
+    cfg = LatencyModelConfig(mode=mode.split("-")[0], target_miss_rate=args.target_miss,
+                             margin_space="log" if mode.endswith("-log") else "ms")
     with Runtime.load(pkg, scheduler=sched, latency=cfg, monitor=monitor, **ort_options(args, threads)) as rt:
         for i in range(20):  # warm-up outside the run: sessions and the idle level's first residuals
             rt.infer(xs[i: i + 1], 1e9)

@@ -149,3 +149,28 @@ def test_a_level_without_its_own_residuals_borrows_the_largest_margin_below_it()
     assert idle_margin > 1.0 and m.margin(snap(2)) is None
     bare = m.predict_ms(1.0, snap(2), margin=False)
     assert m.predict_ms(1.0, snap(2)) == pytest.approx(bare * math.exp(m.config.initial_margin) + idle_margin)
+
+
+def test_log_space_margins_scale_with_the_branch_where_additive_ones_do_not():
+    """Branches that slow by different factors in one level (a large one 3x, a small one 1.4x,
+    both with a little relative jitter): an additive margin sized by the large branch's residuals
+    is added to the small one too; a ratio margin protects each by its share, and the large one
+    still meets the target."""
+    rng = np.random.default_rng(3)
+    small, large = 0.25, 2.5
+    models = {space: model(target_miss_rate=0.02, margin_space=space) for space in ("ms", "log")}
+    misses = {space: 0 for space in models}
+    n = 0
+    for i in range(6000):
+        base, factor = (large, 3.0) if i % 2 else (small, 1.4)
+        measured = base * factor * math.exp(rng.normal(0, 0.03))
+        if i >= 2000 and base == large:
+            n += 1
+            for space, m in models.items():
+                misses[space] += measured > m.predict_ms(large, snap(1))
+        for m in models.values():
+            m.observe(base, snap(1), measured)
+    pred = {space: m.predict_ms(small, snap(1)) for space, m in models.items()}
+    assert pred["log"] < 0.6 * pred["ms"], pred  # the small branch is not charged the large one's tail
+    assert misses["log"] / n <= 0.05 and misses["ms"] / n <= 0.05, (misses, n)
+    assert models["log"].state()["margin_unit"] == "log"

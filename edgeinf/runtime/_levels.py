@@ -105,9 +105,13 @@ class LevelLatencyModel(LatencyModel):
     def _refresh(self) -> None:
         """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
         out, below = [], 0.0
+        log_space = self.config.margin_space == "log"
         for level, m in enumerate(self.level_margin):
             ls = self._level_log(level)
-            out.append((math.exp(ls + self.config.initial_margin), below) if m is None else (math.exp(ls), m))
+            if log_space:  # the margin multiplies: exp(slowdown + margin), nothing added
+                out.append((math.exp(ls + max(self.config.initial_margin, below) if m is None else ls + m), 0.0))
+            else:
+                out.append((math.exp(ls + self.config.initial_margin), below) if m is None else (math.exp(ls), m))
             below = max(below, m or 0.0)  # a level with more competitors has at least the tail of one with fewer
         self._bounds = out
 
@@ -127,7 +131,10 @@ class LevelLatencyModel(LatencyModel):
             return
         ls = self._level_log(level)
         freq = self._freq_log(snapshot)
-        residual = measured_ms - base_ms * math.exp(ls + freq)  # out of sample: before the update
+        if self.config.margin_space == "log":  # out of sample: before the update
+            residual = math.log(measured_ms / base_ms) - ls - freq
+        else:
+            residual = measured_ms - base_ms * math.exp(ls + freq)
         self._kalman_level(level, math.log(measured_ms / base_ms) - freq, ls)
         if self.level_calls[level] > SETTLE_CALLS:  # the first residuals measure the prior, not the tail
             self._track_margin(level, residual)
@@ -157,7 +164,8 @@ class LevelLatencyModel(LatencyModel):
     def state(self) -> dict:
         return {"mode": self.config.mode, "threads": self.threads, "cores": self.cores,
                 "level_edges": list(self.edges), "level_slowdown": [math.exp(self._level_log(i)) for i in range(len(self.level_log))],
-                "level_calls": list(self.level_calls), "level_margin_ms": list(self.level_margin),
-                "margin_unit": "ms", "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
+                "level_calls": list(self.level_calls),
+                ("level_margin_log" if self.config.margin_space == "log" else "level_margin_ms"): list(self.level_margin),
+                "margin_unit": "log" if self.config.margin_space == "log" else "ms", "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
                 "observations": self.observations, "per_sample": self.per_sample,
                 "batch_observations": self.batch_observations}

@@ -52,7 +52,9 @@ class LatencyModelConfig:
             the tail is the margin's job).
         margin_space: "ms" (residuals in ms: the margin adds; right for preemption delays,
             the main tail under CPU contention, which do not scale with the branch) or "log"
-            (residuals as ratios: the margin multiplies the prediction).
+            (residuals as ratios: the margin multiplies the prediction; right where branches
+            slow by different factors, e.g. at 2 threads beside one competing spinner the large
+            branches 3.4x and the small ones 1.4x). The "aware" and "regression" modes.
         margin_bins: edges (runnable threads per core) of the contention levels that keep
             their own residuals ("regression" mode only); () = one pooled margin.
         threads: intra-op threads of the session the model predicts ("aware" mode; ``None`` =
