@@ -10,7 +10,9 @@ statistics cost 30-150 us on the calling thread. A call only appends one tuple t
   frames, so nothing competes with the next inference, and a call wakes no thread;
 - when the next call starts before the host got to it (calls back to back, or no host), the
   call hands it to the learner's own thread (:meth:`Learner.kick`, one C-level queue put right
-  before the backend releases the GIL), which applies it while that call's backend runs.
+  before the backend releases the GIL), which applies it while that call's backend runs; a call
+  whose branch is predicted too short to hide that work (``runtime._HANDOFF_MIN_MS``) applies
+  it itself after its run (:meth:`Learner.apply_pending`) instead of waking the thread.
 
 Either way a choice uses a model at most one call stale; :meth:`Learner.sync` makes sure of it
 when both have fallen further behind. Items are applied in order, one applier at a time.

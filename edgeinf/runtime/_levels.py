@@ -59,6 +59,7 @@ class LevelLatencyModel(LatencyModel):
         self.level_calls = [0] * n
         self.level_margin: list[float | None] = [None] * n
         self.level_residuals = [collections.deque(maxlen=cfg.level_window) for _ in range(n)]
+        self.log_margins = cfg.margin_space == "log"  # margins multiply (ratios) instead of adding ms
         mids = [self.edges[0] / 2] + [(a + b) / 2 for a, b in zip(self.edges, self.edges[1:])] + [self.edges[-1] + 0.5]
         self.prior_log = [0.0] + [math.log1p(m) for m in mids[1:]]  # vs level 0: x (1 + overlap)
         self.ref_freq_mhz: float | None = None
@@ -105,10 +106,9 @@ class LevelLatencyModel(LatencyModel):
     def _refresh(self) -> None:
         """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
         out, below = [], 0.0
-        log_space = self.config.margin_space == "log"
         for level, m in enumerate(self.level_margin):
             ls = self._level_log(level)
-            if log_space:  # the margin multiplies: exp(slowdown + margin), nothing added
+            if self.log_margins:  # the margin multiplies: exp(slowdown + margin), nothing added
                 out.append((math.exp(ls + max(self.config.initial_margin, below) if m is None else ls + m), 0.0))
             else:
                 out.append((math.exp(ls + self.config.initial_margin), below) if m is None else (math.exp(ls), m))
@@ -131,7 +131,7 @@ class LevelLatencyModel(LatencyModel):
             return
         ls = self._level_log(level)
         freq = self._freq_log(snapshot)
-        if self.config.margin_space == "log":  # out of sample: before the update
+        if self.log_margins:  # out of sample: before the update
             residual = math.log(measured_ms / base_ms) - ls - freq
         else:
             residual = measured_ms - base_ms * math.exp(ls + freq)
@@ -165,7 +165,7 @@ class LevelLatencyModel(LatencyModel):
         return {"mode": self.config.mode, "threads": self.threads, "cores": self.cores,
                 "level_edges": list(self.edges), "level_slowdown": [math.exp(self._level_log(i)) for i in range(len(self.level_log))],
                 "level_calls": list(self.level_calls),
-                ("level_margin_log" if self.config.margin_space == "log" else "level_margin_ms"): list(self.level_margin),
-                "margin_unit": "log" if self.config.margin_space == "log" else "ms", "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
+                ("level_margin_log" if self.log_margins else "level_margin_ms"): list(self.level_margin),
+                "margin_unit": "log" if self.log_margins else "ms", "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
                 "observations": self.observations, "per_sample": self.per_sample,
                 "batch_observations": self.batch_observations}

@@ -10,6 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from edgeinf import _lazy
+from edgeinf.contention import machine_cores
 from edgeinf.errors import EdgeinfError, PackageError
 from edgeinf.runtime.runners._heap import release_free_heap
 from edgeinf.runtime.runners.base import Runner, specs_from
@@ -211,7 +212,7 @@ def _shared_pool(ort, options: OrtOptions) -> bool:
     if any(key.startswith(("session.intra_op.", "session.inter_op.")) for key, _ in options.session_config):
         raise EdgeinfError("shared_threads=True takes no per-session thread settings (session.intra_op.* / "
                            "session.inter_op.* entries); drop them or shared_threads")
-    threads = options.intra_op_threads or _cores()
+    threads = options.intra_op_threads or machine_cores()
     with _POOL_LOCK:
         size = _POOL.get("threads")
         if size is None:
@@ -225,11 +226,6 @@ def _shared_pool(ort, options: OrtOptions) -> bool:
         raise EdgeinfError(f"this process's shared onnxruntime thread pool has {size} threads; a runtime asking for "
                            f"{threads} needs its own process (one thread count per process shares one pool)")
     return True
-
-
-def _cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _session(model, options: OrtOptions):
