@@ -55,6 +55,11 @@ def main(argv=None) -> int:
     ap.add_argument("--graded-val", type=int, default=300, help="val images of the graded training set (x 5 severities)")
     ap.add_argument("--graded-train", type=int, default=0,
                     help="train images the content-aware scheduler also sees on graded sets (x 5 severities)")
+    ap.add_argument("--graded-val-shifts", type=int, default=1, metavar="K",
+                    help="graded training set: each val image under K of the 4 corruptions (severities 1..4 for "
+                         "the extra ones; default 1)")
+    ap.add_argument("--targets", choices=("clusters", "errors"), default="clusters",
+                    help="the gates' eq. 11 targets: K-means cluster error rates (QuEE) or each sample's own error")
     ap.add_argument("--runtime-samples", type=int, default=None, help="measure on this many evenly spaced test samples")
     ap.add_argument("--probs-cache", default=None, help="an .npz for the branches' probabilities (reused when it matches)")
     ap.add_argument("--out", default=None)
@@ -73,10 +78,12 @@ def main(argv=None) -> int:
         from edgeinf.learned.pipeline import graded_workbench
 
         gwb = graded_workbench(wb, args.graded_val, args.graded, args.seed,
-                               cache and cache.with_name(cache.stem + "-graded.npz"), args.graded_train)
+                               cache and cache.with_name(cache.stem + "-graded.npz"), args.graded_train,
+                               args.graded_val_shifts)
         result["graded"] = _run(gwb, args, attach=False)
         result["graded"]["protocol"] = (f"graded sets (edgeinf.data.graded_set, severities 0..4): the first "
-                                        f"{args.graded_val} val images train the schedulers (the content-aware one "
+                                        f"{args.graded_val} val images (under {args.graded_val_shifts} of the 4 "
+                                        f"corruptions) train the schedulers (the content-aware one "
                                         f"with the first {args.graded_train} train images), the first {args.graded} "
                                         f"test images judge them; the "
                                         f"package's table is unchanged (accuracies from its clean {wb.table_split} split)")
@@ -110,7 +117,7 @@ def _run(wb, args, attach: bool | None = None) -> dict:
     from edgeinf.runtime.schedulers import Threshold
 
     epochs = {"content": args.content_epochs}
-    trained = {kind: train_for(wb, kind, args.seed, args.max_paths, epochs.get(kind)) for kind in LEARNED}
+    trained = {kind: train_for(wb, kind, args.seed, args.max_paths, epochs.get(kind), args.targets) for kind in LEARNED}
     if args.attach if attach is None else attach:
         from edgeinf.learned.store import attach_scheduler
         from edgeinf.package import load_package

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeinf.branch import parse_id
+from edgeinf.errors import EdgeinfError
 from edgeinf.learned.evaluate import evaluate_offline, lambda_sweep, summarize, threshold_route
 from edgeinf.learned.gates import ErrorGates
 from edgeinf.learned.paths import PathSet
@@ -198,3 +199,9 @@ def test_graded_workbench_and_probability_cache(tmp_path):
     assert np.array_equal(again.probs_val, g.probs_val)  # read back from the cache
     other = pipeline.graded_workbench(wb, val_images=2, test_images=2, probs_cache=cache)
     assert other.probs_val.shape == (2, 10, 10)  # a different set: recomputed, not a stale read
+    more = pipeline.graded_workbench(wb, val_images=3, test_images=2, val_shifts=3)
+    assert len(more.data.y_val) == 15 + 2 * 3 * 4 and np.array_equal(more.data.x_val[:15], g.data.x_val)
+    assert np.array_equal(more.data.y_test, g.data.y_test) and more.probs_val.shape == (2, 39, 10)
+    for bad in (0, 5):
+        with pytest.raises(EdgeinfError, match="val_shifts must be 1..4"):
+            pipeline.graded_workbench(wb, val_images=3, test_images=2, val_shifts=bad)

@@ -49,6 +49,20 @@ def trained():
     return gates, probs, y, easy
 
 
+def test_per_sample_error_targets_route_easy_inputs_early_too():
+    """targets="errors" (k_choices=(0,)): each sample's own 0/1 error, no clustering."""
+    from edgeinf.learned.pipeline import _target_options
+
+    assert _target_options("clusters") == {} and _target_options("errors") == {"k_choices": (0,)}
+    with pytest.raises(EdgeinfError, match="targets must be 'clusters' or 'errors'"):
+        _target_options("kmeans")
+    ps, probs, y, easy = _synthetic(seed=1)
+    gates = train_gates(ps, probs, y, GateTrainConfig(seed=0, **_target_options("errors")))
+    assert gates.meta["k"] == 0
+    final, _ = gates.route(probs, lam=0.3)  # as below: exit when pe(A) < pe(B) + 0.225
+    assert (final[easy] == ps.index[A]).mean() > 0.9 and (final[~easy] == ps.index[B]).mean() > 0.8
+
+
 def test_gate_features_match_eq13_by_hand():
     p = np.array([[0.5, 0.5, 0.0, 0.0]])
     u = gate_features(p, None)

@@ -56,6 +56,14 @@ def test_graded_set_layout():
     assert np.array_equal(g.x[g.at(1)][1], corrupt(x[1:2], "blur", 1)[0])
 
 
+def test_graded_set_shift_gives_each_image_the_next_corruption():
+    x, y = _digit_images(4), np.arange(4)
+    g = graded_set(x, y, severities=(2,), shift=1, seed=5)
+    assert g.kind == CORRUPTIONS[1:] + CORRUPTIONS[:1]
+    assert np.array_equal(g.x[0], corrupt(x[0:1], "blur", 2, seed=5)[0])
+    assert np.array_equal(g.x[3], corrupt(x[3:4], "noise", 2, seed=5)[0])
+
+
 def test_mnist_resize_and_split_by_hand():
     img = np.zeros((2, 784))
     img[0, 0] = 255.0

@@ -34,6 +34,9 @@ class TrainSchedulerTool(Tool):
                                  "(QuEE app. 7.3), or AdaInf's content-aware scheduler")
         parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the kind's default)")
         parser.add_argument("--max-paths", type=positive_int, default=50, help="gates, gates-next: paths to choose among (default 50)")
+        parser.add_argument("--targets", choices=("clusters", "errors"), default="clusters",
+                            help="gates, gates-next: what each gate regresses: K-means cluster error rates (QuEE eq. 11, "
+                                 "default) or each sample's own 0/1 error (better with thousands of samples)")
         tune = parser.add_argument_group("Fine-tuning the backbone (content only; AdaInf's option)")
         tune.add_argument("--finetune", choices=("none", "full", "lora"), default="none",
                           help="train blocks 1.. with the scheduler: all their weights, or rank-r LoRA adapters merged "
@@ -54,7 +57,7 @@ class TrainSchedulerTool(Tool):
         with Progress("train-scheduler", total=3) as bar:
             wb = open_workbench(args.package, args.model, checkpoint=args.checkpoint)
             bar.update(1)
-            trained = train_for(wb, args.kind, args.seed, args.max_paths, args.epochs)
+            trained = train_for(wb, args.kind, args.seed, args.max_paths, args.epochs, args.targets)
             bar.update(1)
             entry = attach_scheduler(args.package, args.kind, trained)
             bar.update(1)

@@ -103,15 +103,16 @@ class GradedSet:
         return self.severity == int(severity)
 
 
-def graded_set(x: np.ndarray, y: np.ndarray, severities=None, seed: int = 0) -> GradedSet:
-    """Every image at each severity (None = 0..MAX_SEVERITY); image i gets corruption i mod 4.
+def graded_set(x: np.ndarray, y: np.ndarray, severities=None, seed: int = 0, shift: int = 0) -> GradedSet:
+    """Every image at each severity (None = 0..MAX_SEVERITY); image i gets corruption
+    (i + shift) mod 4.
 
     The corruption of an image is the same at every severity, so a severity step changes only
-    how strong it is.
+    how strong it is; ``shift`` 0..3 gives each image every corruption in turn.
     """
     levels = list(range(MAX_SEVERITY + 1)) if severities is None else [int(s) for s in severities]
     x, y = np.asarray(x, np.float32), np.asarray(y)
-    kinds = np.arange(len(x)) % len(CORRUPTIONS)
+    kinds = (np.arange(len(x)) + int(shift)) % len(CORRUPTIONS)
     xs, sev, names = [], [], []
     for s in levels:
         out = np.empty_like(x)

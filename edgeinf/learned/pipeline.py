@@ -87,21 +87,31 @@ def open_workbench(pkg_dir: str | Path, model_name: str | None = None, tolerance
 
 
 def graded_workbench(wb: Workbench, val_images: int = 300, test_images: int = 200, seed: int = 0,
-                     probs_cache: str | Path | None = None, train_images: int = 0) -> Workbench:
+                     probs_cache: str | Path | None = None, train_images: int = 0, val_shifts: int = 1) -> Workbench:
     """``wb`` on graded-difficulty inputs (:func:`edgeinf.data.graded_set`: every image at
     severities 0..4): the first ``val_images`` val images (the schedulers train there; the
     content-aware one also on the first ``train_images`` train images) and the first
     ``test_images`` test images (judged there).
-    The package, its table (accuracies from its own split) and the model are ``wb``'s."""
+
+    ``val_shifts`` > 1 gives the val images more corruptions: shift k (1..val_shifts-1) adds
+    severities 1..4 with every image under the next corruption in turn (``graded_set(shift=k)``,
+    noise seeded apart), so the schedulers see each val image under up to all four corruptions.
+    The test set is unchanged. The package, its table (accuracies from its own split) and the
+    model are ``wb``'s."""
     from dataclasses import replace
 
-    from edgeinf.data import graded_set
+    from edgeinf.data import MAX_SEVERITY, graded_set
 
+    if not 1 <= val_shifts <= 4:
+        raise EdgeinfError(f"val_shifts must be 1..4 (one per corruption), got {val_shifts}")
     d = wb.data
-    gv = graded_set(d.x_val[:val_images], d.y_val[:val_images], seed=seed)
+    parts = [graded_set(d.x_val[:val_images], d.y_val[:val_images], seed=seed)]
+    parts += [graded_set(d.x_val[:val_images], d.y_val[:val_images], range(1, MAX_SEVERITY + 1), seed + k, shift=k)
+              for k in range(1, val_shifts)]
+    vx, vy = np.concatenate([g.x for g in parts]), np.concatenate([g.y for g in parts])
     gt = graded_set(d.x_test[:test_images], d.y_test[:test_images], seed=seed)
     gtr = graded_set(d.x_train[:train_images], d.y_train[:train_images], seed=seed)
-    data = replace(d, x_train=gtr.x, y_train=gtr.y, x_val=gv.x, y_val=gv.y, x_test=gt.x, y_test=gt.y)
+    data = replace(d, x_train=gtr.x, y_train=gtr.y, x_val=vx, y_val=vy, x_test=gt.x, y_test=gt.y)
     t0 = time.perf_counter()
     pv, pt = _cached_probs(probs_cache, wb.model, wb.package, wb.table, data.x_val, data.x_test)
     return replace(wb, data=data, probs_val=pv, probs_test=pt, timings_s={"probs": time.perf_counter() - t0},
@@ -171,19 +181,31 @@ def _pathset(wb: Workbench, seed: int, max_paths: int):
     return ps, np.array([pos[p.id] for p in ps.paths])
 
 
-def train_gates_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
+def _target_options(targets: str) -> dict:
+    """Eq. 11 targets of the gate trainers: "clusters" (QuEE: K-means error rates, K chosen on
+    held-out data) or "errors" (each sample's own 0/1 error; better once there are thousands of samples)."""
+    if targets == "clusters":
+        return {}
+    if targets == "errors":
+        return {"k_choices": (0,)}
+    raise EdgeinfError(f"targets must be 'clusters' or 'errors', got {targets!r}")
+
+
+def train_gates_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None,
+                    targets: str = "clusters"):
     """QuEE gates on the val split over at most ``max_paths`` paths (the Pareto front always in)."""
     from edgeinf.learned.train_gates import GateTrainConfig, train_gates
 
-    config = GateTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    config = GateTrainConfig(seed=seed, **_target_options(targets), **({"epochs": epochs} if epochs else {}))
     return _train_on_paths(wb, seed, max_paths, "gates", train_gates, config)
 
 
-def train_gates_next_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
+def train_gates_next_for(wb: Workbench, seed: int = 0, max_paths: int = 50, epochs: int | None = None,
+                         targets: str = "clusters"):
     """QuEE's next-step variant (appendix 7.3) on the val split, over the same paths as the gates."""
     from edgeinf.learned.train_next_step import NextStepTrainConfig, train_next_step
 
-    config = NextStepTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    config = NextStepTrainConfig(seed=seed, **_target_options(targets), **({"epochs": epochs} if epochs else {}))
     return _train_on_paths(wb, seed, max_paths, "gates-next", train_next_step, config)
 
 
@@ -196,12 +218,16 @@ def _train_on_paths(wb: Workbench, seed: int, max_paths: int, kind: str, train, 
     return trained
 
 
-def train_for(wb: Workbench, kind: str, seed: int = 0, max_paths: int = 50, epochs: int | None = None):
-    """Train the learned scheduler ``kind`` ("gates", "gates-next" or "content")."""
+def train_for(wb: Workbench, kind: str, seed: int = 0, max_paths: int = 50, epochs: int | None = None,
+              targets: str = "clusters"):
+    """Train the learned scheduler ``kind`` ("gates", "gates-next" or "content").
+
+    ``targets``: the gates' eq. 11 targets, "clusters" or "errors" (see :func:`_target_options`;
+    the content-aware scheduler has none)."""
     if kind == "gates":
-        return train_gates_for(wb, seed, max_paths, epochs)
+        return train_gates_for(wb, seed, max_paths, epochs, targets)
     if kind == "gates-next":
-        return train_gates_next_for(wb, seed, max_paths, epochs)
+        return train_gates_next_for(wb, seed, max_paths, epochs, targets)
     if kind == "content":
         return train_content_for(wb, seed, epochs)
     raise EdgeinfError(f"unknown learned scheduler '{kind}'; choose from {', '.join(LEARNED)}")
