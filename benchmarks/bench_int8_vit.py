@@ -10,13 +10,21 @@ ratios); writes benchmarks/results/int8-vit-<host>.json:
    quantized by onnxruntime's ``MatMulNBitsQuantizer`` (the same op and kernel the package uses),
    and int8 weights *and* activations: onnxruntime's ``quantize_dynamic`` (activations quantized
    per call) and the package's static w8a8 quantizer;
-2. whole blocks of a package (``BlockVariants`` w4 at the given group size, the exporter choosing
-   the accuracy level per artifact by timing, and w8a8) against their fp32 twins, attention,
+2. the real-scale workload's ViT (the zoo's ``mnist-deit-tiny``, trained on real MNIST digits):
+   its full branch with every block at w4 exported once per Linear kernel (``auto`` = the
+   exporter's timed choice per block, then each kernel forced: MatMulNBits level 4 / 0, the int8
+   GEMM, folded), each fused graph's accuracy on the 1,000 test digits in onnxruntime against the
+   fp32 branch and the torch simulation, its speed against fp32, and each block's relative RMS
+   error on real inputs (the accuracy cost per block);
+3. whole blocks of a package (``BlockVariants`` w4 at the given group size, the exporter choosing
+   each artifact's Linear kernel by timing: MatMulNBits at accuracy level 4 or 0, or the int8 GEMM
+   over the same 4-bit codes; and w8a8) against their fp32 twins, attention,
    LayerNorm and GELU left as exported; onnxruntime's per-op profile of block 0 in each form (the
    share of Linear / attention MatMuls, Softmax, LayerNorm, GELU).
 
 Usage:
-    python benchmarks/bench_int8_vit.py                  # deit_small + deit_tiny, 4 blocks each, group 128
+    python benchmarks/bench_int8_vit.py                  # deit_small + deit_tiny, 4 blocks each, group 128;
+                                                         # mnist-deit-tiny (trained and cached on first use)
     python benchmarks/bench_int8_vit.py --quick          # short timing, 1 block: checks the script
 """
 from __future__ import annotations
@@ -140,6 +148,64 @@ def _op_groups(profile: dict) -> dict[str, float]:
     return groups
 
 
+ZOO_KERNELS = ("auto", 4, 0, "int8", "fold")  # w4 Linear kernels of the zoo ViT's packages (auto: the exporter's choice)
+
+
+def zoo_vit(name: str, group: int, tmp: Path, n_rounds: int, per_round: int, test: int | None = None) -> dict:
+    """The zoo ViT's full branch at w4 once per Linear kernel: test accuracy in onnxruntime, speed, per-block error."""
+    import torch
+
+    from edgeinf import zoo
+    from edgeinf.exporters.export import export_package
+    from edgeinf.exporters.onnx.int8 import relative_rms
+    from edgeinf.quant import BlockVariants, QuantConfig
+
+    sm = zoo.get(name, cache=True).eval()
+    data = zoo.load_data(name)
+    x_test = np.ascontiguousarray(data.x_test[:test], dtype=np.float32)
+    y_test = data.y_test[:test]
+    n = len(sm.blocks)
+    full32, full4 = B._full(n, 32), B._full(n, 4)
+    variants = BlockVariants(sm, QuantConfig(group_size=group), kernels="simulate")
+    check = torch.from_numpy(x_test[:4])
+    pkgs = {str(k): export_package(variants, tmp / f"{name}-{k}", check_x=check, bit_levels=(32, 4),
+                                   branches=[full32, full4], accuracy_level=None if k == "auto" else k, merged="none")
+            for k in ZOO_KERNELS}
+    auto = pkgs["auto"]
+    with torch.no_grad():
+        sim = torch.cat([variants.forward_branch(torch.from_numpy(x_test[i:i + 200]), full4) for i in range(0, len(x_test), 200)])
+    accuracy = {"fp32": _zoo_accuracy(auto.path(auto.fused(full32.id)), x_test, y_test),
+                "w4_torch_simulation": float((sim.argmax(1).numpy() == y_test).mean())}
+    accuracy.update({f"w4_{k}": _zoo_accuracy(p.path(p.fused(full4.id)), x_test, y_test) for k, p in pkgs.items()})
+    x1 = x_test[:1]
+    calls = {"fp32": B._call(B._session(auto.path(auto.fused(full32.id))), x1)}
+    calls.update({f"w4_{k}": B._call(B._session(p.path(p.fused(full4.id))), x1) for k, p in pkgs.items()})
+    timing = B.rounds(calls, n_rounds, per_round, base="fp32")
+    with torch.no_grad():  # real inputs of every block along the fp32 path
+        h = sm.stem(torch.from_numpy(x_test[:200]))
+        feats = []
+        for block in sm.blocks:
+            feats.append(h.numpy())
+            h = block(h)
+    per_block = []
+    for i in range(n):
+        entry = auto.entry(f"block{i}/w4")
+        ref = B._session(auto.path(f"block{i}/fp32")).run(None, {"features": feats[i]})[0]
+        got = B._session(auto.path(f"block{i}/w4")).run(None, {"features": feats[i]})[0]
+        per_block.append({"block": i, "linear_kernel": entry.get("linear_kernel"), "kernel": entry["kernel"],
+                          "rel_rms_vs_fp32": relative_rms(got, ref), "latency_ms_by_kernel": entry.get("latency_ms_by_accuracy_level")})
+    return {"model": name, "input_shape": list(sm.input_shape), "tokens": int(feats[0].shape[1]), "blocks": n,
+            "group_size": group, "test_samples": int(len(y_test)), "accuracy": accuracy,
+            "loss_points": {k[3:]: 100 * (accuracy["fp32"] - v) for k, v in accuracy.items() if k.startswith("w4_")},
+            "full_branch": timing, "per_block": per_block, "load_avg": B.load_avg()}
+
+
+def _zoo_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    sess = B._session(path)
+    logits = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[i:i + 100]})[0] for i in range(0, len(x), 100)])
+    return float((logits.argmax(1) == y).mean())
+
+
 def deit_blocks(name: str, group: int, n_blocks: int | None, tmp: Path, n_rounds: int, per_round: int) -> dict:
     import timm
     import torch
@@ -171,7 +237,8 @@ def deit_blocks(name: str, group: int, n_blocks: int | None, tmp: Path, n_rounds
         calls = {t: B._call(B._session(p), feat) for t, p in paths(i).items()}
         w4 = pkg.entry(f"block{i}/w4")
         rows.append({"block": i, **B.rounds(calls, n_rounds, per_round, base="fp32"), "w4_kernel": w4["kernel"],
-                     "w4_accuracy_level": w4.get("accuracy_level"),
+                     "w4_linear_kernel": w4.get("linear_kernel"), "w4_accuracy_level": w4.get("accuracy_level"),
+                     "w4_max_abs_error_by_kernel": w4.get("max_abs_error_by_accuracy_level"), "w4_tolerance": w4.get("tolerance"),
                      "w4_latency_ms_by_accuracy_level": w4.get("latency_ms_by_accuracy_level"),
                      "w8a8_kernel_ops": pkg8.entry(f"block{i}/w8")["kernel_ops"],
                      "w8a8_rel_rms_error": pkg8.entry(f"block{i}/w8")["rel_rms_error"], "load_avg": B.load_avg()})
@@ -194,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=4, help="blocks exported and timed (default 4; they share one shape)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (default 9)")
     parser.add_argument("--per-round", type=int, default=5, help="calls per variant per round (default 5)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 1 block, block size 32 only: checks the script")
+    parser.add_argument("--zoo", default="mnist-deit-tiny", help="zoo ViT trained on real data ('' = skip; default mnist-deit-tiny)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, 1 block, block size 32 only, 200 test digits: checks the script")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/int8-vit-<host>.json)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -202,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     sweep = layer_sweep(args.rounds, args.per_round, (32,) if args.quick else (32, 64, 128))
     with tempfile.TemporaryDirectory(prefix="bench-int8-vit-") as tmp:
         blocks = [deit_blocks(m, args.group, args.blocks, Path(tmp), args.rounds, args.per_round) for m in args.models.split(",")]
+        real = zoo_vit(args.zoo, args.group, Path(tmp), args.rounds, args.per_round, 200 if args.quick else None) if args.zoo else None
     doc = {"schema": "edgeinf.bench-int8-vit/2", "host": socket.gethostname(), "note": B.NOTE, "quick": args.quick,
            "rounds": args.rounds, "per_round": args.per_round, "environment": results.environment(threads={"ort_intra_op": 1}), "cpu": B.cpu_info(),
-           "goals": {"vit_w4_block_over_fp32_min": 1.5}, "layers": sweep, "deit_blocks": blocks,
+           "goals": {"vit_w4_block_over_fp32_min": 1.5}, "layers": sweep, "deit_blocks": blocks, "zoo_vit": real,
            "load_avg_end": B.load_avg()}
     out = args.out or B.RESULTS / f"int8-vit-{socket.gethostname()}.json"
     write_json(out, doc)
@@ -215,10 +284,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   int8 dynamic {r['int8_dynamic']['cpu_ratio_fp32_over_this']:.2f}x  static {r['int8_static']['cpu_ratio_fp32_over_this']:.2f}x")
     for b in blocks:
         print(f"{b['model']} blocks (group {b['group_size']}): median fp32/w4 {b['median_fp32_over_w4']:.2f}x "
-              f"(accuracy levels chosen: {[r['w4_accuracy_level'] for r in b['blocks']]}), fp32/w8a8 {b['median_fp32_over_w8a8']:.2f}x; "
+              f"(Linear kernels chosen: {[r['w4_linear_kernel'] if r['w4_linear_kernel'] == 'int8' else r['w4_accuracy_level'] for r in b['blocks']]}), fp32/w8a8 {b['median_fp32_over_w8a8']:.2f}x; "
               f"cpu time: fp32/w4 {b['cpu_median_fp32_over_w4']:.2f}x, fp32/w8a8 {b['cpu_median_fp32_over_w8a8']:.2f}x")
         for t, g in b["block0_profile_groups"].items():
             print(f"  block 0 {t:<5} time shares: " + ", ".join(f"{k} {v:.0%}" for k, v in g.items()))
+    if real:
+        t, a = real["full_branch"], real["accuracy"]
+        print(f"{real['model']} ({real['tokens']} tokens, {real['test_samples']} test digits): fp32 {a['fp32']:.4f} "
+              f"{t['fp32']['p50_ms']:.3f} ms; torch simulation of w4 {a['w4_torch_simulation']:.4f}")
+        for k in ZOO_KERNELS:
+            print(f"  w4 {str(k):<5} accuracy {a[f'w4_{k}']:.4f}  fp32/this {t[f'w4_{k}']['cpu_ratio_fp32_over_this']:.2f}x (cpu time)")
+        print("  per block (auto): " + ", ".join(f"{r['linear_kernel']} {r['rel_rms_vs_fp32']:.3f}" for r in real["per_block"]))
     print(f"wrote {out}")
     return 0
 

@@ -66,7 +66,7 @@ def _model_info(model) -> dict[str, Any]:
 def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torch.Tensor",
                    bit_levels: Sequence[int] = (32, 8, 4, 2), profile_path: str | Path | None = None,
                    branches: str | int | Sequence[Branch] = "pareto", formats: Sequence[str] = ("onnx",),
-                   accuracy_level: int | None = None, resource: str = "macs", command: str | None = None,
+                   accuracy_level: int | str | None = None, resource: str = "macs", command: str | None = None,
                    force: bool = False, merged: str = "reachable", shared_weights: bool = True,
                    segments_for: Sequence[str] = ()) -> Package:
     """Export ``variants.model`` into the package directory ``out`` (atomically) and load it back verified.
@@ -83,7 +83,10 @@ def export_package(variants: "BlockVariants", out: str | Path, *, check_x: "torc
             it cannot parse as exported rewritten under ``trt/``, e.g. ``w8a8`` in symmetric int8
             Q/DQ, and a trtexec line per artifact; no tensorrt needed) or ``("onnx", "trt")``
             (the same plus engines built here: needs tensorrt and a GPU).
-        accuracy_level: MatMulNBits precision; None = 4 where within tolerance, else 0.
+        accuracy_level: the kernel of quantized Linear layers: MatMulNBits at precision 4 or 0,
+            ``"int8"`` (onnxruntime's int8 GEMM over the same codes) or ``"fold"`` (none: the
+            weight is widened to float at load); None = the fastest of those within tolerance,
+            timed per artifact at export (docs/quantization.md).
         resource: the cost the Pareto set is taken on.
         command: the command line recorded in the manifest.
         merged: branches without a fused graph that get one merged from their per-block graphs

@@ -93,3 +93,65 @@ def test_boundary_ranges_are_shared_per_shape_and_include_zero():
     lo, hi = boundary_ranges([c], "percentile", 90.0)[0]
     assert c.min() < lo < 0.0 < hi < c.max()
     assert relative_rms(a, a) == 0.0 and relative_rms(2 * a, a) == pytest.approx(1.0)
+
+
+def _dynamic_quant_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """onnxruntime's DynamicQuantizeMatMul in numpy: x to uint8 per tensor (range widened to hold 0),
+    integer products, then both scales."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    sx = (hi - lo) / 255.0 or 1.0
+    zp = np.clip(np.round(-lo / sx), 0, 255)
+    xq = np.clip(np.round(x / sx) + zp, 0, 255)
+    acc = (xq - zp).astype(np.int64) @ codes.T.astype(np.int64)
+    return acc.astype(np.float64) * sx * scales.astype(np.float64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.sampled_from([2, 3, 4, 5, 6, 8]), block=st.sampled_from([None, 32, 64, 128]),
+       n=st.integers(1, 40), k=st.sampled_from([16, 32, 48, 64, 96, 128, 200, 256]), bias=st.booleans())
+def test_int8_matmul_runs_the_reference_codes(bits, block, n, k, bias):
+    from edgeinf.exporters.onnx.lowbit import int8_matmul, int8_matmul_weight
+
+    pw = _weight(n, k, bits, block)
+    b = np.random.default_rng(4).standard_normal(n).astype(np.float32)
+    built = int8_matmul(pw, "x", "y", "fc", bias="b" if bias else None)
+    inits = built.initializers + ([onnx.numpy_helper.from_array(b, "b")] if bias else [])
+    x = np.random.default_rng(1).standard_normal((3, k)).astype(np.float32)
+    y = check.run(_model(built.nodes, inits, ["b", k], ["b", n]), x)
+    codes, scales = int8_matmul_weight(pw)
+    assert codes.shape == (n, k) and codes.dtype == np.int8 and np.abs(codes.astype(int)).max() <= 64
+    ref = _dynamic_quant_reference(x, codes, scales) + (b if bias else 0.0)
+    assert np.abs(y - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max())  # same codes, same integer products
+    # against the packed weight's own values: only the activation rounding (and, for groups, the widening)
+    exact = x @ packing.dequantize(pw).T + (b if bias else 0.0)
+    assert np.abs(y - exact).max() <= check.TOLERANCES["wq-int8"].limit(exact)
+
+
+def test_int8_matmul_keeps_per_channel_codes_exact_and_widens_groups_to_7_bits_by_half_a_step():
+    from edgeinf.exporters.onnx.lowbit import int8_matmul_weight
+
+    per_channel = _weight(16, 64, 4, None)
+    codes, scales = int8_matmul_weight(per_channel)
+    np.testing.assert_array_equal(codes.astype(np.float32) * scales[:, None], packing.dequantize(per_channel))
+    grouped = _weight(16, 200, 4, 32)
+    codes, scales = int8_matmul_weight(grouped)
+    err = np.abs(codes.astype(np.float32) * scales[:, None] - packing.dequantize(grouped))
+    assert np.all(err <= 0.5 * scales[:, None] * (1 + 1e-5)) and np.abs(codes).max() == 63
+    eight = _weight(16, 64, 8, None)  # 8-bit codes would overflow int16 pair sums on x86 without VNNI
+    codes, scales = int8_matmul_weight(eight)
+    assert np.abs(codes.astype(int)).max() == 63
+
+
+def test_int8_matmul_stores_4_bit_codes_and_runs_an_int8_gemm(tmp_path):
+    from edgeinf.exporters.onnx.lowbit import int8_matmul
+
+    for block in (None, 32):
+        built = int8_matmul(_weight(64, 128, 4, block), "x", "y", "fc")
+        model = _model(built.nodes, built.initializers, ["b", 128], ["b", 64])
+        stored = {t.name: t.data_type for t in onnx.load_from_string(model).graph.initializer}
+        assert stored["fc.qweight"] == TensorProto.INT4
+        opt = str(tmp_path / f"opt{block}.onnx")
+        check.session(model, optimized_path=opt)
+        ops = [n.op_type for n in onnx.load(opt).graph.node]
+        assert ops == ["DynamicQuantizeMatMul"], ops  # the widening is folded when the session loads
+        assert check.kernel_summary(model, quantized=True)["kernel"] == "int8"

@@ -118,12 +118,22 @@ def test_io_names_and_dynamic_batch(exported):
 def test_real_lowbit_kernels_are_reported_truthfully(exported):
     kind, _, pkg = exported
     w4 = pkg.entry("block1/w4")
-    if kind == "vit":  # every Linear of a ViT block becomes MatMulNBits
+    if kind == "vit":  # each Linear of a ViT block: MatMulNBits, the int8 GEMM or folded, the fastest
+        assert set(w4["max_abs_error_by_accuracy_level"]) == {"0", "4", "int8", "fold"}
+        times = w4["latency_ms_by_accuracy_level"]  # all four are within tolerance here: timed
+        fastest = min(times, key=times.get)
+        assert w4["linear_kernel"] == (fastest if fastest in ("int8", "fold") else "nbits")
+        if fastest == "fold":  # no kernel beats the float weights: simulated, and says so
+            assert set(w4["weights"].values()) == {"FoldedAtLoad"} and w4["simulated"] and not w4["real_lowbit"]
+            assert w4["kernel"] == "simulated" and "accuracy_level" not in w4
+            return
         assert w4["real_lowbit"] and not w4["simulated"]
-        assert set(w4["weights"].values()) == {"MatMulNBits"}
-        assert set(w4["max_abs_error_by_accuracy_level"]) == {"0", "4"}
-        times = w4["latency_ms_by_accuracy_level"]  # both levels are within tolerance here: timed
-        assert str(w4["accuracy_level"]) == min(times, key=times.get) and w4["kernel"] == "nbits"
+        if fastest == "int8":
+            assert set(w4["weights"].values()) == {"DynamicQuantizeMatMul"} and "accuracy_level" not in w4
+            assert w4["kernel"] == "int8"
+        else:
+            assert set(w4["weights"].values()) == {"MatMulNBits"} and str(w4["accuracy_level"]) == fastest
+            assert w4["kernel"] == "nbits"
     else:  # convolutions only dequantize
         assert w4["simulated"] and not w4["real_lowbit"]
     assert not pkg.entry("block1/fp32")["real_lowbit"]
@@ -217,8 +227,8 @@ def test_plain_session_folds_low_bit_conv_weights_at_load(exported, tmp_path):
     kind, variants, pkg = exported
     entry = pkg.entry("block1/w4")
     assert "ort_session_config" not in entry  # nothing a plain session lacks
-    if kind == "vit":  # MatMulNBits is a real kernel
-        assert entry["kernel"] == "nbits"
+    if kind == "vit":  # MatMulNBits and the int8 GEMM are real kernels; folded Linear weights are simulated
+        assert entry["kernel"] in ("nbits", "int8", "simulated")
         return
     assert entry["kernel"] == "simulated" and set(entry["weights"].values()) == {"FoldedAtLoad"}
     opt = str(tmp_path / "opt.onnx")
@@ -248,3 +258,33 @@ def test_weights_are_stored_once_and_every_graph_reads_them_in_place(exported):
         model = onnx.load(str(pkg.path(b["fused"])), load_external_data=False)
         inline = [t.name for t in model.graph.initializer if len(t.raw_data) >= MIN_BYTES]
         assert inline == []  # every large tensor is read from its part's weights file, none copied
+
+
+@pytest.mark.parametrize("fastest", ["4", "0", "int8", "fold"])
+def test_a_linear_block_keeps_its_fastest_kernel_and_folds_when_no_kernel_beats_float(monkeypatch, fastest):
+    from edgeinf.exporters.onnx import artifacts
+    from edgeinf.kernels import packing
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48)
+    pw = packing.quantize(layer.weight.detach().numpy(), 4, block_size=32)
+    with torch.no_grad():  # the quantized module: its weight holds the packed values
+        layer.weight.copy_(torch.from_numpy(packing.dequantize(pw)))
+    module = torch.nn.Sequential(layer, torch.nn.GELU()).eval()
+    timed = {}
+
+    def fake_times(candidates, x):  # the export's own timing, replaced by a fixed order
+        timed.update({str(c[0]): c for c in candidates})
+        return {str(c[0]): (0.1 if str(c[0]) == fastest else 1.0) for c in candidates}
+
+    monkeypatch.setattr(artifacts, "_time_levels", fake_times)
+    art = artifacts.export_checked(module, torch.randn(3, 10, 64), ("features", "block_out"), form="w4",
+                                   packed={"0.weight": pw}, where="test block")
+    meta = art.meta
+    assert set(timed) == {"4", "0", "int8", "fold"}  # every kernel was within tolerance and timed
+    assert meta["linear_kernel"] == ("nbits" if fastest in ("4", "0") else fastest)
+    op = {"fold": "FoldedAtLoad", "int8": "DynamicQuantizeMatMul"}.get(fastest, "MatMulNBits")
+    assert meta["weights"] == {"0.weight": op}
+    assert meta["kernel"] == {"fold": "simulated", "int8": "int8"}.get(fastest, "nbits")
+    assert (str(meta.get("accuracy_level")) == fastest) == (fastest in ("4", "0"))
+    assert meta["tolerance_rule"] == {"fold": "wq", "int8": "wq-int8", "4": "wq-acc4", "0": "wq"}[fastest]

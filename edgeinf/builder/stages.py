@@ -119,7 +119,7 @@ def check_inputs(model: "SplitModel", x: Any = None, n: int = CHECK_SAMPLES, see
 def export(model: "SplitModel", out: str | Path, *, quant: "QuantConfig", bit_levels: Sequence[int],
            profile_path: str | Path | None, check_x: Any, fused: str | int | Sequence = "pareto",
            pareto_on: str = "bitops", calib_x: Any = None, formats: Sequence[str] = ("onnx",),
-           accuracy_level: int | None = None, command: str | None = None, force: bool = False) -> "Package":
+           accuracy_level: int | str | None = None, command: str | None = None, force: bool = False) -> "Package":
     """Export blocks x bits and the fused branches of ``model`` to the package ``out`` (atomically),
     carrying the profile at ``profile_path`` (None: the full model at each bit level is fused).
 

@@ -52,9 +52,10 @@ class ExportTool(Tool):
                        "activations calibrated on 128 inputs (docs/quantization.md)")
         q.add_argument("--act-method", default="minmax", choices=("minmax", "percentile", "entropy"),
                        help="w8a8 activation calibration (default minmax)")
-        q.add_argument("--accuracy-level", default="auto", choices=("auto", "0", "4"),
-                       help="MatMulNBits compute precision: 4 = int8 activations, 0 = fp32; auto = the faster of the "
-                       "two within tolerance (timed at export)")
+        q.add_argument("--accuracy-level", default="auto", choices=("auto", "0", "4", "int8", "fold"),
+                       help="kernel of quantized Linear layers: MatMulNBits at compute precision 4 (int8 activations) or "
+                       "0 (fp32), int8 (onnxruntime's int8 GEMM over the same codes, activations quantized per call) or "
+                       "fold (none: weights widened to float at load); auto = the fastest within tolerance (timed at export)")
         m = parser.add_argument_group("Checkpoint models (MODEL is a state-dict file, read with weights_only=True)")
         m.add_argument("--arch", default=None, metavar="SPEC", help="the architecture the checkpoint belongs to: a zoo "
                        "name, timm:MODEL_NAME or package.module:factory (e.g. torchvision.models:resnet18)")
@@ -108,11 +109,16 @@ class ExportTool(Tool):
                 profile_path = models.quick_profile(source, Path(tmp), sorted({32, *levels}, reverse=True), quant, args.max_branches, args.seed)
             levels = sorted({32, *levels}, reverse=True)
             branches = args.branches if profile_path is not None else models.full_branches(source.model, levels)
-            level = None if args.accuracy_level == "auto" else int(args.accuracy_level)
+            level = None if args.accuracy_level == "auto" else _linear_kernel(args.accuracy_level)
             return export(source.model, args.out, quant=quant, bit_levels=levels, profile_path=profile_path,
                           check_x=models.check_inputs(source), fused=branches, pareto_on=args.pareto_on,
                           calib_x=models.calib_inputs(source) if quant.act_bits else None, formats=formats,
                           accuracy_level=level, command=command, force=args.force)
+
+
+def _linear_kernel(choice: str) -> int | str:
+    """``--accuracy-level`` as the exporter takes it: 0 / 4 (MatMulNBits precision) or a kernel name."""
+    return int(choice) if choice.isdigit() else choice
 
 
 def _summary(pkg) -> dict:

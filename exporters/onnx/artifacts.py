@@ -3,8 +3,10 @@
 Forms (``form`` in the manifest) and what onnxruntime CPU runs for them:
 
 * ``fp32``: float graph. ``fp16``: fp16 weights and compute, float32 input/output.
-* ``w<b>``: weight-only ``b``-bit (from :mod:`edgeinf.quant`): Linear layers as ``MatMulNBits``
-  (real low-bit kernel), convolutions through ``Cast`` + ``Mul`` of the stored codes, which
+* ``w<b>``: ``b``-bit weights (from :mod:`edgeinf.quant`): Linear layers as ``MatMulNBits``
+  (real low-bit kernel) or as onnxruntime's int8 GEMM over the same codes with activations
+  quantized per call (``DynamicQuantizeMatMul``), whichever of those within tolerance runs
+  faster (timed at export); convolutions through ``Cast`` + ``Mul`` of the stored codes, which
   onnxruntime folds at load (simulated: fp32 speed in a plain session, low-bit storage).
 * ``w8a8``: static int8 (``QuantConfig(act_bits=8)`` at 8 bits): onnxruntime's quantizer on the
   block's fp32 graph, calibrated on the block's real inputs (:mod:`.int8`); onnxruntime runs
@@ -22,13 +24,18 @@ import numpy as np
 
 from edgeinf.errors import EdgeinfError
 from edgeinf.exporters.onnx import check
+from edgeinf.exporters.onnx.lowbit import FOLDED, INT8_GEMM
 from edgeinf.exporters.onnx.trace import export_graph
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-ACCURACY_LEVELS = (4, 0)  # MatMulNBits compute precision, preferred first
+# a Linear's kernel: MatMulNBits at accuracy level 4 (int8 compute) or 0 (fp32 compute), the int8
+# GEMM over the same codes (lowbit.INT8_GEMM), or none (lowbit.FOLDED: the weight is widened to
+# float at load and runs at fp32 speed, so a quantized Linear is never slower than its float twin)
+LINEAR_KERNELS = (4, 0, INT8_GEMM, FOLDED)
+LINEAR_OPS = {"MatMulNBits": "nbits", "DynamicQuantizeMatMul": INT8_GEMM}
 INT8_MAX_REL_RMS = 0.1  # a w8a8 graph further than this from the fp32 block is refused as wrong
 
 
@@ -47,12 +54,14 @@ def form_name(bits: int, act_bits: int | None) -> str:
     return f"w{bits}a{act_bits}" if act_bits and bits == 8 else f"w{bits}"
 
 
-def _tolerance_key(form: str, accuracy_level: int, uses_nbits: bool) -> str:
+def _tolerance_key(form: str, accuracy_level: int | str, uses_kernel: bool) -> str:
     if form in ("fp32", "fp16"):
         return form
     if "a8" in form:
         return "qdq"
-    return "wq-acc4" if uses_nbits and accuracy_level == 4 else "wq"
+    if uses_kernel and accuracy_level == INT8_GEMM:
+        return "wq-int8"
+    return "wq-acc4" if uses_kernel and accuracy_level == 4 else "wq"
 
 
 def _to_numpy(t: "torch.Tensor") -> np.ndarray:
@@ -70,9 +79,12 @@ def export_checked(module: "nn.Module", x: "torch.Tensor", names: tuple[str, str
         names: (input name, output name).
         form: the artifact's form (see the module docstring).
         packed: ``{parameter name: PackedWeight}`` for low-bit forms.
-        accuracy_level: MatMulNBits precision; None = try 4 and 0 and keep, of those within
-            tolerance, the faster in a one-thread onnxruntime session (errors and latencies of
-            both are recorded).
+        accuracy_level: the Linear kernel (:data:`LINEAR_KERNELS`: MatMulNBits precision 4 or
+            0, ``"int8"`` or ``"fold"``); None = try each and keep, of those within tolerance,
+            the fastest in a one-thread onnxruntime session (errors and latencies of all are
+            recorded as ``max_abs_error_by_accuracy_level`` / ``latency_ms_by_accuracy_level``,
+            the choice as ``linear_kernel``: ``"nbits"`` with its ``accuracy_level``, ``"int8"``
+            or ``"fold"``).
         where: names the graph in errors (``"block 3"``).
         tolerance_rule: a key of :data:`check.TOLERANCES` to use instead of the form's own.
         use_nbits: Linear layers as MatMulNBits; None = unless the form quantizes activations.
@@ -87,27 +99,27 @@ def export_checked(module: "nn.Module", x: "torch.Tensor", names: tuple[str, str
         ref = _to_numpy(module(x))
     x_np = _to_numpy(x)
     use_nbits = "a8" not in form if use_nbits is None else use_nbits
-    levels = ACCURACY_LEVELS if accuracy_level is None else (accuracy_level,)
+    levels = LINEAR_KERNELS if accuracy_level is None else (accuracy_level,)
     errors, candidates = {}, []
     for level in levels:
         model, info = export_graph(module, x, names[0], names[1], packed=packed, fp16=form == "fp16",
                                    use_nbits=use_nbits, accuracy_level=level, where=where)
         data = model.SerializeToString()
         err = float(np.abs(check.run(data, x_np) - ref).max())
-        uses_nbits = "MatMulNBits" in info["weights"].values()
-        tol_key = tolerance_rule or _tolerance_key(form, level, uses_nbits)
+        uses_kernel = any(op in LINEAR_OPS for op in info["weights"].values())
+        tol_key = tolerance_rule or _tolerance_key(form, level, uses_kernel)
         limit = check.TOLERANCES[tol_key].limit(ref)
         errors["per-block" if isinstance(level, dict) else str(level)] = err
         if err <= limit:
-            candidates.append((level, data, info, err, limit, tol_key, uses_nbits))
-        if not uses_nbits:
-            break  # accuracy_level only matters for MatMulNBits
+            candidates.append((level, data, info, err, limit, tol_key, uses_kernel))
+        if not uses_kernel:
+            break  # no Linear kernel (no Linear layer, or FOLDED): the remaining levels change nothing
     if not candidates:
         raise EdgeinfError(f"{where} ({form}): onnxruntime output differs from torch by {min(errors.values()):.3g}, "
                            f"more than the {form} tolerance; the exported graph is wrong, please report it")
     latencies = _time_levels(candidates, x_np[:1]) if len(candidates) > 1 else {}
     chosen = min(candidates, key=lambda c: latencies.get(str(c[0]), 0.0))
-    level, data, info, err, limit, tol_key, uses_nbits = chosen
+    level, data, info, err, limit, tol_key, uses_kernel = chosen
     report = check.kernel_report(data, info["weights"]) if info["weights"] else {"real_lowbit": [], "simulated": [], "ops": []}
     meta = {
         "form": form, "inputs": [names[0]], "outputs": [names[1]],
@@ -116,8 +128,11 @@ def export_checked(module: "nn.Module", x: "torch.Tensor", names: tuple[str, str
         "act_qdq": info["act_qdq"],
     }
     record_kernel(meta, data, quantized=bool(info["weights"]))
-    if uses_nbits and not isinstance(level, dict):
-        meta["accuracy_level"] = level
+    if len(errors) > 1 or (uses_kernel and not isinstance(level, dict)):  # a choice of Linear kernel was made
+        if level in (INT8_GEMM, FOLDED):
+            meta["linear_kernel"] = level
+        else:
+            meta["accuracy_level"], meta["linear_kernel"] = level, "nbits"
         meta["max_abs_error_by_accuracy_level"] = errors
         if latencies:
             meta["latency_ms_by_accuracy_level"] = latencies

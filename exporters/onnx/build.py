@@ -15,6 +15,7 @@ from edgeinf.branch import Branch
 from edgeinf.errors import EdgeinfError
 from edgeinf.exporters.onnx import check
 from edgeinf.exporters.onnx.artifacts import Artifact, export_checked, export_int8, form_name, record_kernel
+from edgeinf.exporters.onnx.lowbit import FOLDED, INT8_GEMM
 from edgeinf.package.loader import artifact_key, bits_tag
 from edgeinf.progress import Progress
 
@@ -41,7 +42,7 @@ class OnnxExport:
     bit_levels: Sequence[int]
     fused: Sequence[Branch] = ()
     check_x: "torch.Tensor | None" = None
-    accuracy_level: int | None = None
+    accuracy_level: int | str | None = None  # a Linear kernel of artifacts.LINEAR_KERNELS; None = the fastest
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     int8_boundaries: list | None = None  # shared activation ranges at block boundaries (w8a8)
 
@@ -258,22 +259,26 @@ def _composed_fused(variants, branch: Branch, spec: OnnxExport) -> Artifact:
     return Artifact(data, meta)
 
 
-def _levels_of_blocks(spec: OnnxExport, branch: Branch) -> dict[str, int]:
-    """MatMulNBits accuracy levels of the fused graph = those chosen for the per-block artifacts."""
+def _levels_of_blocks(spec: OnnxExport, branch: Branch) -> dict[str, int | str]:
+    """Linear kernels of the fused graph (MatMulNBits accuracy level or the int8 GEMM) = those
+    chosen for the per-block artifacts."""
     levels = {}
     for j, (index, bits) in enumerate(zip(branch.blocks, branch.bits)):
         meta = spec.artifacts[artifact_key("block", index, bits)].meta
-        for name in meta.get("weights", {}):
-            levels[f"blocks.{j}.{name}"] = int(meta.get("accuracy_level", 4))
+        nbits = int(meta.get("accuracy_level", 4))
+        for name, op in meta.get("weights", {}).items():
+            levels[f"blocks.{j}.{name}"] = {"DynamicQuantizeMatMul": INT8_GEMM, "FoldedAtLoad": FOLDED}.get(op, nbits)
     return levels
 
 
-def _loosest_rule(forms: list[str], levels: dict[str, int]) -> str:
+def _loosest_rule(forms: list[str], levels: dict[str, int | str]) -> str:
     rules = {"fp32"}
     for form in forms:
         rules.add("fp16" if form == "fp16" else "qdq" if "a8" in form else "wq")
     if any(v == 4 for v in levels.values()):
         rules.add("wq-acc4")
+    if any(v == INT8_GEMM for v in levels.values()):
+        rules.add("wq-int8")
     return max(rules, key=lambda r: (check.TOLERANCES[r].rtol, check.TOLERANCES[r].atol))
 
 

@@ -1,9 +1,12 @@
-"""ONNX nodes for weights in the canonical packed format: MatMulNBits (real low-bit) and blocked DequantizeLinear.
+"""ONNX nodes for weights in the canonical packed format: MatMulNBits, the int8 GEMM, blocked DequantizeLinear.
 
-Both start from a :class:`edgeinf.kernels.packing.PackedWeight` and reproduce its dequantized
-values exactly: ``MatMulNBits`` takes the packed bytes unchanged (its default zero point is the
-canonical ``2**(container-1)`` offset); ``DequantizeLinear`` (opset 21, blocked along K) takes
-the signed codes as int4 (bits <= 4) or int8 (bits <= 8).
+All start from a :class:`edgeinf.kernels.packing.PackedWeight`. ``MatMulNBits`` takes the packed
+bytes unchanged (its default zero point is the canonical ``2**(container-1)`` offset) and
+``DequantizeLinear`` (opset 21, blocked along K) the signed codes as int4 (bits <= 4) or int8
+(bits <= 8): both reproduce the dequantized values exactly. :func:`int8_matmul` stores the same
+int4 / int8 codes and runs the Linear in onnxruntime's int8 GEMM (``DynamicQuantizeMatMul``:
+activations quantized per call, VNNI / AMX where the CPU has them); its weights widen to int8 per
+output channel when the session loads (exact for per-channel codes).
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 MS_DOMAIN = "com.microsoft"
+INT8_GEMM = "int8"  # a Linear's kernel choice beside MatMulNBits' accuracy levels 4 and 0 (see int8_matmul)
+FOLDED = "fold"  # no Linear kernel: the weight is widened to float when the session loads (fp32 speed)
+INT8_GEMM_QMAX = 63  # the int8 GEMM's weight codes stay within 7 bits (see int8_matmul)
 NBITS_CONTAINERS = (2, 4, 8)  # MatMulNBits bit-widths onnxruntime 1.32 runs on CPU (checked)
 NBITS_MIN_BLOCK = 16
 
@@ -77,6 +83,76 @@ def matmul_nbits(pw: "packing.PackedWeight", x: str, y: str, name: str, accuracy
     )
     inits = [numpy_helper.from_array(data, b_name), numpy_helper.from_array(scales.reshape(-1), s_name)]
     return Nodes([node], inits)
+
+
+def int8_matmul(pw: "packing.PackedWeight", x: str, y: str, name: str, bias: str | None = None) -> Nodes:
+    """``y = x @ W.T (+ bias)`` with ``W`` from ``pw`` in onnxruntime's int8 GEMM (``com.microsoft.DynamicQuantizeMatMul``).
+
+    The file keeps the packed codes (int4 for bits <= 4, int8 above); everything between them and
+    the GEMM's ``[K, N]`` int8 weight is constant, so onnxruntime folds it when the session loads
+    and the GEMM prepacks the result. Per-channel codes of up to 7 bits are the int8 weight as
+    they are (exact values, ``b_scale`` = their scales). Blocked codes (one scale per group of K)
+    and 8-bit codes are widened to one code per weight with one scale per output channel,
+    ``round(q * s_group / s_n)`` with ``s_n = max|q * s_group| / 63``: at most half a step of
+    that grid from the packed values. 7 bits (:data:`INT8_GEMM_QMAX`), because x86 CPUs without
+    VNNI multiply uint8 x int8 pairs into saturating int16 sums (2 x 255 x 127 overflows them;
+    2 x 255 x 64 does not: onnxruntime's ``reduce_range`` for the same reason). The
+    activations are quantized per call (uint8, per tensor, onnxruntime's dynamic range), which is
+    what makes this path faster than fp32 where ``MatMulNBits`` is not (many tokens per call).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    q_name, s_name, w_name = f"{name}.qweight", f"{name}.scales", f"{name}.w_int8"
+    codes = _padded_codes(pw)
+    _, row = int8_matmul_weight(pw, codes)
+    if _exact_int8(pw):
+        inits = [_int_tensor(codes[:, : pw.k], pw.container, q_name),
+                 numpy_helper.from_array(pw.scales.reshape(-1).astype(np.float32), s_name)]
+        nodes = [helper.make_node("Cast", [q_name], [f"{name}.codes_i8"], name=f"{name}.Cast", to=TensorProto.INT8),
+                 helper.make_node("Transpose", [f"{name}.codes_i8"], [w_name], name=f"{name}.Transpose", perm=[1, 0])]
+    else:
+        g_name = f"{name}.group_scales"
+        inits = [_int_tensor(codes.reshape(pw.n, pw.k_blocks, pw.block_size), pw.container, q_name),
+                 numpy_helper.from_array(pw.scales.reshape(pw.n, pw.k_blocks, 1).astype(np.float32), g_name),
+                 numpy_helper.from_array(row, s_name),
+                 numpy_helper.from_array(row.reshape(-1, 1), f"{name}.row_scales"),
+                 numpy_helper.from_array(np.array([pw.n, -1], np.int64), f"{name}.flat_shape")]
+        f, d, flat = f"{name}.codes_f32", f"{name}.deq", f"{name}.flat"
+        nodes = [helper.make_node("Cast", [q_name], [f], name=f"{name}.Cast", to=TensorProto.FLOAT),
+                 helper.make_node("Mul", [f, g_name], [d], name=f"{name}.Mul"),
+                 helper.make_node("Reshape", [d, f"{name}.flat_shape"], [flat], name=f"{name}.Flatten")]
+        if codes.shape[1] != pw.k:
+            starts, ends, axes = f"{name}.starts", f"{name}.ends", f"{name}.axes"
+            inits += [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0], starts), ([pw.k], ends), ([1], axes))]
+            nodes.append(helper.make_node("Slice", [flat, starts, ends, axes], [f"{flat}.k"], name=f"{name}.Slice"))
+            flat = f"{flat}.k"
+        nodes += [helper.make_node("Div", [flat, f"{name}.row_scales"], [f"{name}.requant"], name=f"{name}.Div"),
+                  helper.make_node("Round", [f"{name}.requant"], [f"{name}.rounded"], name=f"{name}.Round"),
+                  helper.make_node("Cast", [f"{name}.rounded"], [f"{name}.codes_i8"], name=f"{name}.CastInt8",
+                                   to=TensorProto.INT8),
+                  helper.make_node("Transpose", [f"{name}.codes_i8"], [w_name], name=f"{name}.Transpose", perm=[1, 0])]
+    inputs = [x, w_name, s_name] + (["", bias] if bias else [])
+    nodes.append(helper.make_node("DynamicQuantizeMatMul", inputs, [y], name=f"{name}.DynamicQuantizeMatMul",
+                                  domain=MS_DOMAIN))
+    return Nodes(nodes, inits)
+
+
+def int8_matmul_weight(pw: "packing.PackedWeight", codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(int8 [N, K] codes, float32 [N] scales)`` :func:`int8_matmul` runs for ``pw`` (its
+    numpy reference; ``codes``: ``pw``'s padded signed codes when already unpacked)."""
+    codes = _padded_codes(pw) if codes is None else codes
+    if _exact_int8(pw):
+        return codes[:, : pw.k].astype(np.int8), pw.scales.reshape(-1).astype(np.float32)
+    deq = (codes.reshape(pw.n, pw.k_blocks, pw.block_size).astype(np.float32)
+           * pw.scales.reshape(pw.n, pw.k_blocks, 1)).reshape(pw.n, -1)[:, : pw.k]
+    row = np.abs(deq).max(axis=1) / np.float32(INT8_GEMM_QMAX)
+    row = np.where(row > 0, row, 1.0).astype(np.float32)
+    return np.round(deq / row[:, None]).astype(np.int8), row
+
+
+def _exact_int8(pw: "packing.PackedWeight") -> bool:
+    """Whether ``pw``'s own codes are the int8 GEMM's weight (one scale per row, within 7 bits)."""
+    return pw.per_channel and pw.bits < 8
 
 
 def _int_tensor(q: np.ndarray, container: int, name: str) -> "onnx.TensorProto":

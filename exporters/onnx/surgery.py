@@ -2,8 +2,9 @@
 
 The exporter keeps parameter names as initializer names, so each packed weight is found by
 name. A Linear (``Gemm`` with ``transB=1``, or ``MatMul`` of ``Transpose(W)``) becomes one
-``MatMulNBits`` node; every other use of a packed weight (convolutions, attention projections)
-reads it through ``Cast`` + ``Mul`` of the stored codes, which onnxruntime folds into a float
+``MatMulNBits`` node (accuracy level 4 or 0) or one int8 GEMM (``DynamicQuantizeMatMul`` over
+the same codes, level ``"int8"``); every other use of a packed weight (convolutions, attention
+projections) reads it through ``Cast`` + ``Mul`` of the stored codes, which onnxruntime folds into a float
 weight when the session loads (simulated low-bit: fp32 speed, low-bit storage and values).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from edgeinf.errors import EdgeinfError
-from edgeinf.exporters.onnx.lowbit import MS_DOMAIN, folded_weight, matmul_nbits, nbits_block_size
+from edgeinf.exporters.onnx.lowbit import FOLDED, INT8_GEMM, MS_DOMAIN, folded_weight, int8_matmul, matmul_nbits, nbits_block_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -52,12 +53,26 @@ def _linear_use(graph, users, weight: str):
     if node.op_type == "Transpose" and list(_attr(node, "perm", [1, 0])) == [1, 0]:
         mm = users.get(node.output[0], [])
         if len(mm) == 1 and mm[0].op_type == "MatMul" and mm[0].input[1] == node.output[0]:
+            add = _bias_add(graph, users, mm[0].output[0])
+            if add is not None:  # MatMul + Add(bias): the Linear of a 3-D input, bias included
+                bias = next(i for i in add.input if i != mm[0].output[0])
+                return mm[0], mm[0].input[0], bias, add.output[0], [node, add]
             return mm[0], mm[0].input[0], None, mm[0].output[0], [node]
     return None
 
 
+def _bias_add(graph, users, tensor: str):
+    """The ``Add`` of a constant 1-D bias that alone consumes ``tensor``, or None."""
+    uses = users.get(tensor, [])
+    if len(uses) != 1 or uses[0].op_type != "Add" or any(o.name == tensor for o in graph.output):
+        return None
+    other = [i for i in uses[0].input if i != tensor]
+    init = next((t for t in graph.initializer if other and t.name == other[0]), None)
+    return uses[0] if init is not None and len(init.dims) == 1 else None
+
+
 def replace_weights(model: "onnx.ModelProto", packed: dict[str, "PackedWeight"], shapes: dict[str, tuple[int, ...]],
-                    use_nbits: bool = True, accuracy_level: int | dict[str, int] = 4,
+                    use_nbits: bool = True, accuracy_level: int | str | dict[str, int | str] = 4,
                     where: str = "graph") -> dict[str, str]:
     """Replace each weight in ``packed`` (by initializer name) with its low-bit form, in place.
 
@@ -65,13 +80,15 @@ def replace_weights(model: "onnx.ModelProto", packed: dict[str, "PackedWeight"],
         model: an exported graph whose initializers carry the parameter names.
         packed: ``{initializer name: PackedWeight}``.
         shapes: the original float shape of each weight.
-        use_nbits: turn Linear layers into ``MatMulNBits``; False folds every weight at load.
-        accuracy_level: MatMulNBits compute precision (0 = fp32, 4 = int8 activations), or
+        use_nbits: give Linear layers a low-bit kernel; False folds every weight at load.
+        accuracy_level: the Linear kernel: MatMulNBits compute precision (0 = fp32, 4 = int8
+            activations), ``"int8"`` (:data:`INT8_GEMM`: the int8 GEMM) or ``"fold"``
+            (:data:`FOLDED`: none, folded at load like a convolution's), or
             ``{weight name: level}`` (4 for weights not named).
         where: names the graph in errors (e.g. ``"block 3"``).
 
     Returns:
-        ``{weight name: "MatMulNBits" | "FoldedAtLoad"}``.
+        ``{weight name: "MatMulNBits" | "DynamicQuantizeMatMul" | "FoldedAtLoad"}``.
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -82,17 +99,17 @@ def replace_weights(model: "onnx.ModelProto", packed: dict[str, "PackedWeight"],
     how = {}
     for name, pw in packed.items():
         users = _consumers(graph)
-        linear = _linear_use(graph, users, name) if use_nbits and nbits_block_size(pw) is not None else None
+        level = accuracy_level.get(name, 4) if isinstance(accuracy_level, dict) else accuracy_level
+        fits = level == INT8_GEMM or (level != FOLDED and nbits_block_size(pw) is not None)
+        linear = _linear_use(graph, users, name) if use_nbits and fits else None
         if linear is not None:
-            level = accuracy_level.get(name, 4) if isinstance(accuracy_level, dict) else accuracy_level
-            _to_nbits(graph, name, pw, linear, level)
-            how[name] = "MatMulNBits"
+            how[name] = _to_linear_kernel(graph, name, pw, linear, level)
         else:
             _to_folded(graph, name, pw, shapes[name])
             how[name] = "FoldedAtLoad"
         graph.initializer.remove(inits[name])
     _toposort(graph)
-    _set_opsets(model, uses_ms=any(v == "MatMulNBits" for v in how.values()))
+    _set_opsets(model, uses_ms=any(v != "FoldedAtLoad" for v in how.values()))
     return how
 
 
@@ -117,12 +134,16 @@ def _safe(name: str) -> str:
     return name.replace("/", "_").replace(":", "_")
 
 
-def _to_nbits(graph, name: str, pw, linear, accuracy_level: int) -> None:
+def _to_linear_kernel(graph, name: str, pw, linear, level: int | str) -> str:
+    """Replace one Linear by MatMulNBits (``level`` 4 / 0) or the int8 GEMM (``"int8"``); returns the op."""
     from onnx import helper
 
     node, x, bias, out, drop = linear
-    mm_out = out if bias is None else f"{_safe(name)}.matmul"
-    built = matmul_nbits(pw, x, mm_out, _safe(name), accuracy_level)
+    if level == INT8_GEMM:  # the GEMM adds the bias itself
+        built, op, bias = int8_matmul(pw, x, out, _safe(name), bias), "DynamicQuantizeMatMul", None
+    else:
+        mm_out = out if bias is None else f"{_safe(name)}.matmul"
+        built, op = matmul_nbits(pw, x, mm_out, _safe(name), level), "MatMulNBits"
     new = built.nodes
     if bias is not None:
         new.append(helper.make_node("Add", [mm_out, bias], [out], name=f"{_safe(name)}.bias"))
@@ -130,6 +151,7 @@ def _to_nbits(graph, name: str, pw, linear, accuracy_level: int) -> None:
         graph.node.remove(extra)
     graph.node.extend(new)
     graph.initializer.extend(built.initializers)
+    return op
 
 
 def _to_folded(graph, name: str, pw, shape) -> None:
