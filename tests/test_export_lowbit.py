@@ -155,3 +155,16 @@ def test_int8_matmul_stores_4_bit_codes_and_runs_an_int8_gemm(tmp_path):
         ops = [n.op_type for n in onnx.load(opt).graph.node]
         assert ops == ["DynamicQuantizeMatMul"], ops  # the widening is folded when the session loads
         assert check.kernel_summary(model, quantized=True)["kernel"] == "int8"
+
+
+@pytest.mark.parametrize("bits,block,k", [(4, None, 64), (3, None, 50), (4, 32, 200), (8, None, 48), (2, 64, 128)])
+def test_int8_matmul_node_gives_back_its_packed_weight(bits, block, k):
+    from onnx import numpy_helper
+
+    from edgeinf.exporters.onnx.lowbit import int8_matmul, packed_from_int8_matmul
+
+    pw = _weight(12, k, bits, block)
+    built = int8_matmul(pw, "x", "y", "fc")
+    arrays = {t.name: numpy_helper.to_array(t) for t in built.initializers}
+    back = packed_from_int8_matmul(built.nodes[-1], arrays)
+    np.testing.assert_array_equal(packing.dequantize(back), packing.dequantize(pw))  # the exact packed values

@@ -80,7 +80,7 @@ def test_missing_tensorrt_names_the_fix(monkeypatch):
     assert "pip install 'edgeinf[trt]'" in msg and "python3-libnvinfer" in msg and "\n" not in msg
 
 
-def _vit_block_w4():
+def _vit_block_w4(level=0, group_size=32):
     torch = pytest.importorskip("torch")
     from edgeinf.exporters.onnx.trace import export_graph
     from edgeinf.quant import QuantConfig, quantize_module
@@ -88,9 +88,9 @@ def _vit_block_w4():
 
     torch.manual_seed(0)
     block = ViTBlock(32, 2, 2.0).eval()
-    q, packed = quantize_module(block, QuantConfig(bits=4, group_size=32))
+    q, packed = quantize_module(block, QuantConfig(bits=4, group_size=group_size))
     x = torch.randn(2, 5, 32)
-    model, _ = export_graph(q, x, "features", "block_out", packed=packed, accuracy_level=0)
+    model, _ = export_graph(q, x, "features", "block_out", packed=packed, accuracy_level=level)
     return model.SerializeToString(), x.numpy()
 
 
@@ -107,6 +107,33 @@ def test_matmul_nbits_rewrite_for_tensorrt_keeps_outputs():
     assert count == 4 and not any(n.op_type == "MatMulNBits" for n in model.graph.node)
     assert all(o.domain != "com.microsoft" for o in model.opset_import)
     np.testing.assert_allclose(run(converted, x), run(data, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("group_size", [None, 32])
+def test_int8_gemm_rewrite_for_tensorrt_reads_the_exact_packed_weights(group_size):
+    """TensorRT gets the weight-only form of the packed codes: the same values as MatMulNBits, no
+    onnxruntime op, the int8 GEMM's load-time widening subgraph gone."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from edgeinf.exporters.onnx.check import run
+    from edgeinf.exporters.tensorrt import trt_onnx_bytes
+
+    data, x = _vit_block_w4("int8", group_size)
+    nbits, _ = _vit_block_w4(0, group_size)
+    assert {n.op_type for n in onnx.load_from_string(data).graph.node} >= {"DynamicQuantizeMatMul", "Cast"}
+    converted, count = trt_onnx_bytes(data)
+    model = onnx.load_from_string(converted)
+    ops = {n.op_type for n in model.graph.node}
+    from collections import Counter
+
+    same = Counter(n.op_type for n in onnx.load_from_string(trt_onnx_bytes(nbits)[0]).graph.node)
+    assert count == 4 and Counter(n.op_type for n in model.graph.node) == same  # the MatMulNBits rewrite, op for op
+    assert not ops & {"DynamicQuantizeMatMul", "Round"} and "DequantizeLinear" in ops
+    assert all(o.domain != "com.microsoft" for o in model.opset_import)
+    stored = {t.name for t in onnx.load_from_string(data).graph.initializer if t.name.endswith(("qweight", "scales"))}
+    assert stored and not stored & {t.name for t in model.graph.initializer}  # the int8 GEMM's own weights are gone
+    np.testing.assert_allclose(run(converted, x), run(nbits, x), rtol=1e-5, atol=1e-5)  # exactly MatMulNBits' weights
 
 
 @pytest.mark.trt
@@ -216,3 +243,51 @@ def test_tensorrt_builds_int8_engines_from_the_w8a8_artifacts(tmp_path):
     for key in int8_keys:
         engine = pkg.entry(f"{key}@trt")
         assert engine["role"] == "engine" and engine["form"] == "w8a8" and pkg.path(f"{key}@trt").stat().st_size > 0
+        assert engine["layer_precisions"]["compute"].get("int8")  # inspected after the build: int8 really runs
+
+
+def _engine_json(*layers, detailed=True):
+    """An engine inspector's JSON (LayerInformationFormat.JSON, ProfilingVerbosity.DETAILED)."""
+    import json
+
+    rows = []
+    for name, kind, dtype in layers:
+        row = {"Name": name, "LayerType": kind}
+        if detailed:
+            row.update(Inputs=[{"Name": f"{name}.in", "Location": "Device", "Dimensions": [1, 64, 8, 8], "Format/Datatype": dtype}],
+                       Outputs=[{"Name": f"{name}.out", "Location": "Device", "Dimensions": [1, 64, 8, 8], "Format/Datatype": dtype}],
+                       TacticName="sm80_xmma_fprop_implicit_gemm")
+        rows.append(row)
+    return json.dumps({"Layers": rows, "Bindings": ["input", "logits"]})
+
+
+def test_layer_precisions_read_the_inspectors_short_and_long_datatypes():
+    from edgeinf.exporters.tensorrt.layers import layer_precisions, precision_of
+
+    assert [precision_of(t) for t in ("Int8", "Half", "Float", "Row major linear FP16 format",
+                                      "Channel major INT8 format where channel % 32 == 0", "BFloat16", "Int32")] == \
+        ["int8", "fp16", "fp32", "fp16", "int8", "bf16", "int32"]
+    info = layer_precisions(_engine_json(("conv1", "CaskConvolution", "Int8"), ("add", "PointWise", "Int8"),
+                                         ("fc", "CaskGemmMatrixMultiply", "Float"), ("q", "Reformat", "Float")))
+    assert info["compute"] == {"int8": 1, "fp32": 1} and info["all"] == {"int8": 2, "fp32": 2}
+    assert info["float_compute"] == ["fc"] and info["detailed"] and info["layers"] == 4
+
+
+def test_an_int8_engine_that_fell_back_to_float_is_refused_and_a_partial_one_is_named():
+    from edgeinf.exporters.tensorrt.layers import check_precisions, layer_precisions
+
+    int8 = {"int8": True, "fp16": False, "strongly_typed": False}
+    fell_back = layer_precisions(_engine_json(("conv1", "CaskConvolution", "Float"), ("conv2", "CaskConvolution", "Float")))
+    with pytest.raises(EdgeinfError, match="without any int8 compute layer") as err:
+        check_precisions(fell_back, int8, "block3.onnx")
+    assert "\n" not in str(err.value)
+    partial = layer_precisions(_engine_json(("conv1", "CaskConvolution", "Int8"), ("attn", "Myelin", "Row major linear FP32 format")))
+    warnings = check_precisions(partial, int8, "block3.onnx")
+    assert len(warnings) == 1 and "1 of 2 compute layers run fp32" in warnings[0] and "attn" in warnings[0]
+    fp16 = {"int8": False, "fp16": True, "strongly_typed": False}
+    assert check_precisions(layer_precisions(_engine_json(("mm", "gemm", "Half"))), fp16, "x") == []
+    assert check_precisions(fell_back, {"int8": False, "fp16": False, "strongly_typed": True}, "x") == []  # nothing asked
+    with pytest.raises(EdgeinfError, match="no layer details"):
+        check_precisions(layer_precisions(_engine_json(("conv1", "CaskConvolution", "Int8"), detailed=False)), int8, "x")
+    with pytest.raises(EdgeinfError, match="not its layer JSON"):
+        layer_precisions("Layers: conv1")

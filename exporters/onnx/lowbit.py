@@ -150,6 +150,27 @@ def int8_matmul_weight(pw: "packing.PackedWeight", codes: np.ndarray | None = No
     return np.round(deq / row[:, None]).astype(np.int8), row
 
 
+def packed_from_int8_matmul(node, arrays: dict[str, np.ndarray]) -> "packing.PackedWeight":
+    """The packed weight an :func:`int8_matmul` node was made from, read back from its stored codes
+    and scales (``arrays``: the graph's initializers by name); exact values, the 7-bit widening
+    undone. What another backend (TensorRT's weight-only GEMM) builds from."""
+    name = node.name[: -len(".DynamicQuantizeMatMul")]
+    codes = np.asarray(arrays[f"{name}.qweight"]).astype(np.int16)
+    container = 4 if arrays[f"{name}.qweight"].dtype != np.int8 else 8
+    if codes.ndim == 2:  # per-channel codes, unpadded
+        n, k = codes.shape
+        scales = np.asarray(arrays[f"{name}.scales"], np.float32).reshape(n, 1)
+        block = -(-k // 8) * 8
+        codes = np.pad(codes, ((0, 0), (0, block - k))).reshape(n, 1, block)
+    else:  # [N, k_blocks, block] codes and [N, k_blocks, 1] scales; K from the Slice, if any
+        n, _, block = codes.shape
+        scales = np.asarray(arrays[f"{name}.group_scales"], np.float32).reshape(n, -1)
+        ends = arrays.get(f"{name}.ends")
+        k = int(ends[0]) if ends is not None else codes.shape[1] * block
+    data = packing.pack_codes((codes + (1 << (container - 1))).astype(np.uint8), container)
+    return packing.PackedWeight(data=data, scales=np.ascontiguousarray(scales), bits=container, block_size=block, k=k)
+
+
 def _exact_int8(pw: "packing.PackedWeight") -> bool:
     """Whether ``pw``'s own codes are the int8 GEMM's weight (one scale per row, within 7 bits)."""
     return pw.per_channel and pw.bits < 8

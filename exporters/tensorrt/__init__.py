@@ -22,14 +22,14 @@ __all__ = ["BatchRange", "DeviceInfo", "EnginePlan", "add_engines", "add_trt_onn
 
 
 def trt_onnx_bytes(data: bytes) -> tuple[bytes, int]:
-    """The artifact as TensorRT parses it: MatMulNBits rewritten to DequantizeLinear + MatMul, uint8
+    """The artifact as TensorRT parses it: MatMulNBits and the int8 GEMM rewritten to DequantizeLinear + MatMul, uint8
     activation Q/DQ to symmetric int8 (:mod:`.qdq`); returns (bytes, nodes and ranges rewritten)."""
     onnx = require("onnx", "TensorRT export")
-    from edgeinf.exporters.tensorrt.graph import nbits_to_dequantize
+    from edgeinf.exporters.tensorrt.graph import linear_kernels_to_dequantize
     from edgeinf.exporters.tensorrt.qdq import symmetric_int8, trt_qdq_problems
 
     model = onnx.load_from_string(data)
-    nbits, ranges = nbits_to_dequantize(model), symmetric_int8(model)
+    nbits, ranges = linear_kernels_to_dequantize(model), symmetric_int8(model)
     if ranges:
         problems = trt_qdq_problems(model)
         if problems:
@@ -100,7 +100,7 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
         ``{artifact key: reason}`` for the skipped ones.
     """
     require("tensorrt", "edgeinf export --format trt")
-    from edgeinf.exporters.tensorrt.engine import build_engine, device_info
+    from edgeinf.exporters.tensorrt.engine import build_engine, device_info, engine_layers
 
     batch = batch or BatchRange()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -117,8 +117,10 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
             skipped[key] = str(exc)
             log.warning("TensorRT: %s skipped: %s", key, exc)
             continue
+        layers = engine_layers(engine, plan)
         pkg.add_file(f"{key}@trt", "engine", engine_rel, engine, backend="tensorrt", form=art.meta["form"],
-                     device=device.__dict__, cache_key=cache_key(device, plan), batch=batch.__dict__)
+                     device=device.__dict__, cache_key=cache_key(device, plan), batch=batch.__dict__,
+                     layer_precisions={k: layers[k] for k in ("compute", "all", "float_compute", "compute_layers")})
     pkg.manifest["tensorrt"] = {"device": device.__dict__, "batch": batch.__dict__, "skipped": skipped}
     return skipped
 

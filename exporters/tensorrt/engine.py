@@ -1,4 +1,9 @@
-"""Build TensorRT engines with the TensorRT Python API (timing cache reused, engine cache keyed per device)."""
+"""Build TensorRT engines with the TensorRT Python API (timing cache reused, engine cache keyed per device).
+
+Each engine is built with ``ProfilingVerbosity.DETAILED`` and inspected after the build; its
+per-layer precisions (:mod:`.layers`) are kept beside it in the cache (``<key>.layers.json``) and
+checked against the build's flags, so an int8 / fp16 engine that fell back to float is refused.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +13,9 @@ from pathlib import Path
 
 from edgeinf._atomic import write_bytes
 from edgeinf._lazy import require
+from edgeinf._atomic import write_json
 from edgeinf.errors import EdgeinfError
+from edgeinf.exporters.tensorrt.layers import check_precisions, layer_precisions
 from edgeinf.exporters.tensorrt.plan import DeviceInfo, EnginePlan, cache_key, timing_cache_path
 
 log = logging.getLogger("edgeinf")
@@ -62,6 +69,7 @@ def _network(trt, builder, logger, plan: EnginePlan):
 def _config(trt, builder, plan: EnginePlan, timing_cache: bytes, workspace_mb: int):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # per-layer precisions for the check after the build
     if not plan.precision["strongly_typed"]:
         if plan.precision["fp16"]:
             config.set_flag(trt.BuilderFlag.FP16)
@@ -80,7 +88,12 @@ def build_engine(plan: EnginePlan, cache_dir: str | Path, workspace_mb: int = 10
     """Build (or reuse from the engine cache) the engine for ``plan``; returns the cached engine file.
 
     The timing cache ``timing-<device>.cache`` in ``cache_dir`` is loaded before and saved after
-    each build, so later builds reuse the kernel timings.
+    each build, so later builds reuse the kernel timings. The engine's layer precisions
+    (:func:`engine_layers`) are checked after the build and on every cache hit.
+
+    Raises:
+        EdgeinfError: TensorRT cannot parse or build the graph, or the engine does not run the
+            precision its flags ask for (:func:`.layers.check_precisions`).
     """
     trt = _trt()
     device = device_info()
@@ -88,6 +101,7 @@ def build_engine(plan: EnginePlan, cache_dir: str | Path, workspace_mb: int = 10
     engine_path = cache_dir / f"{cache_key(device, plan)}.engine"
     if engine_path.is_file():
         log.debug("engine cache hit: %s", engine_path)
+        engine_layers(engine_path, plan)  # checked again: a cached engine is refused like a new one
         return engine_path
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -97,6 +111,39 @@ def build_engine(plan: EnginePlan, cache_dir: str | Path, workspace_mb: int = 10
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgeinfError(f"TensorRT failed to build an engine from {plan.onnx_path} (form {plan.form}); see the TensorRT log above")
+    summary = _inspect(trt, logger, bytes(serialized), plan)
+    write_json(_layers_path(engine_path), summary)
     write_bytes(engine_path, bytes(serialized))
     write_bytes(tc_path, bytes(cache.serialize()))
     return engine_path
+
+
+def engine_layers(engine_path: str | Path, plan: EnginePlan) -> dict:
+    """The layer precisions of a cached engine (inspected again if its record is missing or
+    unreadable), checked against ``plan``'s flags (raises on a fallback, logs the fp32 layers of a
+    partly lowered one)."""
+    import json
+
+    path = _layers_path(Path(engine_path))
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        trt = _trt()
+        summary = _inspect(trt, trt.Logger(trt.Logger.WARNING), Path(engine_path).read_bytes(), plan)
+        write_json(path, summary)
+    for warning in check_precisions(summary, plan.precision, str(plan.onnx_path)):
+        log.warning("TensorRT: %s", warning)
+    return summary
+
+
+def _inspect(trt, logger, serialized: bytes, plan: EnginePlan) -> dict:
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    if engine is None:
+        raise EdgeinfError(f"TensorRT cannot load the engine it built from {plan.onnx_path}")
+    summary = layer_precisions(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    check_precisions(summary, plan.precision, str(plan.onnx_path))  # raises on a fallback; warnings: engine_layers
+    return summary
+
+
+def _layers_path(engine_path: Path) -> Path:
+    return engine_path.with_name(engine_path.stem + ".layers.json")
