@@ -8,13 +8,21 @@ the same branch, interleaved call by call in one run, frame-paced like a camera.
 What a call adds to the backend's own run: the input checks, the contention snapshot, the
 scheduler's choice, the latency model's update and the record. Two numbers per configuration:
 ``overhead_us_p50`` = p50(Runtime.infer) - p50(bare run of the same branch), the calls of all
-configurations and the bare runs interleaved one by one (each after the same frame gap), and
+configurations and the bare runs interleaved one by one (each after the same frame gap; every
+configuration runs its own sessions, so a configuration's call and its bare run alternate which
+goes first: the one that follows another configuration's run finds the weights colder, which
+alone made calls ~300 us slower than bare runs when the bare run always came second), and
 ``in_run_us_p50`` = p50 over calls of (Runtime.infer - the time inside its own backend run).
 ``learner_wakeups_per_call``: how often a call woke the learner thread (paced calls are learnt,
 and their inputs NaN-checked, in the monitor's thread).
 The batch is raised until the bare run takes >= ``--min-ms`` (5 ms): the overhead is measured
 where caches are as cold as after a real model. ``static-inline`` updates the latency model on
-the call path, as the runtime did before learning moved to the learner thread.
+the call path, as the runtime did before learning moved to the learner thread; ``lut-nocheck``
+runs without the input's NaN/inf check (``allow_nonfinite=True``), so its share shows. ``python-floor``
+is a reference, not a runtime: the least any Python call path around the same executor does
+(budget type check, lock, input identity check, a kept choice, three clock reads, a record, one
+queue append), timed the same way, so the file shows what part of the overhead is the host's
+cost of running any Python code after an idle frame gap and what part is the runtime's own work.
 """
 from __future__ import annotations
 
@@ -33,7 +41,48 @@ from edgeinf.runtime.device_profile import profile_package, sample_input
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runtime import Runtime
 
-CONFIGS = (("static", "static", False), ("lut", "lut", False), ("static-inline", "static", True))
+# (name, scheduler, inline learning); "-nocheck": Runtime.load(allow_nonfinite=True), no NaN/inf input check
+CONFIGS = (("static", "static", False), ("lut", "lut", False), ("static-inline", "static", True), ("lut-nocheck", "lut", False))
+FLOOR = "python-floor"
+
+
+class _Floor:
+    """The least a Python call path around ``rt``'s executor does (see the module docstring)."""
+
+    def __init__(self, rt: Runtime):
+        import collections
+        import threading
+
+        self.rt, self.executor, self.table = rt, rt.executor, rt.table
+        self._lock, self._shape, self._dtype, self._choice = threading.Lock(), None, None, None
+        self._calls, self._queue = 0, collections.deque(maxlen=64)
+
+    def infer(self, x, budget_ms: float):
+        from edgeinf.runtime.runtime import Record, _new_record
+
+        if type(budget_ms) is not float or not 0.0 < budget_ms <= 1e12:
+            raise ValueError(budget_ms)
+        with self._lock:
+            if x.__class__ is not np.ndarray or x.dtype is not self._dtype or x.shape != self._shape:
+                self._shape, self._dtype = x.shape, x.dtype
+            t0 = time.perf_counter()
+            snap = self.rt.monitor.snapshot
+            c = self._choice
+            if c is None or c[0] != budget_ms:
+                c = self._choice = (budget_ms, self.table.most_accurate)
+            decision_us = (time.perf_counter() - t0) * 1e6
+            out = self.executor.run(c[1], x, None)
+            ms = (time.perf_counter() - t0) * 1e3
+            record = _new_record(Record, (self._calls, c[1].id, budget_ms, 0.0, ms, ms <= budget_ms, False, decision_us, snap, None, None))
+            self._calls += 1
+            self._queue.append((c[1], snap, record))
+            return out, record
+
+    def stats(self) -> dict:
+        return {"decision_us": {"p50_us": None}}
+
+    def close(self) -> None:
+        self.rt.close()
 
 
 def pick_batch(rt: Runtime, branch, min_ms: float, max_batch: int = 64) -> tuple[int, float]:
@@ -74,7 +123,9 @@ def make_runtimes(pkg: str, threads: int, min_ms: float, monitor_hz: float) -> t
     rts = {}
     for name, sched, inline in CONFIGS:
         rts[name] = Runtime.load(pkg, scheduler=sched, monitor=Monitor(MonitorConfig(rate_hz=monitor_hz)),
-                                 intra_op_threads=threads, inline_learning=inline)
+                                 intra_op_threads=threads, inline_learning=inline, allow_nonfinite=name.endswith("nocheck"))
+    rts[FLOOR] = _Floor(Runtime.load(pkg, scheduler="static", monitor=Monitor(MonitorConfig(rate_hz=monitor_hz)),
+                                     intra_op_threads=threads))
     first = rts["static"]
     batch, bare_ms = pick_batch(first, first.table.most_accurate, min_ms)
     return rts, batch, bare_ms
@@ -84,32 +135,37 @@ def bench(pkg: str, rounds: int, threads: int, min_ms: float, period_ms: float |
     rts, batch, bare_ms = make_runtimes(pkg, threads, min_ms, monitor_hz)
     x = sample_input(rts["static"].input_spec, batch, seed=0)
     full = rts["static"].table.most_accurate
-    # lut: a budget the most accurate branch fits when idle, so it is picked most calls
-    budgets = {"static": 1e4, "static-inline": 1e4, "lut": 1e4}
+    budgets = dict.fromkeys(rts, 1e4)  # a budget every branch fits: the most accurate one runs
     period_s = (period_ms or max(33.0, 3 * bare_ms)) / 1e3
     timers = {n: _RunTimer(rt.executor) for n, rt in rts.items()}
     for n, rt in rts.items():  # warm-up: sessions, caches, the latency model's first residuals
         for _ in range(40):
             rt.infer(x, budgets[n])
-    kicks = {n: rt._learner.kicks for n, rt in rts.items()}  # the warm-up runs back to back: not counted
+    kicks = {n: _kicks(rt) for n, rt in rts.items()}  # the warm-up runs back to back: not counted
     total = {n: [] for n in rts}
     in_run = {n: [] for n in rts}
     bare = {n: [] for n in rts}
     branch = {n: full for n in rts}
     order = list(rts)
+    def call(n):
+        t0 = time.perf_counter()
+        _, rec = rts[n].infer(x, budgets[n])
+        total[n].append(time.perf_counter() - t0)
+        in_run[n].append(total[n][-1] - timers[n].last_s)
+        branch[n] = rts[n].table.get(rec.branch)
+
+    def bare_run(n):
+        bare[n].append(_timed_ms(lambda: timers[n].inner(branch[n], x, None)) / 1e3)
+
     for r in range(rounds):
         for n in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
-            rt = rts[n]
-            t_next = time.perf_counter() + period_s
-            t0 = time.perf_counter()
-            _, rec = rt.infer(x, budgets[n])
-            total[n].append(time.perf_counter() - t0)
-            in_run[n].append(total[n][-1] - timers[n].last_s)
-            branch[n] = rt.table.get(rec.branch)
-            _sleep_until(t_next)
-            t_next = time.perf_counter() + period_s
-            bare[n].append(_timed_ms(lambda: timers[n].inner(branch[n], x, None)) / 1e3)
-            _sleep_until(t_next)
+            # each configuration's sessions are its own: the first of its two runs follows another
+            # configuration's run (its weights partly out of the caches), the second follows its
+            # own; alternating which one goes first gives the call and the bare run the same mix
+            for step in ((call, bare_run) if r % 2 == 0 else (bare_run, call)):
+                t_next = time.perf_counter() + period_s
+                step(n)
+                _sleep_until(t_next)
     out = {}
     for n, rt in rts.items():
         t, b, i = (np.array(v) * 1e6 for v in (total[n], bare[n], in_run[n]))
@@ -118,9 +174,13 @@ def bench(pkg: str, rounds: int, threads: int, min_ms: float, period_ms: float |
                   "overhead_us_p50": float(np.median(t) - np.median(b)), "in_run_us_p50": float(np.median(i)),
                   "in_run_us_p90": float(np.percentile(i, 90)), "decision_us_p50": s["decision_us"]["p50_us"],
                   "calls": len(t), "inline_learning": n.endswith("inline"),
-                  "learner_wakeups_per_call": (rt._learner.kicks - kicks[n]) / len(t)}
+                  "learner_wakeups_per_call": (_kicks(rt) - kicks[n]) / len(t)}
         rt.close()
     return {"batch": batch, "bare_ms_at_pick": bare_ms, "period_ms": period_s * 1e3, "results": out}
+
+
+def _kicks(rt) -> int:
+    return rt._learner.kicks if isinstance(rt, Runtime) else 0
 
 
 def _sleep_until(t: float) -> None:

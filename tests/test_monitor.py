@@ -5,6 +5,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from edgeinf.errors import EdgeinfError
@@ -135,3 +136,30 @@ def test_psutil_source_agrees_with_procfs_on_this_host():
     pf = Monitor(MonitorConfig(source="procfs")).update()
     assert len(ps.per_core) == len(pf.per_core)
     assert ps.mem_available_mb == pytest.approx(pf.mem_available_mb, rel=0.2)
+
+
+def test_a_runtime_in_a_call_tells_the_monitor_its_threads_are_its_own(tmp_path):
+    """The run queue counts the runtime's own inference threads only while a call runs (the
+    runtime's lock is held), read by the monitor at its sample: the call writes nothing."""
+    from _runtime_fakes import SPEC, FakeClock, fake_executor, table
+
+    from edgeinf.runtime.runtime import Runtime
+
+    write_tree(tmp_path, [(0, 100), (0, 100)], own_ticks=0, running=4)
+    m, clock = make_monitor(tmp_path)
+    m.update()
+    rt = Runtime(table(), fake_executor(FakeClock(), m), "lut", monitor=m, clock=FakeClock())
+    try:
+        rt.set_session_threads(2)
+        clock.t = 0.1
+        assert m.update().runnable_per_core == pytest.approx((4 - 1) / 2)  # between calls: all 3 are others'
+        with rt._lock:  # what a call holds while it runs
+            clock.t = 0.2
+            s = m.update()
+        # the run queue averages the last 3 samples: 3, 3 others, then 1 (2 of the 4 are ours)
+        assert s.runnable_per_core == pytest.approx((3 + 3 + (4 - 2 - 1)) / 3 / 2)
+        rt.infer(np.zeros([d or 1 for d in SPEC.shape], SPEC.dtype), 5.0)
+        assert m.busy_threads == 0  # nothing written by the call
+    finally:
+        rt.close()
+    assert not m._busy_sources  # closing the runtime unregisters it

@@ -92,10 +92,46 @@ def test_a_check_that_fails_to_run_in_a_tick_does_not_pass_and_the_host_survives
     learner = Learner(lambda i: None).start()
     learner.hosted = True
     try:
-        check = learner.check_later(broken, object())
+        token = learner.check_later(broken, object())
         learner.tick()  # the host's thread: must not raise (a monitor would die)
-        assert learner.passed(check) is False  # the caller then checks the input itself
+        assert learner.passed(token) is False  # the caller then checks the input itself
         again = learner.check_later(lambda a: True, object())
-        assert again is check and learner.passed(again) is True  # reused, not lost
+        assert again != token and learner.passed(again) is None  # nobody ran it yet: the caller runs it
+        third = learner.check_later(lambda a: True, object())
+        learner.tick()
+        assert learner.passed(third) is True and learner.to_check is None
     finally:
         learner.stop()
+
+
+def test_a_late_answer_is_never_taken_for_another_calls_check():
+    learner = Learner(lambda i: None).start()
+    learner.hosted = True
+    try:
+        first = learner.check_later(lambda a: False, object())
+        learner.tick()  # answered False for the first call ...
+        second = learner.check_later(lambda a: True, object())
+        assert learner.passed(second) is None  # ... which is not the second call's answer
+        assert learner.passed(first) is False
+    finally:
+        learner.stop()
+
+
+def test_the_runtime_checks_a_large_input_itself_when_no_runner_answered(monkeypatch):
+    """A NaN in an input large enough to be handed over still raises when no host or thread ran
+    the check during the run (the runtime then runs it after the run)."""
+    from edgeinf.errors import EdgeinfError
+    from edgeinf.runtime import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "_INLINE_CHECK_BYTES", 0)  # every input is handed over
+    rt = _runtime()
+    rt._learner.hosted = True  # a host that never ticks: nobody answers
+    try:
+        x = np.zeros([d or 1 for d in SPEC.shape], SPEC.dtype)
+        rt.infer(x, 5.0)
+        assert rt._learner.checks >= 1 and rt._learner.to_check is None
+        x.reshape(-1)[0] = np.nan
+        with pytest.raises(EdgeinfError, match="NaN or inf"):
+            rt.infer(x, 5.0)
+    finally:
+        rt.close()

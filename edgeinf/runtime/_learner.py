@@ -18,52 +18,21 @@ Either way a choice uses a model at most one call stale; :meth:`Learner.sync` ma
 when both have fallen further behind. Items are applied in order, one applier at a time.
 A check a call needs answered by the end of its run (the input's NaN check, :meth:`check_later`)
 is run by the host's tick when one comes during the run, else by the thread when it was woken
-anyway (or there is no host), else by the caller after the run. ``inline=True`` applies every call at once (deterministic; for tests).
+anyway (or there is no host), else by the caller after the run. The hand-over is two attribute
+writes and a read, no lock: ``to_check`` holds ``(token, fn, arg)`` until a runner takes it and
+``checked`` the ``(token, passed)`` of the last check run; a caller that finds no answer for its
+own token runs the check itself (a runner that took it late only repeats the work), and tokens
+never repeat, so no answer is taken for another call's.
+``inline=True`` applies every call at once (deterministic; for tests).
 """
 from __future__ import annotations
 
-import _thread
 import collections
 import inspect
 import queue
 import threading
 import weakref
 from typing import Callable
-
-
-class Check:
-    """A check that must be answered by the end of a backend run (the input's NaN check).
-
-    Whoever gets to it first runs it: a host's tick or the learner thread while the backend
-    runs, else the caller itself in :meth:`passed`. One instance per learner is reused call
-    after call (armed by :meth:`Learner.check_later`), so a call allocates nothing."""
-
-    __slots__ = ("fn", "arg", "ok", "_done", "_claim")
-
-    def __init__(self):
-        self.fn, self.arg, self.ok = None, None, True
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        self._claim = _thread.allocate_lock()  # held: nothing to run until armed
-        self._claim.acquire()
-
-    def run(self) -> None:
-        """Run it here unless another thread has claimed it (or nothing is armed)."""
-        if not self._claim.acquire(False):
-            return
-        self.ok = False  # a check that fails to run does not pass: the caller checks again itself
-        try:
-            self.ok = bool(self.fn(self.arg))
-        finally:
-            self.arg = None
-            self._done.release()
-
-    def passed(self, timeout_s: float = 5.0) -> bool:
-        """The result: run here if nobody has started it, else wait for the one who has."""
-        self.run()
-        if not self._done.acquire(timeout=timeout_s):
-            raise RuntimeError(f"the runtime's learner thread did not run a check within {timeout_s:g} s")
-        return self.ok
 
 
 class Learner:
@@ -82,12 +51,12 @@ class Learner:
         self.submitted = 0
         self.applied = 0
         self.kicks = 0  # wake-ups of the thread (a hosted, frame-paced runtime needs almost none)
-        self.checks = 0  # checks handed to the thread
+        self.checks = 0  # checks handed over; also the token of the last one (never repeats)
+        self.to_check: tuple | None = None  # (token, fn, arg): a check waiting for a runner
+        self.checked: tuple | None = None  # (token, passed) of the last check a runner finished
         self._pending: collections.deque = collections.deque()  # submitted, not applied yet
         self._applying = threading.Lock()  # one applier at a time: items stay in order
-        self._check: Check | None = None  # armed for the call in progress
-        self._spare: Check | None = Check()  # the reusable check while no call holds it
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # wake-ups: a Check, True (apply), None (stop)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # wake-ups: True (check, apply), None (stop)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.threaded = False  # a thread runs: submit queues, check_later hands checks to it
@@ -107,48 +76,51 @@ class Learner:
         if not self.threaded:
             self.apply_pending()
 
-    def check_later(self, fn: Callable[[object], bool], arg) -> "Check | None":
-        """``fn(arg)``, run while the backend runs: by a host's tick, by the thread after the
-        next :meth:`kick`, or at the latest in :meth:`passed`; ``None`` when no thread runs (the
-        caller checks at once)."""
-        check = self._spare
-        if not self.threaded or self._error is not None or check is None:
+    def check_later(self, fn: Callable[[object], bool], arg) -> int | None:
+        """Hand ``fn(arg)`` over to run while the backend runs (a host's tick, or the thread after
+        the next :meth:`kick`); returns its token for :meth:`passed`, or ``None`` when no thread
+        runs (the caller checks at once). ``Runtime.infer`` inlines this."""
+        if not self.threaded or self._error is not None:
             return None
-        self._spare = None
-        self.checks += 1
-        check.fn, check.arg, check.ok = fn, arg, True  # armed here: no further call on the call path
-        check._claim.release()  # last: a runner sees the fields set
-        self._check = check
-        return check
+        token = self.checks = self.checks + 1
+        self.to_check = (token, fn, arg)
+        return token
 
-    def passed(self, check: Check) -> bool:
-        """The result of ``check`` (from :meth:`check_later`; run here if nobody has); makes it
-        reusable."""
-        self._check = None
-        if not check._done.acquire(False):  # the common case (already run) costs no further call
-            check.passed()
-        self._spare = check
-        return check.ok
+    def passed(self, token: int) -> bool | None:
+        """The answer of the check handed over as ``token``: True / False, or ``None`` when no
+        runner has finished it (the caller then runs it itself). Withdraws it from the runners."""
+        self.to_check = None
+        done = self.checked
+        return done[1] if done is not None and done[0] == token else None
+
+    def run_check(self) -> None:
+        """Run the check waiting for a runner, if any (never raises: a check that fails to run
+        does not pass, and the caller checks again itself)."""
+        item = self.to_check
+        if item is None:
+            return
+        self.to_check = None
+        token, fn, arg = item
+        try:
+            ok = bool(fn(arg))
+        except Exception:
+            ok = False
+        self.checked = (token, ok)
 
     def kick(self) -> None:
         """Wake the thread (one C-level queue put; call it right before a GIL-releasing backend
-        run) when items are pending, or when a check is armed and no host ticks. Nothing to do:
+        run) when items are pending, or when a check waits and no host ticks. Nothing to do:
         no wake-up."""
-        check = self._check
-        if self._pending or (check is not None and not self.hosted):
+        if self._pending or (self.to_check is not None and not self.hosted):
             self.kicks += 1
-            self._queue.put(check if check is not None else True)
+            self._queue.put(True)
 
     def tick(self) -> None:
         """From a host thread that woke anyway: run the armed check, apply what is pending (never
         blocks: when another applier is busy it leaves the items to it). A failure is kept for
         the next :meth:`check`."""
-        check = self._check
-        if check is not None:
-            try:
-                check.run()
-            except Exception:  # ok is False: the caller runs the check itself and raises there
-                pass
+        if self.to_check is not None:
+            self.run_check()
         if not self._pending or self._error is not None or not self._applying.acquire(blocking=False):
             return
         try:
@@ -207,8 +179,7 @@ class Learner:
             if item is None:
                 return
             try:
-                if item.__class__ is Check:
-                    item.run()  # the caller waits for it: first
+                self.run_check()  # the caller waits for it: first
                 self.apply_pending()
             except BaseException as exc:  # surfaced by the next drain/check; never silent
                 self._error = exc

@@ -96,6 +96,7 @@ class Monitor:
         self.snapshot: Snapshot = IDLE
         self.samples = 0
         self.busy_threads = 0  # threads the runtime's own inference keeps running now (not contention)
+        self._busy_sources: tuple[Callable[[], int], ...] = ()
         self._history: collections.deque[Counters] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +111,15 @@ class Monitor:
     def remove_listener(self, fn: Callable[[], None]) -> None:
         self._listeners = tuple(f for f in self._listeners if f is not fn)
 
+    def add_busy_source(self, fn: Callable[[], int]) -> None:
+        """``fn()``: how many threads a runtime's inference runs on right now (0 between calls);
+        asked at each sample, so the runtime's own threads are not counted as contention and its
+        calls write nothing here. ``fn`` must not raise."""
+        self._busy_sources = (*self._busy_sources, fn)
+
+    def remove_busy_source(self, fn: Callable[[], int]) -> None:
+        self._busy_sources = tuple(f for f in self._busy_sources if f is not fn)
+
     def _make_reader(self, clock):
         cfg = self.config
         if cfg.source == "procfs" or (cfg.source == "auto" and ProcfsReader.available(cfg.root)):
@@ -122,7 +132,7 @@ class Monitor:
     def update(self) -> Snapshot:
         """Take one sample now and publish the new snapshot."""
         c = self.reader.read()
-        busy = self.busy_threads
+        busy = self.busy_threads + sum(f() for f in self._busy_sources)
         if busy and c.procs_running:
             c = replace(c, procs_running=max(1, c.procs_running - busy))
         self._history.append(c)

@@ -88,7 +88,9 @@ class Runtime:
         self._latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
         self._versions = itertools.count()  # next() is atomic: a fresh version from any thread
         self._version = next(self._versions)  # of what a choice depends on besides its inputs
-        self._choice: tuple | None = None  # (budget_ms, snapshot, version, Decision, batch, factor) of the last choice
+        # the last choice: (budget_ms, snapshot, version, Decision, batch, factor, predicted ms of the
+        # call = the decision's x factor, the decision predicts a miss)
+        self._choice: tuple | None = None
         self._table = table
         self._by_path = {(b.blocks, b.exit): b for b in table}
         self.scheduler = make_scheduler(scheduler)
@@ -96,7 +98,11 @@ class Runtime:
         self.clock = clock
         self.stats_ = RunStats(history)
         self._calls = 0
-        self._ok_input: tuple | None = None  # (shape, dtype) of the last input that passed the spec check
+        # shape and dtype of the last input that passed the spec check; an input with that dtype
+        # *object* (numpy's built-in dtypes are singletons) and that shape passes by identity and
+        # one tuple comparison: numpy's dtype comparison is cold C code after a real inference
+        self._ok_shape: tuple | None = None
+        self._ok_dtype: np.dtype | None = None
         self._ok_batch, self._ok_check = 1, True  # its batch, and whether it needs the NaN check
         self.session_threads = 1  # threads a call keeps busy (the monitor discounts them)
         self._learner = Learner(self._learn, inline=inline_learning).start()
@@ -106,6 +112,10 @@ class Runtime:
             self._listener = _between_calls(weakref.ref(self))
             monitor.add_listener(self._listener)
             self._learner.hosted = True
+        self._busy = None
+        if hasattr(monitor, "add_busy_source"):  # our own threads are not contention: a call holds the lock
+            self._busy = _busy_threads(weakref.ref(self))
+            monitor.add_busy_source(self._busy)
         self.load_ms: float | None = None  # set by :meth:`load`
         self.executor.activate()
         self.input_spec = input_spec or executor.input_spec
@@ -239,54 +249,55 @@ class Runtime:
         if type(budget_ms) is not float or not 0.0 < budget_ms <= _MAX_BUDGET_MS:
             budget_ms = check_budget_ms(budget_ms)
         with self._lock:
-            if x.__class__ is not np.ndarray or (x.shape, x.dtype) != self._ok_input:
+            if x.__class__ is not np.ndarray or x.dtype is not self._ok_dtype or x.shape != self._ok_shape:
                 self._admit(x)
-            learner, batch = self._learner, self._ok_batch
-            check = self._ok_check and not self.allow_nonfinite
-            if check and (not learner.threaded or x.nbytes <= _INLINE_CHECK_BYTES):  # cheaper than a hand-off
-                check_finite(x)
-                check = False
+            learner, batch, token = self._learner, self._ok_batch, None
+            if self._ok_check and not self.allow_nonfinite:
+                if learner.threaded and learner._error is None and x.nbytes > _INLINE_CHECK_BYTES:
+                    # Learner.check_later, inlined: run while the branch runs, by whoever gets to it
+                    token = learner.checks = learner.checks + 1
+                    learner.to_check = (token, is_finite, x)
+                else:
+                    check_finite(x)  # a small input: cheaper here than a hand-off
             t0 = self.clock()
             if learner.submitted - learner.applied > 1:  # the choice uses a model at most one call stale
                 learner.drain()
             mon = self.monitor
             snap = mon.snapshot if mon is not None else IDLE
             c = self._choice
-            if c is not None and c[1] is snap and c[0] == budget_ms and c[2] == self._version and c[4] == batch:
-                decision, factor = c[3], c[5]  # unchanged inputs and model: the kept choice
-            else:
-                decision, factor = self._choose(budget_ms, snap, batch)
+            if c is None or c[1] is not snap or c[0] != budget_ms or c[2] != self._version or c[4] != batch:
+                c = self._choose(budget_ms, snap, batch)  # else unchanged inputs and model: the kept choice
+            decision, predicted_ms = c[3], c[6]
             decision_us = (self.clock() - t0) * 1e6
             hook = self._hook(decision) if self._hooks else None
-            finite = learner.check_later(is_finite, x) if check else None  # runs while the branch runs
-            if check and finite is None:
-                check_finite(x)
-            if mon is not None:
-                mon.busy_threads = self.session_threads  # our own threads are not contention
             # lessons no host has applied yet (calls back to back): a backend run long enough to
             # hide them hands them to the learner thread; after a short one they are applied here,
             # after the run and outside its measured time (a woken thread would finish after it
             # and hold the GIL when the run returns)
-            late = learner.threaded and bool(learner._pending) and decision.predicted_ms * factor < _HANDOFF_MIN_MS
-            if (learner._pending and not late) or (finite is not None and not learner.hosted):
-                learner.kick()  # also: a check to run and no host
+            late = False
+            if learner._pending:
+                late = learner.threaded and predicted_ms < _HANDOFF_MIN_MS
+                if not late:
+                    learner.kick()
+            elif token is not None and not learner.hosted:
+                learner.kick()  # a check to run and no host (a host's tick runs it: waking a thread costs more)
             try:
                 out = self.executor.run(decision.branch, x, hook)
             finally:
                 measured_ms = (self.clock() - t0) * 1e3
-                if mon is not None:
-                    mon.busy_threads = 0
-                passed = finite is None or learner.passed(finite)
-            if not passed:
-                check_finite(x)  # raises the one-line error
+            if token is not None:  # Learner.passed, inlined
+                learner.to_check = None
+                done = learner.checked
+                if done is None or done[0] != token or not done[1]:
+                    check_finite(x)  # not answered yet: checked here (raises the one-line error)
             ran, exited = decision.branch, None
             if hook is not None:
                 decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
                 exited = hook.exited_at  # (position, block) of an early exit
                 ran = self._ran(ran, exited)
             record = _new_record(Record, (
-                self._calls, ran.id, budget_ms, decision.predicted_ms * factor, measured_ms, measured_ms <= budget_ms,
-                not decision.fits, decision_us, snap, exited[1] if exited else None,
+                self._calls, ran.id, budget_ms, predicted_ms, measured_ms, measured_ms <= budget_ms,
+                c[7], decision_us, snap, exited[1] if exited else None,
                 None if label is None else _correct(out, label)))
             self._calls += 1
             learner.submitted += 1  # Learner.submit, inlined: one append
@@ -299,7 +310,7 @@ class Runtime:
         """Check an input of a new shape or dtype against the package's input spec (then kept)."""
         if self.input_spec is not None:
             self.input_spec.check(x, "Runtime.infer")
-        self._ok_input = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+        self._ok_shape, self._ok_dtype = (x.shape, x.dtype) if isinstance(x, np.ndarray) else (None, None)
         self._ok_batch = self._batch(x) if self._dynamic_batch else 1
         self._ok_check = x.dtype.kind in "fc"  # floating point: the NaN check applies
 
@@ -316,15 +327,17 @@ class Runtime:
         return max(1, int(x.shape[0]))
 
     def _choose(self, budget_ms: float, snap: Snapshot, batch: int = 1) -> tuple:
-        """(the scheduler's choice, the batch factor), kept for the next call when the choice is a
-        pure function of its inputs. The table and the model are in batch-1 units: a batch of N
-        is chosen under ``budget_ms / batch_factor(N)`` (learned, so part of the model's version)."""
+        """The choice for these inputs as ``self._choice`` holds it (see ``__init__``), kept for the
+        next call when it is a pure function of its inputs. The table and the model are in batch-1
+        units: a batch of N is chosen under ``budget_ms / batch_factor(N)`` (learned, so part of
+        the model's version)."""
         version = self._version  # read first: a model changed meanwhile gets a new version
         factor = self._latency.batch_factor(batch) if batch > 1 else 1.0
         decision = self._scheduler.choose(budget_ms / factor, snap)
+        choice = (budget_ms, snap, version, decision, batch, factor, decision.predicted_ms * factor, not decision.fits)
         if self._pure:
-            self._choice = (budget_ms, snap, version, decision, batch, factor)
-        return decision, factor
+            self._choice = choice
+        return choice
 
     def _prepare_choice(self) -> None:
         """Between calls (the monitor's thread, after a new snapshot or lesson): the last budget's
@@ -381,6 +394,8 @@ class Runtime:
             if self._listener is not None:
                 self.monitor.remove_listener(self._listener)
                 self._learner.hosted = False
+            if self._busy is not None:
+                self.monitor.remove_busy_source(self._busy)
             self.monitor.stop()
         self.executor.deactivate()
 
@@ -408,6 +423,17 @@ def _between_calls(ref: "weakref.ref[Runtime]") -> Callable[[], None]:
             rt._choice = None
 
     return listener
+
+
+def _busy_threads(ref: "weakref.ref[Runtime]") -> Callable[[], int]:
+    """The monitor's busy source of a runtime (held weakly): its session threads while a call
+    holds the runtime's lock (one call runs at a time), else 0."""
+
+    def busy() -> int:
+        rt = ref()
+        return rt.session_threads if rt is not None and rt._lock.locked() else 0
+
+    return busy
 
 
 def _correct(logits: np.ndarray, label) -> bool:
