@@ -111,21 +111,8 @@ def int8_matmul(pw: "packing.PackedWeight", x: str, y: str, name: str, bias: str
         nodes = [helper.make_node("Cast", [q_name], [f"{name}.codes_i8"], name=f"{name}.Cast", to=TensorProto.INT8),
                  helper.make_node("Transpose", [f"{name}.codes_i8"], [w_name], name=f"{name}.Transpose", perm=[1, 0])]
     else:
-        g_name = f"{name}.group_scales"
-        inits = [_int_tensor(codes.reshape(pw.n, pw.k_blocks, pw.block_size), pw.container, q_name),
-                 numpy_helper.from_array(pw.scales.reshape(pw.n, pw.k_blocks, 1).astype(np.float32), g_name),
-                 numpy_helper.from_array(row, s_name),
-                 numpy_helper.from_array(row.reshape(-1, 1), f"{name}.row_scales"),
-                 numpy_helper.from_array(np.array([pw.n, -1], np.int64), f"{name}.flat_shape")]
-        f, d, flat = f"{name}.codes_f32", f"{name}.deq", f"{name}.flat"
-        nodes = [helper.make_node("Cast", [q_name], [f], name=f"{name}.Cast", to=TensorProto.FLOAT),
-                 helper.make_node("Mul", [f, g_name], [d], name=f"{name}.Mul"),
-                 helper.make_node("Reshape", [d, f"{name}.flat_shape"], [flat], name=f"{name}.Flatten")]
-        if codes.shape[1] != pw.k:
-            starts, ends, axes = f"{name}.starts", f"{name}.ends", f"{name}.axes"
-            inits += [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0], starts), ([pw.k], ends), ([1], axes))]
-            nodes.append(helper.make_node("Slice", [flat, starts, ends, axes], [f"{flat}.k"], name=f"{name}.Slice"))
-            flat = f"{flat}.k"
+        nodes, inits, flat = _blocked_rows(pw, codes, q_name, f"{name}.group_scales", name)
+        inits += [numpy_helper.from_array(row, s_name), numpy_helper.from_array(row.reshape(-1, 1), f"{name}.row_scales")]
         nodes += [helper.make_node("Div", [flat, f"{name}.row_scales"], [f"{name}.requant"], name=f"{name}.Div"),
                   helper.make_node("Round", [f"{name}.requant"], [f"{name}.rounded"], name=f"{name}.Round"),
                   helper.make_node("Cast", [f"{name}.rounded"], [f"{name}.codes_i8"], name=f"{name}.CastInt8",
@@ -169,6 +156,36 @@ def packed_from_int8_matmul(node, arrays: dict[str, np.ndarray]) -> "packing.Pac
         k = int(ends[0]) if ends is not None else codes.shape[1] * block
     data = packing.pack_codes((codes + (1 << (container - 1))).astype(np.uint8), container)
     return packing.PackedWeight(data=data, scales=np.ascontiguousarray(scales), bits=container, block_size=block, k=k)
+
+
+def _blocked_rows(pw: "packing.PackedWeight", codes: np.ndarray, q_name: str, s_name: str, name: str) -> tuple[list, list, str]:
+    """Constant ops giving the float ``[N, K]`` rows of blocked codes: ``Cast`` of the stored codes
+    (``q_name``), ``Mul`` by the block scales (``s_name``), ``Reshape`` to rows, ``Slice`` off the
+    K padding. Returns (nodes, initializers, name of the rows tensor)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f, deq, flat = f"{name}.codes_f32", f"{name}.deq", f"{name}.flat"
+    inits = [_int_tensor(codes.reshape(pw.n, pw.k_blocks, pw.block_size), pw.container, q_name),
+             numpy_helper.from_array(pw.scales.reshape(pw.n, pw.k_blocks, 1).astype(np.float32), s_name),
+             numpy_helper.from_array(np.array([pw.n, -1], np.int64), f"{name}.flat_shape")]
+    nodes = [helper.make_node("Cast", [q_name], [f], name=f"{name}.Cast", to=TensorProto.FLOAT),
+             helper.make_node("Mul", [f, s_name], [deq], name=f"{name}.Mul"),
+             helper.make_node("Reshape", [deq, f"{name}.flat_shape"], [flat], name=f"{name}.Flatten")]
+    if codes.shape[1] != pw.k:
+        more, flat = _slice_k(pw.k, flat, name)
+        nodes += more.nodes
+        inits += more.initializers
+    return nodes, inits, flat
+
+
+def _slice_k(k: int, tensor: str, name: str) -> tuple[Nodes, str]:
+    """``tensor[:, :k]`` (the rows without their padding) and the name of the result."""
+    from onnx import helper, numpy_helper
+
+    starts, ends, axes = f"{name}.starts", f"{name}.ends", f"{name}.axes"
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0], starts), ([k], ends), ([1], axes))]
+    node = helper.make_node("Slice", [tensor, starts, ends, axes], [f"{tensor}.k"], name=f"{name}.Slice")
+    return Nodes([node], inits), f"{tensor}.k"
 
 
 def _exact_int8(pw: "packing.PackedWeight") -> bool:
@@ -218,10 +235,9 @@ def dequantize_weight(pw: "packing.PackedWeight", shape: tuple[int, ...], out: s
     nodes = [helper.make_node("DequantizeLinear", [q_name, s_name], [deq], name=f"{name}.DequantizeLinear",
                               axis=1, block_size=int(pw.block_size))]
     if codes.shape[1] != pw.k:
-        starts, ends, axes = f"{name}.starts", f"{name}.ends", f"{name}.axes"
-        inits += [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0], starts), ([pw.k], ends), ([1], axes))]
-        nodes.append(helper.make_node("Slice", [deq, starts, ends, axes], [f"{deq}.k"], name=f"{name}.Slice"))
-        deq = f"{deq}.k"
+        more, deq = _slice_k(pw.k, deq, name)
+        nodes += more.nodes
+        inits += more.initializers
     shape_name = f"{name}.shape"
     inits.append(numpy_helper.from_array(np.array(shape, np.int64), shape_name))
     nodes.append(helper.make_node("Reshape", [deq, shape_name], [out], name=f"{name}.Reshape"))
@@ -246,19 +262,7 @@ def folded_weight(pw: "packing.PackedWeight", shape: tuple[int, ...], out: str, 
         nodes = [helper.make_node("Cast", [q_name], [f_name], name=f"{name}.Cast", to=TensorProto.FLOAT),
                  helper.make_node("Mul", [f_name, s_name], [out], name=f"{name}.Mul")]
         return Nodes(nodes, inits)
-    blocked = codes.reshape(pw.n, pw.k_blocks, pw.block_size)
-    scales = pw.scales.reshape(pw.n, pw.k_blocks, 1).astype(np.float32)
-    inits = [_int_tensor(blocked, pw.container, q_name), numpy_helper.from_array(scales, s_name)]
-    deq, flat = f"{name}.deq", f"{name}.flat"
-    inits.append(numpy_helper.from_array(np.array([pw.n, -1], np.int64), f"{name}.flat_shape"))
-    nodes = [helper.make_node("Cast", [q_name], [f_name], name=f"{name}.Cast", to=TensorProto.FLOAT),
-             helper.make_node("Mul", [f_name, s_name], [deq], name=f"{name}.Mul"),
-             helper.make_node("Reshape", [deq, f"{name}.flat_shape"], [flat], name=f"{name}.Flatten")]
-    if codes.shape[1] != pw.k:
-        starts, ends, axes = f"{name}.starts", f"{name}.ends", f"{name}.axes"
-        inits += [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0], starts), ([pw.k], ends), ([1], axes))]
-        nodes.append(helper.make_node("Slice", [flat, starts, ends, axes], [f"{flat}.k"], name=f"{name}.Slice"))
-        flat = f"{flat}.k"
+    nodes, inits, flat = _blocked_rows(pw, codes, q_name, s_name, name)
     inits.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}.shape"))
     nodes.append(helper.make_node("Reshape", [flat, f"{name}.shape"], [out], name=f"{name}.Reshape"))
     return Nodes(nodes, inits)
