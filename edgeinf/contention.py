@@ -184,17 +184,20 @@ class ContentionGenerator:
         return failed
 
     def stop(self) -> None:
-        """Terminate and reap every child (SIGTERM, then SIGKILL after 1 s). Idempotent."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(1.0)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
+        """Terminate and reap every child (SIGTERM, then SIGKILL after 1 s). Idempotent.
+
+        Signals and reaps by pid (``os.kill`` / ``os.waitpid``), not through ``Popen.wait``: a
+        Ctrl-C that lands inside ``Popen.poll`` (the wait loop polls every 50 ms) can leave that
+        Popen's internal lock held, and ``Popen.wait`` then blocks forever on it.
+        """
+        procs, self.procs = self.procs, []
+        for p in procs:
+            _send(p, signal.SIGTERM)
+        deadline = time.monotonic() + 1.0
+        for p in procs:
+            if not _reap(p, deadline):
+                _send(p, signal.SIGKILL)
+                _reap(p, None)
         atexit.unregister(self.stop)
 
     def __enter__(self) -> "ContentionGenerator":
@@ -202,6 +205,33 @@ class ContentionGenerator:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _send(p: subprocess.Popen, sig: int) -> None:
+    """Signal a child not reaped yet (gone already: nothing to do)."""
+    if p.returncode is None:
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _reap(p: subprocess.Popen, deadline: float | None) -> bool:
+    """Wait for a child to exit (until ``deadline``; None = as long as it takes) and record its
+    exit code; False if it is still running at the deadline."""
+    while p.returncode is None:
+        try:
+            pid, status = os.waitpid(p.pid, 0 if deadline is None else os.WNOHANG)
+        except ChildProcessError:  # reaped already (by Popen itself)
+            p.returncode = 0 if p.returncode is None else p.returncode
+            break
+        if pid == p.pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def machine_cores() -> int:

@@ -118,3 +118,25 @@ def test_cli_ctrl_c_cleans_up(tmp_path):
 def test_cli_refuses_unbounded_load(cli):
     code, _, err = cli("contention", "--load", "1")
     assert code == 1 and "--duration" in err
+
+
+def test_stop_reaps_children_even_when_an_interrupted_poll_left_a_popen_locked():
+    """A Ctrl-C landing inside Popen.poll can leave its internal lock held (an interrupted wait
+    loop); stopping must not go through that lock, or it blocks forever (seen as a CLI that did
+    not exit after Ctrl-C)."""
+    gen = ContentionGenerator(LoadTrace.constant(1.0, 30.0), cores=1).start()
+    pids = gen.pids
+    assert len(alive(pids)) == 1
+    proc = gen.procs[0]
+    assert proc._waitpid_lock.acquire(False)  # what the interrupted poll leaves behind
+    import threading
+
+    stopper = threading.Thread(target=gen.stop, daemon=True)  # a hang fails the test instead of the suite
+    stopper.start()
+    stopper.join(5.0)
+    try:
+        assert not stopper.is_alive(), "ContentionGenerator.stop() blocked on the Popen's lock"
+        assert gen.procs == [] and wait_gone(pids, 3.0) == []
+    finally:
+        if stopper.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
