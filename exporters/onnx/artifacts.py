@@ -5,8 +5,8 @@ Forms (``form`` in the manifest) and what onnxruntime CPU runs for them:
 * ``fp32``: float graph. ``fp16``: fp16 weights and compute, float32 input/output.
 * ``w<b>``: ``b``-bit weights (from :mod:`edgeinf.quant`): Linear layers as ``MatMulNBits``
   (real low-bit kernel) or as onnxruntime's int8 GEMM over the same codes with activations
-  quantized per call (``DynamicQuantizeMatMul``), whichever of those within tolerance runs
-  faster (timed at export); convolutions through ``Cast`` + ``Mul`` of the stored codes, which
+  quantized per call (``DynamicQuantizeMatMul``), or folded to float at load, whichever of
+  those within tolerance runs fastest (timed at export); convolutions through ``Cast`` + ``Mul`` of the stored codes, which
   onnxruntime folds at load (simulated: fp32 speed in a plain session, low-bit storage).
 * ``w8a8``: static int8 (``QuantConfig(act_bits=8)`` at 8 bits): onnxruntime's quantizer on the
   block's fp32 graph, calibrated on the block's real inputs (:mod:`.int8`); onnxruntime runs
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # GEMM over the same codes (lowbit.INT8_GEMM), or none (lowbit.FOLDED: the weight is widened to
 # float at load and runs at fp32 speed, so a quantized Linear is never slower than its float twin)
 LINEAR_KERNELS = (4, 0, INT8_GEMM, FOLDED)
-LINEAR_OPS = {"MatMulNBits": "nbits", "DynamicQuantizeMatMul": INT8_GEMM}
+LINEAR_OPS = frozenset({"MatMulNBits", "DynamicQuantizeMatMul"})  # the ops of a Linear kernel in ``weights``
 INT8_MAX_REL_RMS = 0.1  # a w8a8 graph further than this from the fp32 block is refused as wrong
 
 
