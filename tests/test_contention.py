@@ -115,6 +115,24 @@ def test_cli_ctrl_c_cleans_up(tmp_path):
     assert wait_gone(pids, 3.0) == []
 
 
+def test_cli_ctrl_c_cleans_up_even_when_started_with_sigint_ignored(tmp_path):
+    """A background job of a non-interactive shell starts with SIGINT ignored (and Python then
+    installs no handler): Ctrl-C / kill -INT must still stop the run and its children."""
+    (tmp_path / "t.json").write_text(json.dumps({"points": [[0, 1.0]], "duration_s": 60}))
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731  (in the child, before exec)
+    cli = subprocess.Popen([sys.executable, "-m", "edgeinf", "contention", "--trace", str(tmp_path / "t.json")],
+                           stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
+    line = cli.stderr.readline()
+    pids = [int(p) for p in line.split("(pids ")[1].split(")")[0].split()]
+    cli.send_signal(signal.SIGINT)
+    try:
+        assert cli.wait(10) == 130
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert wait_gone(pids, 3.0) == []
+
+
 def test_cli_refuses_unbounded_load(cli):
     code, _, err = cli("contention", "--load", "1")
     assert code == 1 and "--duration" in err

@@ -55,6 +55,10 @@ class ContentionTool(Tool):
         parent = os.getppid()
         set_parent_death_signal(signal.SIGTERM)  # the shell that started this dies: so does this run
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # ... cleaning up its children first
+        # Ctrl-C (SIGINT) cleans up too, even when this process was started with SIGINT ignored
+        # (a background job of a non-interactive shell inherits SIG_IGN, and Python then
+        # installs no handler of its own)
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             with ContentionGenerator(trace, cores=args.cores, mem_hog_mb=args.mem_mb) as gen:
                 print(f"edgeinf contention: {len(gen.pids)} processes (pids {' '.join(map(str, gen.pids))}) "
@@ -62,6 +66,7 @@ class ContentionTool(Tool):
                 failed = gen.wait(trace.duration_s + gen.startup_s + 5.0, parent_pid=parent)
         finally:  # in-process callers (tests, scripts) get their process back as it was
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             set_parent_death_signal(0)
         if failed:
             pid, code = failed[0]
