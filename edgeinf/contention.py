@@ -228,7 +228,7 @@ def _reap(p: subprocess.Popen, deadline: float | None) -> bool:
         if pid == p.pid:
             p.returncode = os.waitstatus_to_exitcode(status)
             break
-        if time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             return False
         time.sleep(0.01)
     return True

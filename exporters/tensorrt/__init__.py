@@ -117,7 +117,7 @@ def add_engines(pkg: "PackageWriter", artifacts: dict, batch: BatchRange | None 
             skipped[key] = str(exc)
             log.warning("TensorRT: %s skipped: %s", key, exc)
             continue
-        layers = engine_layers(engine, plan)
+        layers = engine_layers(engine, plan, warn=False)  # build_engine logged its warnings
         pkg.add_file(f"{key}@trt", "engine", engine_rel, engine, backend="tensorrt", form=art.meta["form"],
                      device=device.__dict__, cache_key=cache_key(device, plan), batch=batch.__dict__,
                      layer_precisions={k: layers[k] for k in ("compute", "all", "float_compute", "compute_layers")})

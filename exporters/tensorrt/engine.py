@@ -115,13 +115,14 @@ def build_engine(plan: EnginePlan, cache_dir: str | Path, workspace_mb: int = 10
     write_json(_layers_path(engine_path), summary)
     write_bytes(engine_path, bytes(serialized))
     write_bytes(tc_path, bytes(cache.serialize()))
+    engine_layers(engine_path, plan)  # logs the fp32 layers of a partly lowered engine, once per build
     return engine_path
 
 
-def engine_layers(engine_path: str | Path, plan: EnginePlan) -> dict:
+def engine_layers(engine_path: str | Path, plan: EnginePlan, warn: bool = True) -> dict:
     """The layer precisions of a cached engine (inspected again if its record is missing or
-    unreadable), checked against ``plan``'s flags (raises on a fallback, logs the fp32 layers of a
-    partly lowered one)."""
+    unreadable), checked against ``plan``'s flags (raises on a fallback; with ``warn``, logs the
+    fp32 layers of a partly lowered one)."""
     import json
 
     path = _layers_path(Path(engine_path))
@@ -132,7 +133,8 @@ def engine_layers(engine_path: str | Path, plan: EnginePlan) -> dict:
         summary = _inspect(trt, trt.Logger(trt.Logger.WARNING), Path(engine_path).read_bytes(), plan)
         write_json(path, summary)
     for warning in check_precisions(summary, plan.precision, str(plan.onnx_path)):
-        log.warning("TensorRT: %s", warning)
+        if warn:
+            log.warning("TensorRT: %s", warning)
     return summary
 
 
