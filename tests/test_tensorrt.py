@@ -291,3 +291,99 @@ def test_an_int8_engine_that_fell_back_to_float_is_refused_and_a_partial_one_is_
         check_precisions(layer_precisions(_engine_json(("conv1", "CaskConvolution", "Int8"), detailed=False)), int8, "x")
     with pytest.raises(EdgeinfError, match="not its layer JSON"):
         layer_precisions("Layers: conv1")
+
+
+class _FakeTrt:
+    """Just enough of the tensorrt module for build_engine's control flow (no GPU, no TensorRT):
+    the builder returns fixed bytes and the engine inspector returns ``layers`` (inspector JSON)."""
+
+    __version__ = "10.3.0"
+
+    def __init__(self, layers: str):
+        import types
+
+        self.layers = layers
+        self.builds = 0
+        enum = lambda **kw: types.SimpleNamespace(**kw)  # noqa: E731
+        self.NetworkDefinitionCreationFlag = enum(STRONGLY_TYPED=1, EXPLICIT_BATCH=0)
+        self.MemoryPoolType = enum(WORKSPACE=0)
+        self.BuilderFlag = enum(FP16=0, INT8=1)
+        self.ProfilingVerbosity = enum(DETAILED="detailed")
+        self.LayerInformationFormat = enum(JSON="json")
+        fake = self
+        ns = types.SimpleNamespace
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return ns()
+
+            def create_builder_config(self):
+                return ns(set_memory_pool_limit=lambda *a: None, set_flag=lambda f: None, profiling_verbosity=None,
+                          add_optimization_profile=lambda p: None,
+                          create_timing_cache=lambda b: ns(serialize=lambda: b"timing"), set_timing_cache=lambda c, ignore_mismatch: None)
+
+            def create_optimization_profile(self):
+                return ns(set_shape=lambda *a: None)
+
+            def build_serialized_network(self, network, config):
+                assert config.profiling_verbosity == "detailed"  # the layer details the check reads
+                fake.builds += 1
+                return b"engine-bytes"
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                inspector = ns(get_engine_information=lambda fmt: fake.layers)
+                return ns(create_engine_inspector=lambda: inspector)
+
+        self.Logger, self.Builder, self.Runtime = Logger, Builder, Runtime
+        self.OnnxParser = lambda network, logger: ns(parse=lambda data: True, num_errors=0)
+
+
+def _fake_build(monkeypatch, tmp_path, layers: str, form: str = "w8a8"):
+    from edgeinf.exporters.tensorrt import engine
+
+    fake = _FakeTrt(layers)
+    monkeypatch.setattr(engine, "_trt", lambda: fake)
+    monkeypatch.setattr(engine, "device_info", lambda: ORIN)
+    onnx_path = tmp_path / "block.onnx"
+    onnx_path.write_bytes(b"onnx")
+    return fake, _plan(onnx_path=str(onnx_path), form=form)
+
+
+def test_a_build_that_fell_back_to_float_is_refused_and_nothing_is_cached(monkeypatch, tmp_path):
+    from edgeinf.exporters.tensorrt.engine import build_engine
+
+    fake, plan = _fake_build(monkeypatch, tmp_path, _engine_json(("conv", "CaskConvolution", "Float")))
+    with pytest.raises(EdgeinfError, match="without any int8 compute layer"):
+        build_engine(plan, tmp_path / "cache")
+    assert fake.builds == 1 and not list((tmp_path / "cache").glob("*.engine"))  # refused, not cached
+
+
+def test_a_lowered_build_is_cached_with_its_layer_record_and_checked_again_on_a_hit(monkeypatch, tmp_path, caplog):
+    import json
+
+    from edgeinf.exporters.tensorrt.engine import build_engine, engine_layers
+
+    fake, plan = _fake_build(monkeypatch, tmp_path, _engine_json(("conv", "CaskConvolution", "Int8"),
+                                                                 ("fc", "CaskGemmMatrixMultiply", "Float")))
+    with caplog.at_level("WARNING", logger="edgeinf"):
+        path = build_engine(plan, tmp_path / "cache")
+    assert path.read_bytes() == b"engine-bytes" and "1 of 2 compute layers run fp32" in caplog.text
+    record = json.loads(path.with_name(path.stem + ".layers.json").read_text())
+    assert record["compute"] == {"int8": 1, "fp32": 1} and record["float_compute"] == ["fc"]
+    assert build_engine(plan, tmp_path / "cache") == path and fake.builds == 1  # a cache hit: no rebuild
+    path.with_name(path.stem + ".layers.json").write_text(json.dumps({**record, "compute": {"fp32": 2}}))
+    with pytest.raises(EdgeinfError, match="fell back to float"):  # a cached record that says float is refused too
+        engine_layers(path, plan)
