@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_int8 as B  # noqa: E402
+from bench_int8_zoo import graph_accuracy  # noqa: E402  (a graph's top-1 accuracy in onnxruntime)
 
 from edgeinf.benchmark import results  # noqa: E402
 from edgeinf._atomic import write_json  # noqa: E402
@@ -174,9 +175,9 @@ def zoo_vit(name: str, group: int, tmp: Path, n_rounds: int, per_round: int, tes
     auto = pkgs["auto"]
     with torch.no_grad():
         sim = torch.cat([variants.forward_branch(torch.from_numpy(x_test[i:i + 200]), full4) for i in range(0, len(x_test), 200)])
-    accuracy = {"fp32": _zoo_accuracy(auto.path(auto.fused(full32.id)), x_test, y_test),
+    accuracy = {"fp32": graph_accuracy(auto.path(auto.fused(full32.id)), x_test, y_test),
                 "w4_torch_simulation": float((sim.argmax(1).numpy() == y_test).mean())}
-    accuracy.update({f"w4_{k}": _zoo_accuracy(p.path(p.fused(full4.id)), x_test, y_test) for k, p in pkgs.items()})
+    accuracy.update({f"w4_{k}": graph_accuracy(p.path(p.fused(full4.id)), x_test, y_test) for k, p in pkgs.items()})
     x1 = x_test[:1]
     calls = {"fp32": B._call(B._session(auto.path(auto.fused(full32.id))), x1)}
     calls.update({f"w4_{k}": B._call(B._session(p.path(p.fused(full4.id))), x1) for k, p in pkgs.items()})
@@ -198,12 +199,6 @@ def zoo_vit(name: str, group: int, tmp: Path, n_rounds: int, per_round: int, tes
             "group_size": group, "test_samples": int(len(y_test)), "accuracy": accuracy,
             "loss_points": {k[3:]: 100 * (accuracy["fp32"] - v) for k, v in accuracy.items() if k.startswith("w4_")},
             "full_branch": timing, "per_block": per_block, "load_avg": B.load_avg()}
-
-
-def _zoo_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    sess = B._session(path)
-    logits = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[i:i + 100]})[0] for i in range(0, len(x), 100)])
-    return float((logits.argmax(1) == y).mean())
 
 
 def deit_blocks(name: str, group: int, n_blocks: int | None, tmp: Path, n_rounds: int, per_round: int) -> dict:

@@ -46,7 +46,8 @@ def reference(sm, calib: np.ndarray, tmp: Path) -> tuple[bytes, bytes]:
     return B.ort_reference(_whole(sm), int(calib.shape[-1]), calib, tmp)
 
 
-def _accuracy(model, x: np.ndarray, y: np.ndarray, weights_dir: Path | None = None) -> float:
+def graph_accuracy(model, x: np.ndarray, y: np.ndarray, weights_dir: Path | None = None) -> float:
+    """Top-1 accuracy of a graph (bytes or path) on ``x`` / ``y`` in onnxruntime, in batches of 100."""
     sess = B._session(model, weights_dir=weights_dir)
     logits = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[i:i + 100]})[0] for i in range(0, len(x), 100)])
     return float((logits.argmax(1) == y).mean())
@@ -76,10 +77,10 @@ def run(tmp: Path, n_rounds: int, per_round: int, profile_repeats: int) -> dict:
     load_start = B.load_avg()
     timing = B.rounds(calls, n_rounds, per_round, base="fp32")
     load_end = B.load_avg()
-    accuracy = {"fp32": _accuracy(ref_fp32, x_test, y_test),
-                "fp32_package": _accuracy(pkg.path(pkg.fused(full32.id)), x_test, y_test),
-                "w8a8": _accuracy(pkg.path(pkg.fused(full8.id)), x_test, y_test),
-                "ort_quantize_static": _accuracy(ref_int8, x_test, y_test)}
+    accuracy = {"fp32": graph_accuracy(ref_fp32, x_test, y_test),
+                "fp32_package": graph_accuracy(pkg.path(pkg.fused(full32.id)), x_test, y_test),
+                "w8a8": graph_accuracy(pkg.path(pkg.fused(full8.id)), x_test, y_test),
+                "ort_quantize_static": graph_accuracy(ref_int8, x_test, y_test)}
     accuracy["w8a8_loss_points"] = 100 * (accuracy["fp32"] - accuracy["w8a8"])
     return {"model": MODEL, "input_shape": list(sm.input_shape), "blocks": n, "test_samples": int(len(y_test)),
             "calib_samples": int(len(calib)), "export_s": export_s, "full_branch": timing,

@@ -104,13 +104,13 @@ def int8_matmul(pw: "packing.PackedWeight", x: str, y: str, name: str, bias: str
 
     q_name, s_name, w_name = f"{name}.qweight", f"{name}.scales", f"{name}.w_int8"
     codes = _padded_codes(pw)
-    _, row = int8_matmul_weight(pw, codes)
     if _exact_int8(pw):
         inits = [_int_tensor(codes[:, : pw.k], pw.container, q_name),
                  numpy_helper.from_array(pw.scales.reshape(-1).astype(np.float32), s_name)]
         nodes = [helper.make_node("Cast", [q_name], [f"{name}.codes_i8"], name=f"{name}.Cast", to=TensorProto.INT8),
                  helper.make_node("Transpose", [f"{name}.codes_i8"], [w_name], name=f"{name}.Transpose", perm=[1, 0])]
     else:
+        _, row = int8_matmul_weight(pw, codes)  # one scale per output channel for the widened codes
         nodes, inits, flat = _blocked_rows(pw, codes, q_name, f"{name}.group_scales", name)
         inits += [numpy_helper.from_array(row, s_name), numpy_helper.from_array(row.reshape(-1, 1), f"{name}.row_scales")]
         nodes += [helper.make_node("Div", [flat, f"{name}.row_scales"], [f"{name}.requant"], name=f"{name}.Div"),
