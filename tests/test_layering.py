@@ -38,6 +38,7 @@ LAZY_EXCEPTIONS = {
     ("edgeinf.runtime.runners.pyt", "torch"): "the torch runner, for devices that have torch; imported when one is made",
     ("edgeinf.runtime._package", "edgeinf.exporters.onnx.compose"): "segments=True composes here: needs the build extra",
     ("edgeinf.learned.store", "edgeinf.exporters.onnx.segments"): "attach_scheduler writes segment graphs at build time",
+    ("edgeinf.runtime.segments", "edgeinf.exporters.onnx.gate"): "a gated segment composed here (segments=True): needs the build extra",
 }
 
 

@@ -418,3 +418,37 @@ def test_the_gate_as_an_onnx_graph_decides_as_numpy():
                 np.testing.assert_allclose(stats, prev_input(row_stats(logits)), rtol=1e-5, atol=1e-6)
                 checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_gate_appended_to_a_segment_decides_as_numpy_for_any_state_and_budget(n):
+    """exporters.onnx.gate.gate_tap_graph: one graph per gate block, the state's futures, lambda and
+    allowed mask fed as ``gate_parts``: its row is the numpy gate's choice (batch rows averaged as
+    ``decide`` does) and ``gate_stats`` the next gate's features, for every state of that block."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edgeinf.exporters.onnx.gate import gate_tap_graph
+    from edgeinf.learned.paths import gate_features, row_stats, softmax
+
+    rng = np.random.default_rng(11)
+    gates = _random_gates(rng)
+    ps = gates.pathset
+    sessions = {g: ort.InferenceSession(gate_tap_graph(gates, g), providers=["CPUExecutionProvider"])
+                for g in {s[0] for s in ps.stop}}
+    checked = 0
+    for state in ps.futures:
+        for lam in (0.0, 0.05, 0.4):
+            allowed = rng.random(len(ps)) < 0.8
+            futures, parts = gates.graph_feed(state, lam, allowed)
+            for _ in range(5):
+                logits = (rng.normal(size=(n, C)) * 3).astype(np.float32)
+                prev = softmax(rng.normal(size=(n, C)) * 3)
+                stats_prev = np.c_[prev, -(prev * np.log(prev)).sum(1), prev.max(1)].astype(np.float32)
+                at, stats = sessions[state[0]].run(None, {"logits": logits, "gate_prev": stats_prev, "gate_parts": parts})
+                u = gate_features(softmax(logits), prev)
+                assert int(futures[int(at[0])]) == gates.decide(state, u, lam, allowed)
+                if n == 1:
+                    p, h, m = row_stats(logits)
+                    np.testing.assert_allclose(stats, [[*p, h, m]], rtol=1e-5, atol=1e-6)
+                checked += 1
+    assert checked >= 60

@@ -142,3 +142,100 @@ def test_inspect_lists_and_verifies_the_trained_schedulers(tmp_path, cli):
     (tmp_path / "pkg" / entry["path"]).write_bytes(b"not the gates")
     code, out, err = cli("inspect", tmp_path / "pkg")
     assert code == 1 and "truncated or replaced" in err and len(err.strip().splitlines()) == 1  # the size check comes first
+
+
+def _random_gates(table, n_blocks: int, classes: int, seed: int) -> ErrorGates:
+    rng = np.random.default_rng(seed)
+    ps = PathSet(table.branches, n_blocks, list(range(n_blocks - 1)))
+    d_in = 2 * classes + 4 + ps.encodings.shape[1]
+    weights = {}
+    for g in {s[0] for s in ps.stop}:  # input-dependent, and lower errors for deeper paths (so passes go on too)
+        w1 = rng.normal(size=(d_in, 16)).astype(np.float32)
+        w1[-1] = 3.0
+        weights[g] = (w1, rng.normal(size=16).astype(np.float32), -np.abs(rng.normal(size=16)).astype(np.float32) / 4,
+                      np.float32(1.0))
+    prior = rng.random(len(ps)) if seed == 0 else np.array([0.5 - 0.05 * p.end for p in ps.paths])  # else start deepest
+    return ErrorGates(ps, weights, prior.astype(np.float32))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_gates_inside_the_segment_graphs_route_as_the_numpy_gates(tmp_path, batch):
+    """GatesScheduler(in_graph=True) over composed segments: every gate on the way is evaluated in
+    the graph of the segment that ends at it (fed the state's paths, lambda and allowed mask), and
+    the runtime takes the same branch, exit and logits as with the gates in numpy, over budgets and
+    lambdas that stop, go on and switch paths mid-pass."""
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    from _runtime_pkg import CLASSES
+
+    n_blocks = 5
+    w = write_package(tmp_path / "pkg", n_blocks=n_blocks, fused=False)
+    blind = LatencyModelConfig(mode="blind")
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=blind) as probe:
+        table = probe.table
+    rng = np.random.default_rng(5)
+    xs = rng.normal(size=(12, batch, IN)).astype(np.float32) * 2
+    budgets = sorted({b.base_ms for b in table})
+    budgets = [budgets[0] * 1.5, budgets[len(budgets) // 2] * 1.1, budgets[-1] * 2]
+    stats = {}
+    routes = {}
+    for in_graph in (True, False):
+        for seed in (0, 1, 2):
+            gates = _random_gates(table, n_blocks, CLASSES, seed)
+            for lam in (None, 0.0, 0.3):
+                with Runtime.load(tmp_path / "pkg", scheduler=GatesScheduler(gates, lam=lam, in_graph=in_graph),
+                                  monitor=False, latency=blind, segments=True, intra_op_threads=1) as rt:
+                    for x in xs:
+                        for budget in budgets:
+                            out, rec = rt.infer(x, budget_ms=float(budget))
+                            routes.setdefault((seed, lam, budget, x.tobytes()), []).append((rec.branch, rec.exited_at, out))
+                    stats[(in_graph, seed, lam)] = rt.executor.segments.stats()
+    branches, switched = set(), 0
+    for (seed, lam, budget, xb), (graph, numpy_) in routes.items():
+        assert graph[:2] == numpy_[:2], (seed, lam, budget)
+        np.testing.assert_allclose(graph[2], numpy_[2], rtol=1e-4, atol=1e-5)
+        branches.add(graph[0])
+        blocks = table.get(graph[0]).blocks
+        np.testing.assert_allclose(graph[2], reference(np.frombuffer(xb, np.float32).reshape(batch, IN), w, blocks,
+                                                       table.get(graph[0]).exit), rtol=1e-4, atol=1e-5)
+        switched += graph[1] is None and table.get(graph[0]).exit is not None  # ended on a path switched to mid-pass
+    assert len(branches) >= 3 and switched, (branches, switched)  # stops at several exits, switches paths
+    assert all(s["gated_calls"] > 0 for (g, *_), s in stats.items() if g)
+    assert all(s["gated_calls"] == 0 for (g, *_), s in stats.items() if not g)
+
+
+def test_gated_segments_written_with_the_gates_run_on_a_device_without_onnx(tmp_path):
+    """attach_scheduler(kind="gates") writes the segments with their gates in the graph (entries name
+    ``segment_gate``); a runtime that composes nothing (segments=None) runs them, and routes as the
+    numpy gates over composed segments."""
+    from edgeinf.learned.store import attach_scheduler, load_scheduler
+    from edgeinf.package import load_package
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    from _runtime_pkg import CLASSES
+
+    n_blocks = 5
+    write_package(tmp_path / "pkg", n_blocks=n_blocks, fused=False)
+    blind = LatencyModelConfig(mode="blind")
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=blind) as probe:
+        table = probe.table
+    gates = _random_gates(table, n_blocks, CLASSES, 1)
+    attach_scheduler(tmp_path / "pkg", "gates", gates)
+    entries = [a for a in load_package(tmp_path / "pkg").artifacts if a["role"] == "segment"]
+    gated = [a for a in entries if a.get("segment_gate")]
+    assert gated and all(a["segment_gate"].startswith(f"gates@{gates.digest}/") for a in gated)
+    xs = np.random.default_rng(7).normal(size=(10, 1, IN)).astype(np.float32) * 2
+    budget = float(max(b.base_ms for b in table) * 2)
+    out = {}
+    for name, kw in (("device", dict(segments=None, scheduler=load_scheduler(tmp_path / "pkg", "gates"))),
+                     ("numpy", dict(segments=True, scheduler=GatesScheduler(gates, in_graph=False)))):
+        with Runtime.load(tmp_path / "pkg", monitor=False, latency=blind, intra_op_threads=1, **kw) as rt:
+            out[name] = [rt.infer(x, budget_ms=budget) for x in xs]
+            stats = rt.executor.segments.stats()
+        if name == "device":
+            assert stats["gated_calls"] > 0 and stats["misses"] == 0 and stats["packaged_calls"] == stats["calls"]
+    for (a, ra), (b, rb) in zip(out["device"], out["numpy"]):
+        assert (ra.branch, ra.exited_at) == (rb.branch, rb.exited_at)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -9,7 +9,9 @@ Weights are plain numpy arrays in one ``.npz`` (no pickle), so a package can che
 from __future__ import annotations
 
 import bisect
+import functools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -52,6 +54,21 @@ class ErrorGates:
     tolerance: float = 0.005
     _parts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _futures: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of sha256 over the paths and the gates' weights: names the gate graphs
+        built from them (a segment graph that evaluates a gate is only reused for the same gates)."""
+        hit = self._parts.get("digest")
+        if hit is None:
+            import hashlib
+
+            h = hashlib.sha256(json.dumps(_paths_json(self.pathset), sort_keys=True).encode())
+            for g in sorted(self.weights):
+                for a in self.weights[g]:
+                    h.update(np.ascontiguousarray(a, np.float32).tobytes())
+            hit = self._parts["digest"] = h.hexdigest()[:16]
+        return hit
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, gate: int, u: np.ndarray, paths: np.ndarray) -> np.ndarray:
@@ -125,6 +142,19 @@ class ErrorGates:
             if len(self._futures) >= 4096:
                 self._futures.clear()
             self._futures[key] = hit
+        return hit
+
+    def graph_feed(self, state: State, lam: float, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(reachable futures, ``gate_parts``) of a gate evaluated inside a segment graph
+        (``edgeinf.exporters.onnx.gate.gate_tap_graph``): per future its first-layer part
+        (:meth:`_half`) and ``2 (lam + TIE) c`` as the last column. Cached like :meth:`_at`."""
+        key = ("feed", state, lam, None if allowed is None else allowed.tobytes())
+        hit = self._futures.get(key)
+        if hit is None:
+            futures, hp, cost2 = self._at(state, lam, allowed)
+            parts = np.ascontiguousarray(np.c_[hp, cost2], dtype=np.float32)
+            parts.flags.writeable = False
+            hit = self._futures[key] = (futures, parts)
         return hit
 
     def start(self, lam: float, allowed: np.ndarray | None = None) -> int:
@@ -252,17 +282,26 @@ class GatesScheduler(Scheduler):
     Args:
         gates: trained gates (or the path of their ``.npz``).
         lam: a fixed lambda; ``None`` = from the budget.
+        in_graph: evaluate each gate inside the segment graph that ends at it (one onnxruntime
+            call gives the hidden state, the exit's logits and the decision; segments composed
+            on this machine or shipped in the package with their gate) where the executor runs
+            segments; ``False``: always in numpy after the segment. Error gates only.
     """
 
     name = "gates"
 
-    def __init__(self, gates: ErrorGates | str | FsPath, lam: float | None = None):
+    def __init__(self, gates: ErrorGates | str | FsPath, lam: float | None = None, in_graph: bool = True):
         super().__init__()
         # any trained gates object with this interface (ErrorGates, NextStepGates); a path is read as ErrorGates
         self.gates = ErrorGates.load(gates) if isinstance(gates, (str, FsPath)) else gates
         if lam is not None and not lam >= 0:
             raise EdgeinfError(f"lambda must be >= 0, got {lam}")
-        self.lam = lam
+        self.lam, self.in_graph = lam, bool(in_graph)
+
+    @property
+    def graph_gates(self) -> ErrorGates | None:
+        """The gates a runtime evaluates inside its segment graphs (``None``: in numpy)."""
+        return self.gates if self.in_graph and type(self.gates) is ErrorGates else None
 
     def bind(self, table, latency) -> "GatesScheduler":
         super().bind(table, latency)
@@ -307,17 +346,26 @@ class GatesScheduler(Scheduler):
 
 
 class GateHook:
-    """The per-call hook (``ChainRunner`` calls it after every kept block)."""
+    """The per-call hook (``ChainRunner`` calls it after every kept block).
+
+    Where the executor runs segments that evaluate the gate in their graph (``GatesScheduler``'s
+    ``in_graph``), :meth:`gate_feed` gives such a segment what it needs before it runs and the
+    hook reads the decision it made (``gate_result``); elsewhere the gate decides in numpy.
+    """
 
     def __init__(self, gates: ErrorGates, current: int, lam: float, allowed: np.ndarray,
                  run_exit: Callable[[int, np.ndarray], np.ndarray], chain=None):
         self.gates, self.current, self.lam, self.allowed = gates, current, lam, allowed
         self.run_exit, self.chain = run_exit, chain
-        self.prev = None  # the previous exit's row_stats (one input) or probabilities (a batch)
+        # the previous exit's row_stats (one input, numpy), probabilities (a batch, numpy) or
+        # [n, C + 2] stats array (from a segment graph's gate)
+        self.prev = None
         self.exited_at: tuple[int, int] | None = None  # set only for a stop on the planned path
         self.rerouted = False
         self.gates_run = 0
+        self.in_graph = 0  # gates decided inside a segment graph
         self.decision_us = 0.0  # time of the gates' own work (the runtime adds it to the record)
+        self._fed: tuple[int, np.ndarray] | None = None  # (block, futures) of the last gate_feed
 
     @property
     def points(self) -> frozenset[int]:
@@ -330,6 +378,17 @@ class GateHook:
         """The path the call is on now (after the gates so far)."""
         return self.gates.pathset.paths[self.current]
 
+    def gate_feed(self, pos: int, block: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The gate inputs of a segment that ends at ``block`` and runs on ``x``: the previous
+        exit's features and the state's ``gate_parts`` (:meth:`ErrorGates.graph_feed`)."""
+        t0 = time.perf_counter()
+        state = self.gates.pathset.state_at(self.path, block)
+        futures, parts = self.gates.graph_feed(state, self.lam, self.allowed)
+        self._fed = (block, futures)
+        feed = {"gate_prev": self._prev_array(len(x)), "gate_parts": parts}
+        self.decision_us += (time.perf_counter() - t0) * 1e6
+        return feed
+
     def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
         ps = self.gates.pathset
         state = ps.state_at(self.path, block)
@@ -337,16 +396,24 @@ class GateHook:
             return None
         logits = self.run_exit(block, hidden)
         t0 = time.perf_counter()
-        forced = getattr(self.gates, "forced", None)
-        nxt = forced(state, self.lam, self.allowed) if forced is not None else None
-        if nxt != ps.stop[state]:  # not a stop the budget forces: the gate decides on eq. 13
-            if len(logits) == 1:  # one input: from the stats carried from the previous gate
-                cur = row_stats(logits)
-                u = features_row(cur, self.prev if self.prev is not None else uniform_stats(len(cur[0])))
-            else:
-                cur = softmax(logits)
-                u = gate_features(cur, self.prev)
-            nxt, self.prev = self.gates.decide(state, u, self.lam, self.allowed), cur
+        fed, self._fed = self._fed, None
+        made = self.chain.segments.gate_result(block, hidden) if fed is not None and fed[0] == block else None
+        if made is not None:  # the segment's graph decided
+            futures = fed[1]
+            nxt = int(futures[0] if len(futures) == 1 else futures[int(made[0][0])])
+            self.prev = made[1]
+            self.in_graph += 1
+        else:
+            forced = getattr(self.gates, "forced", None)
+            nxt = forced(state, self.lam, self.allowed) if forced is not None else None
+            if nxt != ps.stop[state]:  # not a stop the budget forces: the gate decides on eq. 13
+                if len(logits) == 1:  # one input: from the stats carried from the previous gate
+                    cur = row_stats(logits)
+                    u = features_row(cur, self._prev_row(len(cur[0])))
+                else:
+                    cur = softmax(logits)
+                    u = gate_features(cur, self._prev_probs())
+                nxt, self.prev = self.gates.decide(state, u, self.lam, self.allowed), cur
         self.gates_run += 1
         self.decision_us += (time.perf_counter() - t0) * 1e6
         if nxt == ps.stop[state]:
@@ -358,9 +425,48 @@ class GateHook:
             return None
         return self._reroute(nxt, pos, hidden)
 
+    # the previous exit's features in the form each way of deciding takes (they mix only when a
+    # pass goes on over segments of another kind, e.g. after a switch onto a path whose rest the
+    # package ships without its gates)
+    def _prev_row(self, classes: int) -> tuple:
+        prev = self.prev
+        if prev is None:
+            return uniform_stats(classes)
+        if isinstance(prev, np.ndarray):  # a graph's [1, C + 2]
+            return prev[0, :classes].tolist(), float(prev[0, classes]), float(prev[0, classes + 1])
+        return prev
+
+    def _prev_probs(self) -> np.ndarray | None:
+        prev = self.prev
+        if isinstance(prev, np.ndarray) and prev.shape[1] != self._classes():
+            return prev[:, :-2]
+        return prev
+
+    def _prev_array(self, n: int) -> np.ndarray:
+        prev, c = self.prev, self._classes()
+        if isinstance(prev, np.ndarray) and prev.shape == (n, c + 2):
+            return prev
+        if prev is None:
+            return _uniform_rows(n, c)
+        if isinstance(prev, tuple):  # row_stats of one input
+            return np.array([[*prev[0], prev[1], prev[2]]], np.float32)
+        p = np.asarray(prev, np.float32)  # a batch's probabilities
+        return np.c_[p, -(p * np.log(np.maximum(p, 1e-12))).sum(axis=1), p.max(axis=1)].astype(np.float32)
+
+    def _classes(self) -> int:
+        return (self.gates._half(next(iter(self.gates.weights)))[0].shape[0] - 4) // 2
+
     def _reroute(self, nxt: int, pos: int, hidden: np.ndarray) -> np.ndarray:
         """Run the rest of path ``nxt`` (same prefix) from here, with the gates on the way."""
         if self.chain is None:
             raise EdgeinfError("switching paths mid-pass needs per-block artifacts (a chain runner)")
         self.current, self.rerouted = nxt, True
         return self.chain.run_rest(self.path, pos, hidden, self)
+
+
+@functools.lru_cache(maxsize=32)
+def _uniform_rows(n: int, classes: int) -> np.ndarray:
+    """``gate_prev`` of a first gate: the uniform distribution's stats per row (cached, read-only)."""
+    a = np.tile(np.array([[*([1.0 / classes] * classes), math.log(classes), 1.0 / classes]], np.float32), (n, 1))
+    a.flags.writeable = False
+    return a

@@ -79,8 +79,9 @@ ARTIFACT_FIELDS = {
     "kernel": Str(max_len=16, choices=KERNELS), "kernel_ops": Map(Int(0, 1 << 31), key=Str(max_len=128)),
     "rel_rms_error": OneOf((Num(), Null())),  # w8a8 against the fp32 block
     # a segment graph (role "segment"): the part artifacts it composes, in order, and the exit
-    # head whose logits it outputs beside the hidden state
+    # head whose logits it outputs beside the hidden state; for a gated one, the gate it evaluates
     "segment_parts": List(KEY, max_len=256), "segment_tap": OneOf((KEY, Null())),
+    "segment_gate": Str(max_len=64, pattern=r"gates@[0-9a-f]{16}/[0-9]{1,6}"),
 }
 ARTIFACT_REQUIRED = ("key", "role", "backend", "path", "sha256", "size_bytes")
 

@@ -136,7 +136,8 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
             fused[base[len("branch/"):]] = _runner(package, key, backend, options, pool)
         elif base.startswith("segment/") and spec.onnx:
             entry = package.entry(key)
-            names = (tuple(entry.get("segment_parts", ())), entry.get("segment_tap"))
+            names = (tuple(entry.get("segment_parts", ())), entry.get("segment_tap"),
+                     *([entry["segment_gate"]] if entry.get("segment_gate") else []))
             shipped[names] = _runner(package, key, backend, options, pool)
     chain = ChainRunner(parts["stem"], blocks, exits, parts.get("head")) if "stem" in parts and blocks else None
     if chain is None and not fused:

@@ -93,7 +93,7 @@ class PackageExecutor(Executor):
             raise EdgeinfError(f"branch {branch.id} has no fused artifact and the package has no per-block artifacts")
         points = hook.points if hook is not None else None
         if points is not None and self.segments is not None:
-            plan = self.segments.plan(branch, points)
+            plan = self.segments.plan(branch, points, gated=hasattr(hook, "gate_feed"))
             if plan is not None:
                 if not plan.stops and runner is not None:
                     return next(iter(runner.infer(x, check=False).values()))
@@ -120,7 +120,7 @@ class PackageExecutor(Executor):
         returns how many segments the branch runs as (0: it does not run segmented)."""
         if self.segments is None or points is None:
             return 0
-        plan = self.segments.plan(branch, frozenset(points))
+        plan = self.segments.plan(branch, frozenset(points), gated=True)  # a gates scheduler's hooks feed their gates
         if plan is None:
             return 0
         if not plan.stops and branch.id in self.fused:

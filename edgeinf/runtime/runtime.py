@@ -207,6 +207,9 @@ class Runtime:
     def scheduler(self, scheduler: Scheduler) -> None:
         """Another scheduler, bound to this runtime's table and latency model."""
         self._scheduler = scheduler.bind(self._table, self._latency)
+        segments = getattr(self.executor, "segments", None)
+        if segments is not None:  # gates the scheduler evaluates inside the segment graphs (or none)
+            segments.use_gates(getattr(scheduler, "graph_gates", None))
         self._hooks = type(scheduler).exit_hook is not Scheduler.exit_hook
         self._pure = bool(getattr(scheduler, "pure_choice", False))
         self.invalidate_choices()
@@ -294,7 +297,7 @@ class Runtime:
             if hook is not None:
                 decision_us += hook.decision_us  # the hook's own decisions (gates), not its exit heads
                 exited = hook.exited_at  # (position, block) of an early exit
-                ran = self._ran(ran, exited)
+                ran = self._ran(ran, exited) if not getattr(hook, "rerouted", False) else self._switched(hook, ran)
             record = _new_record(Record, (
                 self._calls, ran.id, budget_ms, predicted_ms, measured_ms, measured_ms <= budget_ms,
                 c[7], decision_us, snap, exited[1] if exited else None,
@@ -358,6 +361,11 @@ class Runtime:
             return planned
         pos, block = exited
         return self._by_path.get((planned.blocks[: pos + 1], block), planned)
+
+    def _switched(self, hook, planned):
+        """The branch a pass that switched paths mid-pass ended on (the hook's current path)."""
+        path = getattr(hook, "path", None)
+        return self._table._by_id.get(path.id, planned) if path is not None else planned
 
     def stream(self, inputs: Iterable[np.ndarray], budget_ms: float | Callable[[int], float]) -> Iterator[tuple[np.ndarray, Record]]:
         """Run a stream (e.g. video frames); ``budget_ms`` may be a function of the frame index."""

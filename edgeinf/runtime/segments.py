@@ -11,6 +11,13 @@ session call per point passed instead of one per block and exit head.
 Segments come from the package when it ships them (artifacts of role ``segment``, written at
 export by :mod:`edgeinf.exporters.onnx.segments`; ``packaged`` maps :func:`segment_names`
 to their runners), else from ``compose`` (``segments=True``, needs onnx on this machine).
+
+*Gated* segments (:meth:`SegmentRunner.use_gates`): a segment that ends at a gate also
+evaluates the gate's decision in its graph (QuEE eq. 13 features, the MLP, the argmin; see
+``edgeinf.exporters.onnx.gate.gate_tap_graph``), so a call returns the hidden state, the exit
+logits, the chosen row and the next gate's features at once. What varies per call (the state's
+reachable paths, lambda, the allowed mask; the previous gate's features) is fed by the hook
+(``hook.gate_feed``); its results are read with :meth:`SegmentRunner.gate_result`.
 """
 from __future__ import annotations
 
@@ -44,16 +51,24 @@ class Segment:
     tap: Runner | None
     pos: int
     block: int | None
+    gate: str | None = None  # the gate evaluated in the graph (:func:`gate_name`), None: none
 
     @property
-    def names(self) -> tuple[tuple[str, ...], str | None]:
-        """The parts' and the tap's artifact keys: what a packaged segment is looked up by."""
-        return segment_names(self.parts, self.tap)
+    def names(self) -> tuple:
+        """The parts' and the tap's artifact keys (and the gate's name): what a packaged segment is looked up by."""
+        return segment_names(self.parts, self.tap, self.gate)
 
 
-def segment_names(parts, tap) -> tuple[tuple[str, ...], str | None]:
-    """``(part keys, tap key or None)`` of runners named by their artifact keys."""
-    return tuple(p.name for p in parts), (tap.name if tap is not None else None)
+def segment_names(parts, tap, gate: str | None = None) -> tuple:
+    """``(part keys, tap key or None)`` of runners named by their artifact keys, plus the
+    gate's name for a gated segment."""
+    names = (tuple(p.name for p in parts), (tap.name if tap is not None else None))
+    return names if gate is None else (*names, gate)
+
+
+def gate_name(gates, block: int) -> str:
+    """``gates@<digest>/<block>``: names gate ``block`` of ``gates`` (their weights' digest)."""
+    return f"gates@{gates.digest}/{block}"
 
 
 @dataclass(frozen=True)
@@ -98,28 +113,42 @@ class SegmentRunner:
         self._sessions: OrderedDict[tuple, tuple[Runner, Callable, str]] = OrderedDict()
         self._plans: dict[tuple, Plan | None] = {}
         self._lock = threading.Lock()
-        self._local = threading.local()  # this thread's (exit, hidden, logits) of the last tap
-        self.hits = self.misses = self.evictions = self.calls = self.tap_hits = self.packaged_calls = 0
+        self._local = threading.local()  # this thread's (exit, hidden, logits, gate outputs) of the last tap
+        self.gates = None  # in-graph gates (:meth:`use_gates`)
+        self.hits = self.misses = self.evictions = self.calls = self.tap_hits = self.packaged_calls = self.gated_calls = 0
+
+    def use_gates(self, gates) -> None:
+        """Evaluate the gates of ``gates`` (an ``ErrorGates``; ``None``: stop) inside the segments
+        that end at them, for hooks that feed them (``gate_feed``). Such a segment is composed
+        here (``compose``) or shipped in the package under its gate's name."""
+        with self._lock:
+            self.gates = gates
+            self._plans.clear()
 
     # -- planning ------------------------------------------------------------------------
-    def plan(self, branch: BranchInfo, points: frozenset[int], start: int = 0) -> Plan | None:
+    def plan(self, branch: BranchInfo, points: frozenset[int], start: int = 0, gated: bool = False) -> Plan | None:
         """The segments of ``branch`` cut after ``points``; ``None`` if a part cannot be composed.
 
         ``start`` > 0: only the rest of the branch, from kept position ``start`` on (a pass that
-        switched to this branch mid-way: the hidden state after position ``start - 1`` goes in)."""
-        key = (branch.blocks, branch.exit, branch.bits, points, start)
+        switched to this branch mid-way: the hidden state after position ``start - 1`` goes in).
+        ``gated``: segments that end at a gate of :meth:`use_gates` evaluate it (the caller's hook
+        has ``gate_feed``); where such a segment can be neither found nor composed, the plan has none."""
+        gated = gated and self.gates is not None
+        key = (branch.blocks, branch.exit, branch.bits, points, start, gated)
         try:
             return self._plans[key]
         except KeyError:
             pass
-        plan = self._make_plan(branch, points, start)
+        plan = self._make_plan(branch, points, start, gated)
+        if plan is None and gated:
+            plan = self._make_plan(branch, points, start, False)
         with self._lock:
             if len(self._plans) >= 4 * self.max_segments:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
 
-    def _make_plan(self, branch: BranchInfo, points: frozenset[int], first: int = 0) -> Plan | None:
+    def _make_plan(self, branch: BranchInfo, points: frozenset[int], first: int = 0, gated: bool = False) -> Plan | None:
         chain = self.chain
         blocks = chain.block_parts(branch.blocks, branch.bits or None)
         head = chain.head_for(branch.exit)
@@ -131,7 +160,8 @@ class SegmentRunner:
             if pos >= first and index in points:
                 tap = chain.exits.get(index)
                 tap = tap if tap is not None and _composable(tap) else None
-                stops.append(_segment((stem if start == 0 else []) + blocks[start:pos + 1], tap, pos, index))
+                gate = gate_name(self.gates, index) if gated and tap is not None and index in self.gates.weights else None
+                stops.append(_segment((stem if start == 0 else []) + blocks[start:pos + 1], tap, pos, index, gate))
                 start = pos + 1
         final = None
         if start < len(blocks) or start == 0:
@@ -143,13 +173,19 @@ class SegmentRunner:
 
     # -- running -------------------------------------------------------------------------
     def run(self, plan: Plan, x: np.ndarray, hook) -> np.ndarray:
-        """Logits of the planned branch on ``x``; ``hook(pos, block, hidden)`` runs after each stop."""
+        """Logits of the planned branch on ``x``; ``hook(pos, block, hidden)`` runs after each stop
+        (and ``hook.gate_feed(pos, block, input)`` before each gated segment)."""
         h, local = x, self._local
         try:
             for seg in plan.stops:
-                outs = self._call(seg, h)
+                if seg.gate is None:
+                    outs = self._call(seg, h)
+                    local.tap = (seg.block, outs[0], outs[1], None) if seg.tap is not None else None
+                else:
+                    outs = self._call(seg, h, hook.gate_feed(seg.pos, seg.block, h))
+                    self.gated_calls += 1
+                    local.tap = (seg.block, outs[0], outs[1], (outs[2], outs[3]))
                 h = outs[0]
-                local.tap = (seg.block, h, outs[1]) if seg.tap is not None else None
                 stop = hook(seg.pos, seg.block, h)
                 if stop is not None:
                     return stop
@@ -169,19 +205,33 @@ class SegmentRunner:
             return tap[2]
         return None
 
+    def gate_result(self, block: int, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(gate_at, gate_stats)`` of the gate at ``block`` that the running call's last segment
+        evaluated on its way to ``hidden`` (the same array object), else ``None``."""
+        tap = getattr(self._local, "tap", None)
+        if tap is not None and tap[3] is not None and tap[1] is hidden and tap[0] == block:
+            return tap[3]
+        return None
+
     def prepare(self, plan: Plan) -> int:
         """Create every session of ``plan`` now; returns how many segments it has."""
         for seg in plan.segments:
             self._session(seg)
         return len(plan.segments)
 
-    def _call(self, seg: Segment, h: np.ndarray) -> list[np.ndarray]:
+    def _call(self, seg: Segment, h: np.ndarray, extra: dict | None = None) -> list[np.ndarray]:
         self.calls += 1
         shipped = self.packaged.get(seg.names)
         if shipped is not None:  # a graph of the package: its session opens on demand (the pool bounds them)
             self.packaged_calls += 1
+            if extra:  # a gated graph: the hidden state goes to its first input
+                if not shipped.input_specs and hasattr(shipped, "open_session"):
+                    shipped.open_session()
+                return list(shipped.infer({shipped.input_specs[0].name: h, **extra}, check=False).values())
             return list(shipped.infer(h, check=False).values())
         _, run, name = self._session(seg)
+        if extra:
+            return run(None, {name: h, **extra})
         return run(None, {name: h})
 
     # -- the session cache ---------------------------------------------------------------
@@ -198,7 +248,7 @@ class SegmentRunner:
                 self.hits += 1
                 return entry
             self.misses += 1
-            runner = _build(seg, self.compose)
+            runner = _build(seg, self.compose, self.gates)
             entry = (runner, runner.session.run, runner.input_specs[0].name)
             self._sessions[seg.key] = entry
             while len(self._sessions) > self.max_segments:
@@ -208,10 +258,11 @@ class SegmentRunner:
             return entry
 
     def stats(self) -> dict[str, int]:
-        """Cache hits/misses/evictions, session calls, exit logits served from a segment, sessions held."""
+        """Cache hits/misses/evictions, session calls (of them: packaged graphs, gated segments), exit
+        logits served from a segment, sessions held."""
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "calls": self.calls,
                 "tap_hits": self.tap_hits, "sessions": len(self._sessions), "packaged_calls": self.packaged_calls,
-                "packaged": len(self.packaged)}
+                "packaged": len(self.packaged), "gated_calls": self.gated_calls}
 
     def clear(self) -> None:
         """Release every composed session (they are created again on demand)."""
@@ -228,12 +279,12 @@ def _composable(part: Runner) -> bool:
     return isinstance(part, OnnxRuntimeRunner) and part.model_bytes is None
 
 
-def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | None) -> Segment:
-    key = (tuple(str(p.path) for p in parts), str(tap.path) if tap is not None else None)
-    return Segment(key, tuple(parts), tap, pos, block)
+def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | None, gate: str | None = None) -> Segment:
+    key = (tuple(str(p.path) for p in parts), str(tap.path) if tap is not None else None, gate)
+    return Segment(key, tuple(parts), tap, pos, block, gate)
 
 
-def _build(seg: Segment, compose_segment: Callable) -> Runner:
+def _build(seg: Segment, compose_segment: Callable, gates=None) -> Runner:
     """One activated session of the segment's parts (and tap), with the parts' ORT options."""
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
@@ -246,8 +297,16 @@ def _build(seg: Segment, compose_segment: Callable) -> Runner:
                                f"{len(folders)} directories; keep a package's graphs in one")
         config[EXTERNAL_FOLDER] = str(folders.pop())
     options = replace(seg.parts[0].options, session_config=tuple(sorted(config.items())))
-    model = compose_segment([p.path.read_bytes() for p in seg.parts],
-                            seg.tap.path.read_bytes() if seg.tap is not None else None)
-    name = "segment/" + "+".join(p.name for p in every)
+    models = [p.path.read_bytes() for p in seg.parts]
+    tap = seg.tap.path.read_bytes() if seg.tap is not None else None
+    if seg.gate is None:
+        model = compose_segment(models, tap)
+    else:  # composing already needs the build side (onnx); so does the gate's graph
+        from functools import partial
+        from importlib import import_module
+
+        graph = import_module("edgeinf.exporters.onnx.gate").gate_tap_graph
+        model = compose_segment(models, tap, gate=partial(graph, gates, seg.block))
+    name = "segment/" + "+".join(p.name for p in every) + (f"+{seg.gate}" if seg.gate else "")
     return OnnxRuntimeRunner(seg.parts[0].path.parent / name.replace("/", ":"), options, name=name,
                              model_bytes=model).activate()

@@ -8,7 +8,7 @@ second output, so one call gives both the hidden state and that exit's logits.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from edgeinf._lazy import require
 from edgeinf.errors import EdgeinfError
@@ -23,15 +23,23 @@ def compose_chain(models: Sequence[bytes]) -> bytes:
     return _chain(models).SerializeToString()
 
 
-def compose_segment(models: Sequence[bytes], tap: bytes | None = None) -> bytes:
+def compose_segment(models: Sequence[bytes], tap: bytes | None = None,
+                    gate: Callable[[int, int], bytes] | None = None) -> bytes:
     """``models`` in sequence, plus ``tap`` (e.g. an exit head) fed from the last model's output.
 
     Without ``tap`` this is :func:`compose_chain`. With it, the graph has two outputs in this
     order: the hidden state (the last model's output name) and the tap's output (its own name,
     or ``tap/<name>`` if that would clash with the input or the hidden state).
+
+    ``gate`` (needs ``tap``): ``gate(opset, ir_version) -> bytes``, a graph at the segment's
+    versions whose first input takes the tap's output (e.g. a partial of
+    :func:`edgeinf.exporters.onnx.gate.gate_tap_graph`); its other inputs become inputs of the
+    segment after the hidden state's, its outputs outputs after the tap's, under their own names.
     """
     merged = _chain(models)
     if tap is None:
+        if gate is not None:
+            raise EdgeinfError("a gate appended to a segment reads the exit head's output: pass the tap too")
         return merged.SerializeToString()
     onnx = require("onnx", "composing a segment into one graph")
     from onnx import compose
@@ -45,7 +53,29 @@ def compose_segment(models: Sequence[bytes], tap: bytes | None = None) -> bytes:
     _attach_external(merged, external)
     if want not in (hidden, merged.graph.input[0].name):
         _rename(merged.graph, logits, want)
+        logits = want
+    if gate is not None:
+        opset = next((o.version for o in merged.opset_import if o.domain in ("", "ai.onnx")), 0)
+        merged = _append_gate(merged, onnx.load_from_string(gate(opset, merged.ir_version)), logits)
     return merged.SerializeToString()
+
+
+def _append_gate(merged, gate, logits: str):
+    """``gate`` fed from output ``logits`` of ``merged``; the gate keeps its own input and output names."""
+    from onnx import compose
+
+    names = {*(v.name for v in merged.graph.input), *(v.name for v in merged.graph.output)}
+    own = [v.name for v in (*gate.graph.input[1:], *gate.graph.output)]
+    clash = names.intersection(own)
+    if clash:
+        raise EdgeinfError(f"the gate's inputs/outputs {sorted(clash)} clash with the segment's names")
+    renames = {v.name: v.name for v in (*gate.graph.input, *gate.graph.output)}
+    gate = compose.add_prefix(gate, "gate/")
+    outputs = [v.name for v in merged.graph.output] + [v.name for v in gate.graph.output]
+    merged = compose.merge_models(merged, gate, io_map=[(logits, gate.graph.input[0].name)], outputs=outputs)
+    for name in renames:
+        _rename(merged.graph, "gate/" + name, name)
+    return merged
 
 
 def _chain(models: Sequence[bytes]):
