@@ -239,3 +239,34 @@ def test_gated_segments_written_with_the_gates_run_on_a_device_without_onnx(tmp_
     for (a, ra), (b, rb) in zip(out["device"], out["numpy"]):
         assert (ra.branch, ra.exited_at) == (rb.branch, rb.exited_at)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_runtimes_sharing_one_executor_keep_their_own_way_of_deciding(tmp_path):
+    """The gates travel with each call's hook: a runtime with in-graph gates and one with numpy
+    gates over the same executor (as evaluate_runtime shares it) each run their own segments."""
+    from edgeinf.runtime import open_package
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    from _runtime_pkg import CLASSES
+
+    write_package(tmp_path / "pkg", n_blocks=4, fused=False)
+    view = open_package(tmp_path / "pkg", intra_op_threads=1, segments=True)
+    gates = _random_gates(view.table, 4, CLASSES, 2)
+    graph, numpy_ = (Runtime(view.table, view.executor, GatesScheduler(gates, in_graph=g), LatencyModelConfig(mode="blind"),
+                             None, view.input_spec) for g in (True, False))
+    segs = view.executor.segments
+    x = np.random.default_rng(3).normal(size=(1, IN)).astype(np.float32)
+    budget = float(max(b.base_ms for b in view.table) * 2)
+    try:
+        for _ in range(3):
+            before = segs.gated_calls
+            a, ra = graph.infer(x, budget)
+            assert segs.gated_calls > before
+            before = segs.gated_calls
+            b, rb = numpy_.infer(x, budget)
+            assert segs.gated_calls == before and ra.branch == rb.branch
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    finally:
+        graph.close(), numpy_.close()
+        view.executor.deactivate()

@@ -339,7 +339,8 @@ class GatesScheduler(Scheduler):
 
     def exit_hook(self, decision, run_exit, exits, chain=None):
         lam, allowed = decision.state
-        return GateHook(self.gates, self.gates.pathset.index[decision.branch.id], lam, allowed, run_exit, chain)
+        return GateHook(self.gates, self.gates.pathset.index[decision.branch.id], lam, allowed, run_exit, chain,
+                        self.graph_gates)
 
     def __repr__(self) -> str:
         return f"GatesScheduler(paths={len(self.gates.pathset)}, lam={self.lam})"
@@ -348,14 +349,15 @@ class GatesScheduler(Scheduler):
 class GateHook:
     """The per-call hook (``ChainRunner`` calls it after every kept block).
 
-    Where the executor runs segments that evaluate the gate in their graph (``GatesScheduler``'s
-    ``in_graph``), :meth:`gate_feed` gives such a segment what it needs before it runs and the
-    hook reads the decision it made (``gate_result``); elsewhere the gate decides in numpy.
+    With ``graph_gates`` (``GatesScheduler``'s ``in_graph``), the executor runs segments that
+    evaluate the gate in their graph: :meth:`gate_feed` gives such a segment what it needs before
+    it runs and the hook reads the decision it made (``gate_result``); elsewhere the gate decides in numpy.
     """
 
     def __init__(self, gates: ErrorGates, current: int, lam: float, allowed: np.ndarray,
-                 run_exit: Callable[[int, np.ndarray], np.ndarray], chain=None):
+                 run_exit: Callable[[int, np.ndarray], np.ndarray], chain=None, graph_gates: ErrorGates | None = None):
         self.gates, self.current, self.lam, self.allowed = gates, current, lam, allowed
+        self.graph_gates = graph_gates  # the gates segment graphs may evaluate (None: numpy only)
         self.run_exit, self.chain = run_exit, chain
         # the previous exit's row_stats (one input, numpy), probabilities (a batch, numpy) or
         # [n, C + 2] stats array (from a segment graph's gate)

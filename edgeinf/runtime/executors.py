@@ -93,7 +93,7 @@ class PackageExecutor(Executor):
             raise EdgeinfError(f"branch {branch.id} has no fused artifact and the package has no per-block artifacts")
         points = hook.points if hook is not None else None
         if points is not None and self.segments is not None:
-            plan = self.segments.plan(branch, points, gated=hasattr(hook, "gate_feed"))
+            plan = self.segments.plan(branch, points, gates=getattr(hook, "graph_gates", None))
             if plan is not None:
                 if not plan.stops and runner is not None:
                     return next(iter(runner.infer(x, check=False).values()))
@@ -115,12 +115,13 @@ class PackageExecutor(Executor):
             raise EdgeinfError("continuing another branch mid-pass needs per-block artifacts")
         return self.chain.run_rest(branch, pos, hidden, hook)
 
-    def prepare(self, branch: BranchInfo, points: Iterable[int] | None) -> int:
-        """Create the segment sessions that ``branch`` needs for a hook with ``points`` (a warm-up);
-        returns how many segments the branch runs as (0: it does not run segmented)."""
+    def prepare(self, branch: BranchInfo, points: Iterable[int] | None, gates=None) -> int:
+        """Create the segment sessions that ``branch`` needs for a hook with ``points`` (and
+        ``graph_gates`` ``gates``) (a warm-up); returns how many segments the branch runs as (0:
+        it does not run segmented)."""
         if self.segments is None or points is None:
             return 0
-        plan = self.segments.plan(branch, frozenset(points), gated=True)  # a gates scheduler's hooks feed their gates
+        plan = self.segments.plan(branch, frozenset(points), gates=gates)
         if plan is None:
             return 0
         if not plan.stops and branch.id in self.fused:

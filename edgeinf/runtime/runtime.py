@@ -207,9 +207,6 @@ class Runtime:
     def scheduler(self, scheduler: Scheduler) -> None:
         """Another scheduler, bound to this runtime's table and latency model."""
         self._scheduler = scheduler.bind(self._table, self._latency)
-        segments = getattr(self.executor, "segments", None)
-        if segments is not None:  # gates the scheduler evaluates inside the segment graphs (or none)
-            segments.use_gates(getattr(scheduler, "graph_gates", None))
         self._hooks = type(scheduler).exit_hook is not Scheduler.exit_hook
         self._pure = bool(getattr(scheduler, "pure_choice", False))
         self.invalidate_choices()

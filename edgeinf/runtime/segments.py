@@ -12,12 +12,13 @@ Segments come from the package when it ships them (artifacts of role ``segment``
 export by :mod:`edgeinf.exporters.onnx.segments`; ``packaged`` maps :func:`segment_names`
 to their runners), else from ``compose`` (``segments=True``, needs onnx on this machine).
 
-*Gated* segments (:meth:`SegmentRunner.use_gates`): a segment that ends at a gate also
-evaluates the gate's decision in its graph (QuEE eq. 13 features, the MLP, the argmin; see
-``edgeinf.exporters.onnx.gate.gate_tap_graph``), so a call returns the hidden state, the exit
-logits, the chosen row and the next gate's features at once. What varies per call (the state's
-reachable paths, lambda, the allowed mask; the previous gate's features) is fed by the hook
-(``hook.gate_feed``); its results are read with :meth:`SegmentRunner.gate_result`.
+*Gated* segments: for a hook with ``graph_gates`` (an ``ErrorGates``), a segment that ends at
+one of its gates also evaluates the gate's decision in its graph (QuEE eq. 13 features, the MLP,
+the argmin; ``edgeinf.exporters.onnx.gate.gate_tap_graph``), so one call returns the hidden
+state, the exit logits, the chosen row and the next gate's features. What varies per call (the
+state's reachable paths, lambda, the allowed mask; the previous gate's features) is fed by the
+hook (``hook.gate_feed``); its results are read with :meth:`SegmentRunner.gate_result`. The
+gates travel with the hook, so runtimes with different schedulers can share one executor.
 """
 from __future__ import annotations
 
@@ -114,41 +115,33 @@ class SegmentRunner:
         self._plans: dict[tuple, Plan | None] = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # this thread's (exit, hidden, logits, gate outputs) of the last tap
-        self.gates = None  # in-graph gates (:meth:`use_gates`)
+        self._gate_sources: dict[str, tuple] = {}  # gate name -> (gates, block), to build gated segments
         self.hits = self.misses = self.evictions = self.calls = self.tap_hits = self.packaged_calls = self.gated_calls = 0
 
-    def use_gates(self, gates) -> None:
-        """Evaluate the gates of ``gates`` (an ``ErrorGates``; ``None``: stop) inside the segments
-        that end at them, for hooks that feed them (``gate_feed``). Such a segment is composed
-        here (``compose``) or shipped in the package under its gate's name."""
-        with self._lock:
-            self.gates = gates
-            self._plans.clear()
-
     # -- planning ------------------------------------------------------------------------
-    def plan(self, branch: BranchInfo, points: frozenset[int], start: int = 0, gated: bool = False) -> Plan | None:
+    def plan(self, branch: BranchInfo, points: frozenset[int], start: int = 0, gates=None) -> Plan | None:
         """The segments of ``branch`` cut after ``points``; ``None`` if a part cannot be composed.
 
         ``start`` > 0: only the rest of the branch, from kept position ``start`` on (a pass that
         switched to this branch mid-way: the hidden state after position ``start - 1`` goes in).
-        ``gated``: segments that end at a gate of :meth:`use_gates` evaluate it (the caller's hook
-        has ``gate_feed``); where such a segment can be neither found nor composed, the plan has none."""
-        gated = gated and self.gates is not None
-        key = (branch.blocks, branch.exit, branch.bits, points, start, gated)
+        ``gates``: the hook's ``graph_gates``; segments that end at one of them evaluate it (the
+        hook feeds them, ``gate_feed``); where such a segment can be neither found in the package
+        nor composed here, the plan has no gated segment."""
+        key = (branch.blocks, branch.exit, branch.bits, points, start, None if gates is None else gates.digest)
         try:
             return self._plans[key]
         except KeyError:
             pass
-        plan = self._make_plan(branch, points, start, gated)
-        if plan is None and gated:
-            plan = self._make_plan(branch, points, start, False)
+        plan = self._make_plan(branch, points, start, gates)
+        if plan is None and gates is not None:
+            plan = self._make_plan(branch, points, start, None)
         with self._lock:
             if len(self._plans) >= 4 * self.max_segments:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
 
-    def _make_plan(self, branch: BranchInfo, points: frozenset[int], first: int = 0, gated: bool = False) -> Plan | None:
+    def _make_plan(self, branch: BranchInfo, points: frozenset[int], first: int = 0, gates=None) -> Plan | None:
         chain = self.chain
         blocks = chain.block_parts(branch.blocks, branch.bits or None)
         head = chain.head_for(branch.exit)
@@ -160,7 +153,10 @@ class SegmentRunner:
             if pos >= first and index in points:
                 tap = chain.exits.get(index)
                 tap = tap if tap is not None and _composable(tap) else None
-                gate = gate_name(self.gates, index) if gated and tap is not None and index in self.gates.weights else None
+                gate = None
+                if gates is not None and tap is not None and index in gates.weights:
+                    gate = gate_name(gates, index)
+                    self._gate_sources.setdefault(gate, (gates, index))
                 stops.append(_segment((stem if start == 0 else []) + blocks[start:pos + 1], tap, pos, index, gate))
                 start = pos + 1
         final = None
@@ -248,7 +244,7 @@ class SegmentRunner:
                 self.hits += 1
                 return entry
             self.misses += 1
-            runner = _build(seg, self.compose, self.gates)
+            runner = _build(seg, self.compose, self._gate_sources.get(seg.gate))
             entry = (runner, runner.session.run, runner.input_specs[0].name)
             self._sessions[seg.key] = entry
             while len(self._sessions) > self.max_segments:
@@ -284,7 +280,7 @@ def _segment(parts: list[Runner], tap: Runner | None, pos: int, block: int | Non
     return Segment(key, tuple(parts), tap, pos, block, gate)
 
 
-def _build(seg: Segment, compose_segment: Callable, gates=None) -> Runner:
+def _build(seg: Segment, compose_segment: Callable, gate: tuple | None = None) -> Runner:
     """One activated session of the segment's parts (and tap), with the parts' ORT options."""
     from edgeinf.runtime.runners.onnxrt import OnnxRuntimeRunner
 
@@ -306,7 +302,7 @@ def _build(seg: Segment, compose_segment: Callable, gates=None) -> Runner:
         from importlib import import_module
 
         graph = import_module("edgeinf.exporters.onnx.gate").gate_tap_graph
-        model = compose_segment(models, tap, gate=partial(graph, gates, seg.block))
+        model = compose_segment(models, tap, gate=partial(graph, *gate))
     name = "segment/" + "+".join(p.name for p in every) + (f"+{seg.gate}" if seg.gate else "")
     return OnnxRuntimeRunner(seg.parts[0].path.parent / name.replace("/", ":"), options, name=name,
                              model_bytes=model).activate()

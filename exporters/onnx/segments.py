@@ -20,18 +20,18 @@ SEGMENT_KINDS = ("gates", "gates-next", "threshold")
 MAX_PACKAGED_SEGMENTS = 4096  # bound on the segment graphs one package ships
 
 
-def segment_plans(view, paths, points_of, switches: bool = True, gated: bool = False) -> list:
+def segment_plans(view, paths, points_of, switches: bool = True, gates=None) -> list:
     """Every segment a run over ``paths`` can take: each path from its start and, with
     ``switches``, its rest from each of its points (a mid-pass switch onto it).
-    ``points_of(i)``: the points of path ``i`` (its hook's ``points``). ``gated``: the segments
-    that end at a gate evaluate it (the gates set with the runner's ``use_gates``)."""
+    ``points_of(i)``: the points of path ``i`` (its hook's ``points``). ``gates``: error gates
+    that the segments ending at them evaluate (a ``GatesScheduler``'s ``graph_gates``)."""
     runner = view.executor.segments
     found: dict[tuple, object] = {}
     for i, path in enumerate(paths):
         points = frozenset(points_of(i))
         starts = [0, *(pos + 1 for pos, b in enumerate(path.blocks) if b in points and switches)]
         for start in starts:
-            plan = runner.plan(path, points, start=start, gated=gated)
+            plan = runner.plan(path, points, start=start, gates=gates)
             for seg in plan.segments if plan is not None else ():
                 found.setdefault(seg.names, seg)
     if len(found) > MAX_PACKAGED_SEGMENTS:
@@ -104,9 +104,7 @@ def add_scheduler_segments(root: str | Path, kind: str, trained=None) -> list[di
             from edgeinf.learned.gates import GatesScheduler
 
             graph_gates = GatesScheduler(trained).graph_gates if kind == "gates" else None
-            if graph_gates is not None:
-                view.executor.segments.use_gates(graph_gates)
-            plans = segment_plans(view, ps.paths, ps.points_of, gated=graph_gates is not None)
+            plans = segment_plans(view, ps.paths, ps.points_of, gates=graph_gates)
             return write_segments(root, plans, graph_gates)
         return write_segments(root, plans)
     finally:

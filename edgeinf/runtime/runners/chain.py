@@ -64,7 +64,7 @@ class ChainRunner(Runner):
         ``branch``: anything with ``blocks``, ``exit`` and ``bits`` (a table branch, a gates path)."""
         points = hook.points if hook is not None else None
         if points is not None and self.segments is not None:
-            plan = self.segments.plan(branch, frozenset(points), start=pos + 1, gated=hasattr(hook, "gate_feed"))
+            plan = self.segments.plan(branch, frozenset(points), start=pos + 1, gates=getattr(hook, "graph_gates", None))
             if plan is not None:
                 return self.segments.run(plan, hidden, hook)
         parts = self.block_parts(branch.blocks, branch.bits or None)
