@@ -13,10 +13,15 @@ images. The full model's profiled latency is the reference of the shares.
 
 Also, side by side in the same run: the gates scheduler's ``choose`` with its per-budget-step
 plan cache against the same plan computed every call (what it did before: numpy masks, lambda
-and start per call); the gate decision compiled into one onnxruntime graph (eq. 13 features, the
-MLP, the argmin; what appending it to a segment graph would add) against the numpy decision and
-an empty onnxruntime call; and, with ``--runtime-samples``, the per-call ``decision_us`` measured
-in the runtime (median) for the cached and the per-call plan, with the full model's measured ms.
+and start per call); the gate decision as its own onnxruntime graph against the numpy decision
+and an empty onnxruntime call; what a gate evaluated inside its segment graph adds to that
+segment's call (``gated_segment``: the same segment with and without it, interleaved); and,
+with ``--runtime-samples``, in the runtime (3 interleaved rounds, the median round kept): the
+per-call ``decision_us`` (median) and the mean measured ms for the gates inside the segment
+graphs (``gates``) and the same gates in numpy (``gates-numpy``), with the full model's measured
+ms; the runtimes run with a contention monitor, as ``Runtime.load`` does by default (its thread
+prepares a pure scheduler's next choice between calls; ``--no-monitor``: without). The in-graph gates' ``decision_us`` is the Python around them (the feed, reading the row);
+their compute is inside the segment's call, which ``gated_segment`` measures.
 """
 from __future__ import annotations
 
@@ -131,24 +136,70 @@ def _onnx_gate_calls(gates, state, logits, lam, allowed) -> dict:
     return {"gate_onnx_call": lambda: sess.run(None, feed), "ort_empty_call": lambda: empty.run(None, {"x": logits})}
 
 
-def _runtime_decisions(gates, wb, samples: int, budgets: int) -> dict:
-    """Per-call decision_us (median) in the runtime: cached vs per-call plans, the full model's ms."""
+def _runtime_decisions(gates, wb, samples: int, budgets: int, monitor: bool = True) -> dict:
+    """Per-call decision_us (median) and mean measured ms in the runtime: the gates evaluated inside
+    the segment graphs against the same gates in numpy after each segment; the full model's ms."""
     from edgeinf.learned.evaluate import budgets_between, evaluate_runtime, full_model
+    from edgeinf.runtime import open_package
     from edgeinf.runtime.schedulers import Static
 
     x, y = wb.data.x_test, wb.data.y_test
     idx = np.linspace(0, len(y) - 1, samples).astype(int)
     b = [float(v) for v in budgets_between(wb.table, budgets)]
     full = full_model(wb.table) or wb.table.most_accurate
-    runs = evaluate_runtime(wb.package.root, {"gates": GatesScheduler(gates), "gates-per-call": PerCallGates(gates),
-                                              "full": Static(full.id)}, x[idx], y[idx], b, warmup=20, rounds=1)
+    view = open_package(wb.package.root, intra_op_threads=1, segments=True)
+    runs, gated = {}, []
+    try:
+        for budget in b:  # one budget at a time: the gated segments each budget's calls ran
+            before = view.executor.segments.gated_calls  # only the in-graph gates' calls run gated segments
+            one = evaluate_runtime(view, {"gates": GatesScheduler(gates), "gates-numpy": GatesScheduler(gates, in_graph=False),
+                                          "full": Static(full.id)}, x[idx], y[idx], [budget], warmup=20, rounds=3, threads=1,
+                                   monitor=monitor)
+            gated.append((view.executor.segments.gated_calls - before) / (min(20, samples) + 3 * samples))
+            for k, rows in one.items():
+                runs.setdefault(k, []).extend(rows)
+    finally:
+        view.executor.deactivate()
     full_ms = float(np.median([r["mean_ms"] for r in runs["full"]]))
-    keep = ("budget_ms", "accuracy", "mean_ms", "decision_us", "decision_us_median")
-    out = {k: [{f: r.get(f) for f in keep} for r in runs[k]] for k in ("gates", "gates-per-call")}
+    keep = ("budget_ms", "accuracy", "mean_ms", "rounds_mean_ms", "decision_us", "decision_us_median")
+    out = {k: [{f: r.get(f) for f in keep} for r in runs[k]] for k in ("gates", "gates-numpy")}
     for rows in out.values():
         for r in rows:
             r["median_share_of_full_measured"] = r["decision_us_median"] / (full_ms * 1e3)
+    for r, per_call in zip(out["gates"], gated):
+        r["gated_segments_per_call"] = per_call
     return {"full_model_measured_ms": full_ms, "samples": int(samples), "budgets_ms": b, **out}
+
+
+def _gated_segment_cost(gates, wb, calls: int) -> dict:
+    """What evaluating a gate inside its segment adds to that segment's onnxruntime call: the first
+    segment of the most accurate start path with and without its gate, on one test image,
+    interleaved call by call (one intra-op thread)."""
+    from edgeinf.learned.gates import graph_stats
+    from edgeinf.runtime import open_package
+
+    view = open_package(wb.package.root, intra_op_threads=1, segments=True)
+    try:
+        ps, segs = gates.pathset, view.executor.segments
+        lam = float(gates.lambdas[len(gates.lambdas) // 2])
+        path = ps.paths[gates.start(lam)]
+        points = ps.points_of(ps.index[path.id])
+        plain, gated = (segs.plan(view.table.get(path.id), points, gates=g).stops[0] for g in (None, gates))
+        state = ps.state_at(path, gated.block)
+        _, parts = gates.graph_feed(state, lam, None)
+        x = wb.data.x_test[:1].astype(np.float32)
+        classes = (gates._half(gated.block)[0].shape[0] - 4) // 2
+        prev = graph_stats(np.full((1, classes), 1.0 / classes))  # a first gate's
+        feed = {"gate_prev": prev, "gate_parts": parts}
+        for seg in (plain, gated):
+            segs._session(seg)
+        times = _time_interleaved({"segment": lambda: segs._call(plain, x),
+                                   "segment_with_gate": lambda: segs._call(gated, x, feed)}, calls, 4)
+    finally:
+        view.executor.deactivate()
+    added = times["segment_with_gate"]["median_us"] - times["segment"]["median_us"]
+    return {"segment": [p.name for p in gated.parts] + [gated.tap.name], "futures": int(len(parts)),
+            "times": times, "added_median_us": float(added)}
 
 
 def main(argv=None) -> int:
@@ -161,6 +212,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runtime-samples", type=int, default=0, help="also measure in the runtime on this many test images")
     ap.add_argument("--budgets", type=int, default=3, help="budgets of the runtime measurement")
+    ap.add_argument("--no-monitor", action="store_true",
+                    help="runtime part without the contention monitor (Runtime.load runs one by default; between calls "
+                         "its thread prepares the next call's choice)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -189,19 +243,30 @@ def main(argv=None) -> int:
               "model": name, "package": str(Path(args.package).resolve()), "full_model_profiled_ms": full_ms,
               "paths": len(gates.pathset), "gate": gate_info, "content": content_info, "decisions": times,
               "args": vars(args)}
+    result["gated_segment"] = _gated_segment_cost(gates, wb, args.calls // 2)
     if args.runtime_samples:
-        result["runtime"] = _runtime_decisions(gates, wb, args.runtime_samples, args.budgets)
+        result["runtime"] = _runtime_decisions(gates, wb, args.runtime_samples, args.budgets, not args.no_monitor)
         result["load_average_after"] = list(os.getloadavg())
+        rt = result["runtime"]
+        for r in rt["gates"]:  # the gates' compute inside the segment calls, per call, added to their decision time
+            r["in_graph_us_per_call"] = r["gated_segments_per_call"] * result["gated_segment"]["added_median_us"]
+            r["with_in_graph_share_of_full_measured"] = ((r["decision_us_median"] + r["in_graph_us_per_call"])
+                                                         / (rt["full_model_measured_ms"] * 1e3))
     out = Path(args.out or Path(__file__).parent / "results" / f"learned-decision-{name}-{socket.gethostname()}.json")
     write_json(out, result)
     for k, row in times.items():
         print(f"{k:16s} min {row['min_us']:7.1f} us  median {row['median_us']:7.1f} us  p90 {row['p90_us']:7.1f} us  "
               f"(median = {100 * row['share_of_full_median']:.2f} % of the full model's {full_ms:.2f} ms)")
-    for k in ("gates", "gates-per-call"):
+    g = result["gated_segment"]
+    print(f"segment {'+'.join(g['segment'])}: {g['times']['segment']['median_us']:.1f} us, with its gate "
+          f"({g['futures']} paths) {g['times']['segment_with_gate']['median_us']:.1f} us: +{g['added_median_us']:.1f} us")
+    for k in ("gates", "gates-numpy"):
         for r in (result.get("runtime") or {}).get(k, []):
-            print(f"runtime {k:15s} budget {r['budget_ms']:.2f} ms: decision median {r['decision_us_median']:6.1f} us "
-                  f"= {100 * r['median_share_of_full_measured']:.2f} % of the full model's measured "
-                  f"{result['runtime']['full_model_measured_ms']:.2f} ms")
+            print(f"runtime {k:12s} budget {r['budget_ms']:.2f} ms: accuracy {r['accuracy']:.3f}, mean {r['mean_ms']:.3f} ms, "
+                  f"decision median {r['decision_us_median']:6.1f} us = {100 * r['median_share_of_full_measured']:.2f} % "
+                  f"of the full model's measured {result['runtime']['full_model_measured_ms']:.2f} ms"
+                  + (f"; + {r['gated_segments_per_call']:.2f} gated segments x {g['added_median_us']:.1f} us in the graphs "
+                     f"= {100 * r['with_in_graph_share_of_full_measured']:.2f} % in all" if k == "gates" else ""))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -443,12 +443,44 @@ def test_the_gate_appended_to_a_segment_decides_as_numpy_for_any_state_and_budge
             for _ in range(5):
                 logits = (rng.normal(size=(n, C)) * 3).astype(np.float32)
                 prev = softmax(rng.normal(size=(n, C)) * 3)
-                stats_prev = np.c_[prev, -(prev * np.log(prev)).sum(1), prev.max(1)].astype(np.float32)
+                stats_prev = np.c_[prev, prev * np.log(prev), prev.max(1)].astype(np.float32)
                 at, stats = sessions[state[0]].run(None, {"logits": logits, "gate_prev": stats_prev, "gate_parts": parts})
                 u = gate_features(softmax(logits), prev)
-                assert int(futures[int(at[0])]) == gates.decide(state, u, lam, allowed)
+                assert int(futures[at.item()]) == gates.decide(state, u, lam, allowed)
+                p = softmax(logits)
+                np.testing.assert_allclose(stats, np.c_[p, p * np.log(p), p.max(1)], rtol=1e-5, atol=1e-6)
                 if n == 1:
-                    p, h, m = row_stats(logits)
-                    np.testing.assert_allclose(stats, [[*p, h, m]], rtol=1e-5, atol=1e-6)
+                    _, h, m = row_stats(logits)
+                    assert -stats[0, C:2 * C].sum() == pytest.approx(h, rel=1e-4, abs=1e-6) and stats[0, -1] == pytest.approx(m, rel=1e-4)
                 checked += 1
     assert checked >= 60
+
+
+def test_a_pass_carries_the_previous_exit_across_graph_and_numpy_gates():
+    """The previous exit's features a gate graph returns (``gate_stats``) and the numpy forms
+    (row stats of one input, probabilities of a batch) convert into each other exactly."""
+    from edgeinf.learned.gates import GateHook
+    from edgeinf.learned.paths import row_stats, softmax
+
+    rng = np.random.default_rng(2)
+    gates = _random_gates(rng)
+    hook = GateHook(gates, 0, 0.1, None, run_exit=None)
+    logits = (rng.normal(size=(1, C)) * 2).astype(np.float32)
+    p, h, m = row_stats(logits)
+    pa = np.array(p)
+    graph_form = np.array([[*pa, *(pa * np.log(pa)), m]], np.float32)
+    hook.prev, hook._graph_prev = graph_form, True  # graph -> numpy, one input
+    got = hook._prev_row(C)
+    np.testing.assert_allclose(got[0], p, rtol=1e-6), np.testing.assert_allclose(got[1:], (h, m), rtol=1e-5)
+    hook.prev, hook._graph_prev = row_stats(logits), False  # numpy, one input -> graph input
+    np.testing.assert_allclose(hook._prev_array(1), graph_form, rtol=1e-5)
+    batch = (rng.normal(size=(3, C)) * 2).astype(np.float32)
+    probs = softmax(batch)
+    hook.prev = probs  # numpy, a batch -> graph input, and back
+    arr = hook._prev_array(3)
+    np.testing.assert_allclose(arr, np.c_[probs, probs * np.log(probs), probs.max(1)], rtol=1e-5, atol=1e-6)
+    hook.prev, hook._graph_prev = arr, True
+    np.testing.assert_allclose(hook._prev_probs(), probs, rtol=1e-6)
+    hook.prev, hook._graph_prev = None, False  # a first gate: the uniform distribution's
+    u = np.full(C, 1 / C)
+    np.testing.assert_allclose(hook._prev_array(2), [[*u, *(u * np.log(u)), 1 / C]] * 2, rtol=1e-6)

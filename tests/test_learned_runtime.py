@@ -270,3 +270,27 @@ def test_runtimes_sharing_one_executor_keep_their_own_way_of_deciding(tmp_path):
     finally:
         graph.close(), numpy_.close()
         view.executor.deactivate()
+
+
+def test_gated_segments_compose_over_weights_files(tmp_path):
+    """A package whose graphs read external weights files (every real export): the gate is merged
+    while those are detached, and the composed gated segment reads them from the package."""
+    from _trust_pkg import add_external_stem
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    from _runtime_pkg import CLASSES
+
+    w = write_package(tmp_path / "pkg", n_blocks=4, fused=False)
+    add_external_stem(tmp_path / "pkg", listed=True)
+    blind = LatencyModelConfig(mode="blind")
+    with Runtime.load(tmp_path / "pkg", monitor=False, latency=blind) as probe:
+        table = probe.table
+    gates = _random_gates(table, 4, CLASSES, 1)
+    x = np.random.default_rng(4).normal(size=(1, IN)).astype(np.float32)
+    with Runtime.load(tmp_path / "pkg", scheduler=GatesScheduler(gates), monitor=False, latency=blind,
+                      segments=True, intra_op_threads=1) as rt:
+        out, rec = rt.infer(x, float(max(b.base_ms for b in table) * 2))
+        assert rt.executor.segments.stats()["gated_calls"] > 0
+    b = table.get(rec.branch)
+    np.testing.assert_allclose(out, reference(x, w, b.blocks, b.exit), rtol=1e-4, atol=1e-5)

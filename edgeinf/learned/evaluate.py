@@ -213,7 +213,8 @@ def lambda_sweep(gates: ErrorGates, table: BranchTable, probs: np.ndarray, label
 
 
 def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, budgets_ms: Sequence[float],
-                     threads: int = 1, warmup: int | None = None, latency_mode: str = "blind", rounds: int = 1) -> dict:
+                     threads: int = 1, warmup: int | None = None, latency_mode: str = "blind", rounds: int = 1,
+                     monitor: bool = False) -> dict:
     """Measured accuracy and latency of each scheduler in the runtime, one input per call.
 
     Every scheduler runs over the same executor (one set of sessions, loaded once); with
@@ -234,6 +235,9 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
         latency_mode: the runtime's latency model; "blind" (default) predicts the packaged
             latencies, so every scheduler reads a budget as the offline replay does.
         rounds: measured passes over ``x`` per scheduler and budget.
+        monitor: run the runtimes with a contention monitor (one, shared), as ``Runtime.load``
+            does by default: between calls its thread prepares the next call's choice for a
+            scheduler whose choice is a pure function of the budget (``pure_choice``).
 
     Returns ``{name: [row per budget]}`` with accuracy, mean/p95 measured ms, ``decision_us``
     (mean time of ``choose`` plus the hook's own decisions; exit heads are inference, in the
@@ -248,8 +252,13 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
     x = np.asarray(x, dtype=np.float32)
     own = not isinstance(package, PackageView)
     view = open_package(package, intra_op_threads=threads, segments=True) if own else package
+    mon = None
+    if monitor:
+        from edgeinf.runtime._package import default_monitor
+
+        mon = default_monitor()
     runtimes = {name: Runtime(view.table, view.executor, named_scheduler(view.package, s) if isinstance(s, str)
-                              else s, LatencyModelConfig(mode=latency_mode), None, view.input_spec)
+                              else s, LatencyModelConfig(mode=latency_mode), mon, view.input_spec)
                 for name, s in schedulers.items()}
     try:
         for rt in runtimes.values():
@@ -262,6 +271,8 @@ def evaluate_runtime(package, schedulers: dict, x: np.ndarray, y: np.ndarray, bu
                 for j, budget in enumerate(budgets_ms):
                     passes[(name, j)].append(_one_pass(rt, x, y, float(budget)))
     finally:
+        if mon is not None:
+            mon.stop()
         if own:
             view.executor.deactivate()
     out: dict[str, list] = {}

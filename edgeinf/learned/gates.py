@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import functools
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -147,14 +146,32 @@ class ErrorGates:
     def graph_feed(self, state: State, lam: float, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(reachable futures, ``gate_parts``) of a gate evaluated inside a segment graph
         (``edgeinf.exporters.onnx.gate.gate_tap_graph``): per future its first-layer part
-        (:meth:`_half`) and ``2 (lam + TIE) c`` as the last column. Cached like :meth:`_at`."""
-        key = ("feed", state, lam, None if allowed is None else allowed.tobytes())
+        (:meth:`_half`) and ``2 (lam + TIE) c`` as the last column: [P, 1, H + 1]."""
+        futures, hp, cost2 = self._at(state, lam, allowed)
+        parts = np.ascontiguousarray(np.c_[hp, cost2][:, None, :], dtype=np.float32)  # [P, 1, H + 1]
+        parts.flags.writeable = False
+        return futures, parts
+
+    def feed_at(self, path: int, block: int, lam: float, allowed: np.ndarray | None) -> tuple | None:
+        """``(futures, gate_parts, allowed, stop path)`` of the gate a pass on path index ``path``
+        meets after ``block`` (``None``: no gate there), cached: a runtime meets the same few.
+
+        Keyed by small integers and the mask's identity: a scheduler's masks are read-only and
+        shared by every call of a budget step, and hashing a state's tuples or a mask's bytes
+        costs more than the rest of a decision once a model has run (cold caches). The entry
+        holds the mask, so its identity cannot be reused while the entry lives."""
+        key = (path, block, lam, id(allowed))
         hit = self._futures.get(key)
-        if hit is None:
-            futures, hp, cost2 = self._at(state, lam, allowed)
-            parts = np.ascontiguousarray(np.c_[hp, cost2], dtype=np.float32)
-            parts.flags.writeable = False
-            hit = self._futures[key] = (futures, parts)
+        if hit is None or hit[2] is not allowed:
+            state = self.pathset.state_at(self.pathset.paths[path], block)
+            if state is None:
+                return None
+            futures, parts = self.graph_feed(state, lam, allowed)
+            hit = (futures, parts, allowed, self.pathset.stop[state])
+            if allowed is None or not allowed.flags.writeable:  # a mask that may change is never cached
+                if len(self._futures) >= 4096:
+                    self._futures.clear()
+                self._futures[key] = hit
         return hit
 
     def start(self, lam: float, allowed: np.ndarray | None = None) -> int:
@@ -289,6 +306,7 @@ class GatesScheduler(Scheduler):
     """
 
     name = "gates"
+    pure_choice = True  # choose depends on the budget, the snapshot and the latency model only (the hook holds the rest)
 
     def __init__(self, gates: ErrorGates | str | FsPath, lam: float | None = None, in_graph: bool = True):
         super().__init__()
@@ -312,10 +330,15 @@ class GatesScheduler(Scheduler):
         self._costs_sorted = sorted(float(c) for c in self.gates.pathset.costs_ms)
         self._mean_sorted = sorted(float(m) for m in np.atleast_1d(self.gates.mean_ms))
         self._plans: dict[tuple[int, int], tuple] = {}
+        self._decisions: dict[tuple, Decision] = {}
         return self
 
     def choose(self, budget_ms: float, snapshot) -> Decision:
-        scale, add_ms = bounds = self.latency.bounds(snapshot)
+        bounds = self.latency.bounds(snapshot)
+        hit = self._decisions.get((budget_ms, bounds))  # the same budget and prediction as a recent call
+        if hit is not None:
+            return hit
+        scale, add_ms = bounds
         limit = (budget_ms - add_ms) / scale  # the base latency a path may have
         # which paths fit, and which lambda the budget gets, are step functions of ``limit``: the
         # counts of costs / calibrated latencies below it name the step, and each step's plan is
@@ -325,7 +348,11 @@ class GatesScheduler(Scheduler):
         if plan is None:
             plan = self._plans[key] = self._plan(limit)
         lam, allowed, start = plan
-        return self._decide(start, bounds, budget_ms, state=(lam, allowed))
+        decision = self._decide(start, bounds, budget_ms, state=(lam, allowed))
+        if len(self._decisions) >= 1024:
+            self._decisions.clear()
+        self._decisions[(budget_ms, bounds)] = decision  # immutable; the hook holds the per-call state
+        return decision
 
     def _plan(self, limit: float) -> tuple[float, np.ndarray, BranchInfo]:
         """(lambda, allowed-path mask, start branch) for paths whose base latency is <= ``limit``."""
@@ -367,7 +394,8 @@ class GateHook:
         self.gates_run = 0
         self.in_graph = 0  # gates decided inside a segment graph
         self.decision_us = 0.0  # time of the gates' own work (the runtime adds it to the record)
-        self._fed: tuple[int, np.ndarray] | None = None  # (block, futures) of the last gate_feed
+        self._fed: tuple | None = None  # (block, feed_at entry) of the last gate_feed
+        self._graph_prev = False  # self.prev is a segment graph's gate_stats
 
     @property
     def points(self) -> frozenset[int]:
@@ -384,41 +412,49 @@ class GateHook:
         """The gate inputs of a segment that ends at ``block`` and runs on ``x``: the previous
         exit's features and the state's ``gate_parts`` (:meth:`ErrorGates.graph_feed`)."""
         t0 = time.perf_counter()
-        state = self.gates.pathset.state_at(self.path, block)
-        futures, parts = self.gates.graph_feed(state, self.lam, self.allowed)
-        self._fed = (block, futures)
-        feed = {"gate_prev": self._prev_array(len(x)), "gate_parts": parts}
+        hit = self.gates._futures.get((self.current, block, self.lam, id(self.allowed)))  # feed_at's cache, inlined
+        if hit is None or hit[2] is not self.allowed:
+            hit = self.gates.feed_at(self.current, block, self.lam, self.allowed)
+        self._fed = (block, hit)
+        feed = {"gate_prev": self.prev if self._graph_prev else self._prev_array(len(x)), "gate_parts": hit[1]}
         self.decision_us += (time.perf_counter() - t0) * 1e6
         return feed
 
     def __call__(self, pos: int, block: int, hidden: np.ndarray) -> np.ndarray | None:
+        fed, self._fed = self._fed, None
+        if fed is not None and fed[0] == block:  # a gated segment ran: its graph may have decided
+            logits = self.run_exit(block, hidden)
+            t0 = time.perf_counter()
+            made = self.chain.segments.gate_result(block, hidden)
+            if made is not None:
+                futures, stop = fed[1][0], fed[1][3]
+                nxt = int(futures[0] if len(futures) == 1 else futures[made[0].item()])
+                self.prev, self._graph_prev = made[1], True
+                self.in_graph += 1
+                return self._step(nxt, stop, pos, block, hidden, logits, t0)
         ps = self.gates.pathset
         state = ps.state_at(self.path, block)
         if state is None:
             return None
         logits = self.run_exit(block, hidden)
         t0 = time.perf_counter()
-        fed, self._fed = self._fed, None
-        made = self.chain.segments.gate_result(block, hidden) if fed is not None and fed[0] == block else None
-        if made is not None:  # the segment's graph decided
-            futures = fed[1]
-            nxt = int(futures[0] if len(futures) == 1 else futures[int(made[0][0])])
-            self.prev = made[1]
-            self.in_graph += 1
-        else:
-            forced = getattr(self.gates, "forced", None)
-            nxt = forced(state, self.lam, self.allowed) if forced is not None else None
-            if nxt != ps.stop[state]:  # not a stop the budget forces: the gate decides on eq. 13
-                if len(logits) == 1:  # one input: from the stats carried from the previous gate
-                    cur = row_stats(logits)
-                    u = features_row(cur, self._prev_row(len(cur[0])))
-                else:
-                    cur = softmax(logits)
-                    u = gate_features(cur, self._prev_probs())
-                nxt, self.prev = self.gates.decide(state, u, self.lam, self.allowed), cur
+        forced = getattr(self.gates, "forced", None)
+        nxt = forced(state, self.lam, self.allowed) if forced is not None else None
+        if nxt != ps.stop[state]:  # not a stop the budget forces: the gate decides on eq. 13
+            if len(logits) == 1:  # one input: from the stats carried from the previous gate
+                cur = row_stats(logits)
+                u = features_row(cur, self._prev_row(len(cur[0])))
+            else:
+                cur = softmax(logits)
+                u = gate_features(cur, self._prev_probs())
+            nxt, self.prev, self._graph_prev = self.gates.decide(state, u, self.lam, self.allowed), cur, False
+        return self._step(nxt, ps.stop[state], pos, block, hidden, logits, t0)
+
+    def _step(self, nxt: int, stop: int, pos: int, block: int, hidden: np.ndarray, logits: np.ndarray, t0: float):
+        """Act on the decision ``nxt`` (``stop``: the path that ends here) taken since ``t0``."""
         self.gates_run += 1
         self.decision_us += (time.perf_counter() - t0) * 1e6
-        if nxt == ps.stop[state]:
+        if nxt == stop:
             self.current = nxt
             if not self.rerouted:
                 self.exited_at = (pos, block)
@@ -434,29 +470,27 @@ class GateHook:
         prev = self.prev
         if prev is None:
             return uniform_stats(classes)
-        if isinstance(prev, np.ndarray):  # a graph's [1, C + 2]
-            return prev[0, :classes].tolist(), float(prev[0, classes]), float(prev[0, classes + 1])
+        if self._graph_prev:  # a graph's [1, 2C + 1]: p, p log p, max p
+            return prev[0, :classes].tolist(), -float(prev[0, classes:2 * classes].sum(dtype=np.float64)), float(prev[0, -1])
         return prev
 
     def _prev_probs(self) -> np.ndarray | None:
-        prev = self.prev
-        if isinstance(prev, np.ndarray) and prev.shape[1] != self._classes():
-            return prev[:, :-2]
-        return prev
+        return self.prev[:, :self._classes()] if self._graph_prev else self.prev
 
     def _prev_array(self, n: int) -> np.ndarray:
         prev, c = self.prev, self._classes()
-        if isinstance(prev, np.ndarray) and prev.shape == (n, c + 2):
+        if self._graph_prev:
             return prev
         if prev is None:
             return _uniform_rows(n, c)
-        if isinstance(prev, tuple):  # row_stats of one input
-            return np.array([[*prev[0], prev[1], prev[2]]], np.float32)
-        p = np.asarray(prev, np.float32)  # a batch's probabilities
-        return np.c_[p, -(p * np.log(np.maximum(p, 1e-12))).sum(axis=1), p.max(axis=1)].astype(np.float32)
+        p = np.array([prev[0]], np.float64) if isinstance(prev, tuple) else np.asarray(prev, np.float64)
+        return graph_stats(p)
 
     def _classes(self) -> int:
-        return (self.gates._half(next(iter(self.gates.weights)))[0].shape[0] - 4) // 2
+        c = self.gates._parts.get("classes")
+        if c is None:
+            c = self.gates._parts["classes"] = (self.gates._half(next(iter(self.gates.weights)))[0].shape[0] - 4) // 2
+        return c
 
     def _reroute(self, nxt: int, pos: int, hidden: np.ndarray) -> np.ndarray:
         """Run the rest of path ``nxt`` (same prefix) from here, with the gates on the way."""
@@ -466,9 +500,15 @@ class GateHook:
         return self.chain.run_rest(self.path, pos, hidden, self)
 
 
+def graph_stats(p: np.ndarray) -> np.ndarray:
+    """A gate graph's ``gate_stats`` [n, 2C + 1] (p, p log p, max p) of probabilities ``p`` [n, C]."""
+    plp = p * np.log(np.where(p > 0, p, 1.0))
+    return np.concatenate([p, plp, p.max(axis=1, keepdims=True)], axis=1).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=32)
 def _uniform_rows(n: int, classes: int) -> np.ndarray:
     """``gate_prev`` of a first gate: the uniform distribution's stats per row (cached, read-only)."""
-    a = np.tile(np.array([[*([1.0 / classes] * classes), math.log(classes), 1.0 / classes]], np.float32), (n, 1))
+    a = graph_stats(np.full((n, classes), 1.0 / classes))
     a.flags.writeable = False
     return a

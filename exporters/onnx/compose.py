@@ -50,13 +50,13 @@ def compose_segment(models: Sequence[bytes], tap: bytes | None = None,
     head = compose.add_prefix(head, "tap/")
     hidden, logits = merged.graph.output[0].name, head.graph.output[0].name
     merged = compose.merge_models(merged, head, io_map=[(hidden, head.graph.input[0].name)], outputs=[hidden, logits])
-    _attach_external(merged, external)
     if want not in (hidden, merged.graph.input[0].name):
         _rename(merged.graph, logits, want)
         logits = want
-    if gate is not None:
+    if gate is not None:  # merged while the weights files are detached (the checker cannot open them)
         opset = next((o.version for o in merged.opset_import if o.domain in ("", "ai.onnx")), 0)
         merged = _append_gate(merged, onnx.load_from_string(gate(opset, merged.ir_version)), logits)
+    _attach_external(merged, external)
     return merged.SerializeToString()
 
 
