@@ -39,7 +39,7 @@ from _synthetic_package import add_package_source, package_source
 from edgeinf._atomic import write_json
 from edgeinf.runtime.device_profile import profile_package, sample_input
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
-from edgeinf.runtime.runtime import Runtime
+from edgeinf.runtime.runtime import Record, Runtime, _new_record
 
 # (name, scheduler, inline learning); "-nocheck": Runtime.load(allow_nonfinite=True), no NaN/inf input check
 CONFIGS = (("static", "static", False), ("lut", "lut", False), ("static-inline", "static", True), ("lut-nocheck", "lut", False))
@@ -58,8 +58,6 @@ class _Floor:
         self._calls, self._queue = 0, collections.deque(maxlen=64)
 
     def infer(self, x, budget_ms: float):
-        from edgeinf.runtime.runtime import Record, _new_record
-
         if type(budget_ms) is not float or not 0.0 < budget_ms <= 1e12:
             raise ValueError(budget_ms)
         with self._lock:
