@@ -354,8 +354,9 @@ def test_a_decision_is_the_argmin_of_lambda_cost_plus_the_predicted_error():
 
 
 def test_choose_per_budget_step_equals_the_per_call_computation():
-    """``choose`` caches a plan per (paths that fit, calibrated lambdas that fit): over random
-    budgets and latency bounds it returns what computing the mask, lambda and start every call gives."""
+    """``choose`` caches a plan per (paths that fit, calibrated lambdas that fit) and a decision per
+    (budget, bounds): over random budgets and latency bounds, repeated ones included, it returns
+    what computing the mask, lambda and start every call gives."""
     from edgeinf.runtime.monitor import IDLE
     from edgeinf.runtime.table import BranchInfo, BranchTable
 
@@ -363,8 +364,8 @@ def test_choose_per_budget_step_equals_the_per_call_computation():
         def __init__(self, rng):
             self.rng, self.last = rng, (1.0, 0.0)
 
-        def bounds(self, snapshot):
-            self.last = (float(self.rng.uniform(0.8, 2.0)), float(self.rng.uniform(0.0, 0.3)))
+        def bounds(self, snapshot):  # from a few values, so budgets and bounds repeat (the decision cache)
+            self.last = (float(self.rng.choice([0.8, 1.0, 1.7])), float(self.rng.choice([0.0, 0.25])))
             return self.last
 
     rng = np.random.default_rng(8)
@@ -375,7 +376,7 @@ def test_choose_per_budget_step_equals_the_per_call_computation():
     latency = Bounds(rng)
     sched = GatesScheduler(gates).bind(BranchTable(tuple(rows)), latency)
     ps = gates.pathset
-    for budget in rng.uniform(0.5, 8.0, 300):
+    for budget in rng.choice(rng.uniform(0.5, 8.0, 40), 300):
         d = sched.choose(float(budget), IDLE)
         scale, add = latency.last
         allowed = ps.costs_ms * scale + add <= budget
@@ -386,6 +387,7 @@ def test_choose_per_budget_step_equals_the_per_call_computation():
         assert d.branch.id == ps.paths[gates.start(lam, allowed)].id
         assert d.predicted_ms == pytest.approx(d.branch.base_ms * scale + add)
     assert len(sched._plans) <= (len(ps) + 1) * (len(gates.mean_ms) + 1)
+    assert len(sched._decisions) < 300  # repeated (budget, bounds) pairs were answered from the cache
 
 
 def test_the_gate_as_an_onnx_graph_decides_as_numpy():
