@@ -294,3 +294,39 @@ def test_gated_segments_compose_over_weights_files(tmp_path):
         assert rt.executor.segments.stats()["gated_calls"] > 0
     b = table.get(rec.branch)
     np.testing.assert_allclose(out, reference(x, w, b.blocks, b.exit), rtol=1e-4, atol=1e-5)
+
+
+def test_a_package_with_segments_written_before_gates_ran_in_graphs_still_runs_them(tmp_path):
+    """Segments shipped without their gates (packages written before the gates moved into the
+    graphs): a device without onnx runs them and decides in numpy, with the same routes."""
+    from edgeinf.exporters.onnx.segments import segment_plans, write_segments
+    from edgeinf.runtime import open_package
+    from edgeinf.runtime.latency import LatencyModelConfig
+    from edgeinf.runtime.runtime import Runtime
+
+    from _runtime_pkg import CLASSES
+
+    write_package(tmp_path / "pkg", n_blocks=4, fused=False)
+    blind = LatencyModelConfig(mode="blind")
+    view = open_package(tmp_path / "pkg", segments=True, require_latency=False)
+    gates = _random_gates(view.table, 4, CLASSES, 1)
+    try:
+        ps = gates.pathset
+        written = write_segments(tmp_path / "pkg", segment_plans(view, ps.paths, ps.points_of))
+    finally:
+        view.executor.deactivate()
+    assert written and not any(e.get("segment_gate") for e in written)
+    x = np.random.default_rng(6).normal(size=(1, IN)).astype(np.float32) * 2
+    budget = float(max(b.base_ms for b in view.table) * 2)
+    out = {}
+    for name, kw in (("device", dict(segments=None)), ("composed", dict(segments=True))):
+        with Runtime.load(tmp_path / "pkg", scheduler=GatesScheduler(gates), monitor=False, latency=blind,
+                          intra_op_threads=1, **kw) as rt:
+            out[name] = rt.infer(x, budget)
+            stats = rt.executor.segments.stats()
+        if name == "device":
+            assert stats["gated_calls"] == 0 and stats["misses"] == 0 and stats["packaged_calls"] == stats["calls"] > 0
+        else:
+            assert stats["gated_calls"] > 0
+    assert out["device"][1].branch == out["composed"][1].branch
+    np.testing.assert_allclose(out["device"][0], out["composed"][0], rtol=1e-4, atol=1e-5)
