@@ -1,16 +1,18 @@
 """One QuEE gate decision as an ONNX graph: exit logits -> eq. 13 features -> the gate MLP -> the path to take.
 
-The graph is what appending a gate to a segment graph adds (build side, onnx): inputs the exit
-head's ``logits`` [1, C] and ``prev`` [1, C + 2] (the previous exit's probabilities, entropy and
-max-probability; the uniform distribution at the first gate), outputs ``choice`` (the path index,
-int64), ``scores`` (``2 (lam + TIE) c + tanh(z / 2)`` per future path, whose argmin is the choice)
-and ``stats`` [1, C + 2] (this exit's, the next gate's ``prev``). The MLP is the one
-:meth:`edgeinf.learned.gates.ErrorGates.decide` evaluates (its tanh form), for one state, one
-lambda and one allowed-path mask, which is why a runtime needs one graph per (state, budget step).
+Build side (onnx). Two forms of the MLP that :meth:`edgeinf.learned.gates.ErrorGates.decide`
+evaluates (its tanh form):
 
-:func:`gate_tap_graph` is the form the runtime appends to a segment graph: one graph per gate
-block, with what varies per call (the state's reachable paths, lambda, the allowed mask) fed as
-an input, so one segment session serves every state and budget that reaches its gate.
+- :func:`gate_tap_graph`, what the runtime appends to the exit head of a segment that ends at a
+  gate: one graph per gate block, what varies per call (the state's reachable paths, lambda, the
+  allowed mask; the previous exit's stats) fed as inputs, so one segment session serves every
+  state, budget and batch size that reaches its gate.
+- :func:`gate_graph`, a standalone graph for one state, one lambda and one allowed-path mask
+  (baked in): inputs the exit head's ``logits`` [1, C] and ``prev`` [1, C + 2] (the previous
+  exit's probabilities, entropy and max-probability; the uniform distribution at the first
+  gate), outputs ``choice`` (the path index, int64), ``scores`` (``2 (lam + TIE) c + tanh(z / 2)``
+  per future path) and ``stats`` [1, C + 2]. ``benchmarks/bench_learned_decision.py`` times it as
+  its own onnxruntime call.
 """
 from __future__ import annotations
 
@@ -52,10 +54,6 @@ def gate_graph(gates, state, lam: float, allowed: np.ndarray | None = None, opse
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model.SerializeToString()
-
-
-GATE_INPUTS = ("gate_prev", "gate_parts")  # the inputs a gated segment adds after the hidden state
-GATE_OUTPUTS = ("gate_at", "gate_stats")    # the outputs it adds after the hidden state and the exit logits
 
 
 def gate_tap_graph(gates, block: int, opset: int = 17, ir_version: int = 8) -> bytes:
