@@ -387,12 +387,11 @@ class GateHook:
         self.graph_gates = graph_gates  # the gates segment graphs may evaluate (None: numpy only)
         self.run_exit, self.chain = run_exit, chain
         # the previous exit's row_stats (one input, numpy), probabilities (a batch, numpy) or
-        # [n, C + 2] stats array (from a segment graph's gate)
+        # [n, 2C + 1] gate_stats (from a segment graph's gate: _graph_prev)
         self.prev = None
         self.exited_at: tuple[int, int] | None = None  # set only for a stop on the planned path
         self.rerouted = False
         self.gates_run = 0
-        self.in_graph = 0  # gates decided inside a segment graph
         self.decision_us = 0.0  # time of the gates' own work (the runtime adds it to the record)
         self._fed: tuple | None = None  # (block, feed_at entry) of the last gate_feed
         self._graph_prev = False  # self.prev is a segment graph's gate_stats
@@ -430,7 +429,6 @@ class GateHook:
                 futures, stop = fed[1][0], fed[1][3]
                 nxt = int(futures[0] if len(futures) == 1 else futures[made[0].item()])
                 self.prev, self._graph_prev = made[1], True
-                self.in_graph += 1
                 return self._step(nxt, stop, pos, block, hidden, logits, t0)
         ps = self.gates.pathset
         state = ps.state_at(self.path, block)

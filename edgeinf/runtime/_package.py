@@ -12,7 +12,7 @@ from edgeinf.runtime.executors import PackageExecutor
 from edgeinf.runtime.monitor import Monitor, MonitorConfig
 from edgeinf.runtime.runners.base import Runner, TensorSpec, specs_from
 from edgeinf.runtime.runners.chain import ChainRunner
-from edgeinf.runtime.segments import DEFAULT_MAX_SEGMENTS
+from edgeinf.runtime.segments import DEFAULT_MAX_SEGMENTS, packaged_key
 from edgeinf.runtime.table import BranchInfo, BranchTable
 
 DEVICE_LATENCY = "device_latency"  # manifest key written by `edgeinf profile`
@@ -136,8 +136,8 @@ def build_executor(package, backend: str, segments: bool | None = None, max_segm
             fused[base[len("branch/"):]] = _runner(package, key, backend, options, pool)
         elif base.startswith("segment/") and spec.onnx:
             entry = package.entry(key)
-            names = (tuple(entry.get("segment_parts", ())), entry.get("segment_tap"),
-                     *([entry["segment_gate"]] if entry.get("segment_gate") else []))
+            names = packaged_key(tuple(entry.get("segment_parts", ())), entry.get("segment_tap"),
+                                 entry.get("segment_gate") or None)
             shipped[names] = _runner(package, key, backend, options, pool)
     chain = ChainRunner(parts["stem"], blocks, exits, parts.get("head")) if "stem" in parts and blocks else None
     if chain is None and not fused:

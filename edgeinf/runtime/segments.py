@@ -61,10 +61,15 @@ class Segment:
 
 
 def segment_names(parts, tap, gate: str | None = None) -> tuple:
-    """``(part keys, tap key or None)`` of runners named by their artifact keys, plus the
-    gate's name for a gated segment."""
-    names = (tuple(p.name for p in parts), (tap.name if tap is not None else None))
-    return names if gate is None else (*names, gate)
+    """:func:`packaged_key` of runners named by their artifact keys."""
+    return packaged_key(tuple(p.name for p in parts), tap.name if tap is not None else None, gate)
+
+
+def packaged_key(parts: tuple[str, ...], tap: str | None, gate: str | None = None) -> tuple:
+    """What a segment graph of the package is looked up by: ``(part keys, tap key or None)``,
+    plus the gate's name for a gated segment (a manifest entry's ``segment_parts``,
+    ``segment_tap``, ``segment_gate``)."""
+    return (parts, tap) if gate is None else (parts, tap, gate)
 
 
 def gate_name(gates, block: int) -> str:
@@ -226,9 +231,7 @@ class SegmentRunner:
                 return list(shipped.infer({shipped.input_specs[0].name: h, **extra}, check=False).values())
             return list(shipped.infer(h, check=False).values())
         _, run, name = self._session(seg)
-        if extra:
-            return run(None, {name: h, **extra})
-        return run(None, {name: h})
+        return run(None, {name: h, **extra} if extra else {name: h})
 
     # -- the session cache ---------------------------------------------------------------
     def _session(self, seg: Segment) -> tuple[Runner, Callable, str]:
