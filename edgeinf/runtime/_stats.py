@@ -33,7 +33,7 @@ class RunStats:
     """Aggregates every call's record; keeps only counters, histograms and the last ``history`` records."""
 
     def __init__(self, history: int = 10_000):
-        self.calls = self.misses = self.predicted_misses = 0
+        self.calls = self.misses = self.predicted_misses = self.cold_calls = 0
         self.labelled = self.correct = 0
         self.run_length = self.max_burst = 0
         self.bursts: collections.Counter[int] = collections.Counter()  # burst length -> how many
@@ -48,6 +48,7 @@ class RunStats:
         self.latency_ms.add(record.measured_ms)
         self.decision_us.add(record.decision_us)
         self.predicted_misses += record.predicted_miss
+        self.cold_calls += record.opened_sessions > 0
         if record.correct is not None:
             self.labelled += 1
             self.correct += bool(record.correct)
@@ -76,6 +77,7 @@ class RunStats:
             "miss_rate": self.misses / self.calls if self.calls else None,
             "misses": self.misses,
             "predicted_misses": self.predicted_misses,
+            "cold_calls": self.cold_calls,  # calls that opened a session first (not learned from)
             "bursts": sum(bursts.values()),
             "max_burst": max([self.max_burst, *bursts]) if bursts else 0,
             "burst_lengths": {str(k): v for k, v in sorted(bursts.items())},

@@ -40,6 +40,10 @@ class Record(NamedTuple):
 
     ``decision_us``: the scheduler's choice plus any decisions its hook takes mid-pass (a gate's
     MLP, a threshold check); the exit heads a hook runs are inference, counted in ``measured_ms``.
+    ``opened_sessions``: onnxruntime sessions this call had to open first (the first call of a
+    branch since load, or since the pool closed its session): such a call's latency is mostly the
+    opening (5-230 ms on the demo package), so the latency model does not learn from it
+    (:meth:`Runtime.warm` opens them beforehand).
     Immutable; a named tuple, so the call path builds it with one allocation.
     """
 
@@ -54,6 +58,7 @@ class Record(NamedTuple):
     snapshot: Snapshot
     exited_at: int | None = None
     correct: bool | None = None
+    opened_sessions: int = 0
 
     def to_dict(self) -> dict:
         d = self._asdict()
@@ -85,6 +90,7 @@ class Runtime:
                  history: int = 10_000, allow_nonfinite: bool = False, inline_learning: bool = False):
         self.allow_nonfinite = bool(allow_nonfinite)  # False: NaN/inf inputs raise EdgeinfError
         self.executor = executor
+        self._pool = getattr(executor, "pool", None)  # its sessions open on demand: a call may open some
         self._latency = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
         self._versions = itertools.count()  # next() is atomic: a fresh version from any thread
         self._version = next(self._versions)  # of what a choice depends on besides its inputs
@@ -147,9 +153,10 @@ class Runtime:
                 a one-line warning and the table scaled by ``_package.thread_scale``),
                 backend options (e.g. ``intra_op_threads=1``, ``trt_cache_dir=...``), and
                 ``segments`` / ``max_segments`` / ``max_sessions`` (see ``edgeinf.runtime.build_executor``):
-                ``segments=True`` composes mid-pass segments here (needs onnx).
+                ``segments=True`` composes mid-pass segments here (needs onnx), ``warm=True``
+                opens every pickable branch's sessions before returning (:meth:`warm`).
 
-        Sessions open on demand (the first call of a branch opens its graphs). What the package
+        Sessions open on demand (the first call of a branch opens its graphs), unless ``warm``. What the package
         lacks for the fastest execution (a branch graph, segments) is logged as one warning line.
         ``load_ms`` is the time this call took.
         """
@@ -159,6 +166,7 @@ class Runtime:
         allow_nonfinite = bool(options.pop("allow_nonfinite", False))
         inline_learning = bool(options.pop("inline_learning", False))
         remeasure = bool(options.pop("remeasure", False))
+        warm = bool(options.pop("warm", False))
         view = _package.open_package(pkg, backend, board, **options)
         if view.latency_note and remeasure:
             view.table = _package.remeasured_table(view)
@@ -176,8 +184,30 @@ class Runtime:
         warning = _package.fallback_warning(view.package, view.executor, reachable, mid_pass)
         if warning:
             log.warning(warning)
+        if warm:
+            rt.warm()
         rt.load_ms = (time.perf_counter() - t0) * 1e3
         return rt
+
+    def warm(self, branches: Iterable[str] | None = None) -> dict:
+        """Open the sessions of ``branches`` (default: every branch the table can pick, its
+        Pareto set) with one untimed call each on a zero input, so no later call pays a session's
+        opening (5-230 ms per branch on the demo package, a missed budget). Costs the memory of
+        those sessions; ``Runtime.load(pkg, warm=True)`` does it at load. Sessions a mid-pass
+        hook needs (segments, gates) still open on their first use. Returns the branches run, the
+        sessions opened and the ms it took."""
+        t0 = time.perf_counter()
+        rows = self._table.pareto() if branches is None else [self._table.get(b) for b in branches]
+        shape = tuple(self.input_spec.shape) if self.input_spec is not None and self.input_spec.shape else None
+        if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+            raise EdgeinfError("Runtime.warm needs the package's input shape; run one call of each branch instead")
+        x = np.zeros((1 if shape[0] is None else shape[0], *shape[1:]), dtype=self.input_spec.dtype)
+        with self._lock:
+            before = self._pool.opened if self._pool is not None else 0
+            for b in rows:
+                self.executor.run(b, x)
+            opened = (self._pool.opened - before) if self._pool is not None else 0
+        return {"branches": len(rows), "opened_sessions": opened, "ms": (time.perf_counter() - t0) * 1e3}
 
     @property
     def latency(self) -> LatencyModel:
@@ -281,10 +311,13 @@ class Runtime:
                     learner.kick()
             elif token is not None and not learner.hosted:
                 learner.kick()  # a check to run and no host (a host's tick runs it: waking a thread costs more)
+            pool = self._pool
+            opened = pool.opened if pool is not None else 0
             try:
                 out = self.executor.run(decision.branch, x, hook)
             finally:
                 measured_ms = (self.clock() - t0) * 1e3
+            opened = pool.opened - opened if pool is not None else 0
             if token is not None:  # Learner.passed, inlined
                 learner.to_check = None
                 done = learner.checked
@@ -298,7 +331,7 @@ class Runtime:
             record = _new_record(Record, (
                 self._calls, ran.id, budget_ms, predicted_ms, measured_ms, measured_ms <= budget_ms,
                 c[7], decision_us, snap, exited[1] if exited else None,
-                None if label is None else _correct(out, label)))
+                None if label is None else _correct(out, label), opened))
             self._calls += 1
             learner.submitted += 1  # Learner.submit, inlined: one append
             learner._pending.append((ran.base_ms, snap, measured_ms, batch, mon.snapshot if mon is not None else None, record))
@@ -347,8 +380,10 @@ class Runtime:
             self._choose(c[0], mon.snapshot, c[4])
 
     def _learn(self, base_ms: float, snap: Snapshot, measured_ms: float, batch: int, after, record: Record) -> None:
-        """What a call teaches, applied by the learner (off the call path)."""
-        self._latency.observe(base_ms, snap, measured_ms, batch, after)
+        """What a call teaches, applied by the learner (off the call path). A call that opened a
+        session teaches nothing: its time is the opening's, not the branch's."""
+        if not record.opened_sessions:
+            self._latency.observe(base_ms, snap, measured_ms, batch, after)
         self._version = next(self._versions)
         self.stats_.add(record)
 
