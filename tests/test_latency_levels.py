@@ -174,3 +174,37 @@ def test_log_space_margins_scale_with_the_branch_where_additive_ones_do_not():
     assert pred["log"] < 0.6 * pred["ms"], pred  # the small branch is not charged the large one's tail
     assert misses["log"] / n <= 0.05 and misses["ms"] / n <= 0.05, (misses, n)
     assert models["log"].state()["margin_unit"] == "log"
+
+
+def test_affine_margins_charge_each_branch_its_own_tail_and_meet_the_target_on_both():
+    """Under one level a small and a large branch share a preemption delay (0-0.3 ms, every
+    branch) and now and then run 1.8x their median (time-sliced: a share of the base). The
+    additive margin is sized by the large branch's tail and charged to the small one too; the
+    affine margin (a + b * base) charges the small branch far less, and both branches still
+    meet the target miss rate out of sample."""
+    rng = np.random.default_rng(5)
+    small, large = 0.4, 4.0
+    models = {space: model(target_miss_rate=0.02, margin_space=space) for space in ("ms", "affine")}
+    misses = {(space, b): 0 for space in models for b in (small, large)}
+    n = {small: 0, large: 0}
+    for i in range(8000):
+        base = large if i % 2 else small
+        measured = base * (1.8 if rng.random() < 0.05 else 1.0) + rng.uniform(0.0, 0.3)
+        if i >= 2000:
+            n[base] += 1
+            for space, m in models.items():
+                misses[space, base] += measured > m.predict_ms(base, snap(1))
+        for m in models.values():
+            m.observe(base, snap(1), measured)
+    pred = {space: m.predict_ms(small, snap(1)) for space, m in models.items()}
+    assert pred["affine"] < 0.5 * pred["ms"], pred
+    for base in (small, large):  # (the pooled additive quantile even misses more on the large one)
+        assert misses["affine", base] / n[base] <= 0.04, (base, misses, n)
+    state = models["affine"].state()
+    assert state["margin_unit"] == "ms + share of base" and state["level_margin_per_base_ms"][1] > 0.3
+    assert models["ms"].state()["level_margin_ms"][1] > 2.0  # the large branch's tail, charged to all
+
+
+def test_affine_margin_space_is_refused_outside_the_aware_form():
+    with pytest.raises(EdgeinfError, match="affine"):
+        LatencyModelConfig(mode="regression", margin_space="affine")

@@ -21,7 +21,12 @@ the tail under load far heavier than when idle. So:
   large residuals leaves the margin once ``level_window`` newer calls at that level replaced
   it, and the other levels never see it. Until a level has ``min_residuals`` of its own, it is
   predicted ``x exp(initial_margin)`` plus the largest margin of the levels below it (more
-  competitors do not shorten the tail that fewer already showed).
+  competitors do not shorten the tail that fewer already showed). With
+  ``margin_space="affine"`` a level's margin is ``a + b * base_ms`` instead, fitted to the
+  same window of residuals and the base latencies of the branches they came from
+  (``latency.affine_quantile_margin``): one additive margin must cover the largest branch's
+  tail, so under a level where the large branches' tails are long the small branches were
+  predicted late by the same ms and the table fell to branches far below what the budget held.
 - **Transition calls** (the level at the end of the call differs from the one at its start:
   the contention changed mid-call) teach nothing: they belong to neither level.
 - **CPU frequency** where readable (``Snapshot.cpu_freq_mhz``): compute scales with 1/f, so
@@ -35,7 +40,7 @@ import collections
 import math
 
 from edgeinf.contention import machine_cores
-from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig, quantile_margin
+from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig, affine_quantile_margin, quantile_margin
 from edgeinf.runtime.monitor import Snapshot
 
 SETTLE_CALLS = 3  # a level's first calls move its slowdown from the prior; their residuals are not kept
@@ -58,8 +63,11 @@ class LevelLatencyModel(LatencyModel):
         self.level_var = [1.0] * n
         self.level_calls = [0] * n
         self.level_margin: list[float | None] = [None] * n
+        self.level_slope = [0.0] * n  # "affine": the margin's share of the base latency (b of a + b base)
         self.level_residuals = [collections.deque(maxlen=cfg.level_window) for _ in range(n)]
         self.log_margins = cfg.margin_space == "log"  # margins multiply (ratios) instead of adding ms
+        self.affine = cfg.margin_space == "affine"
+        self.level_bases = [collections.deque(maxlen=cfg.level_window) for _ in range(n)] if self.affine else None
         mids = [self.edges[0] / 2] + [(a + b) / 2 for a, b in zip(self.edges, self.edges[1:])] + [self.edges[-1] + 0.5]
         self.prior_log = [0.0] + [math.log1p(m) for m in mids[1:]]  # vs level 0: x (1 + overlap)
         self.ref_freq_mhz: float | None = None
@@ -105,14 +113,17 @@ class LevelLatencyModel(LatencyModel):
 
     def _refresh(self) -> None:
         """Recompute every level's (scale, add_ms) with margin (after learning, off the call path)."""
-        out, below = [], 0.0
+        out, below, below_slope = [], 0.0, 0.0
         for level, m in enumerate(self.level_margin):
             ls = self._level_log(level)
             if self.log_margins:  # the margin multiplies: exp(slowdown + margin), nothing added
                 out.append((math.exp(ls + max(self.config.initial_margin, below) if m is None else ls + m), 0.0))
-            else:
-                out.append((math.exp(ls + self.config.initial_margin), below) if m is None else (math.exp(ls), m))
+            elif m is None:
+                out.append((math.exp(ls + self.config.initial_margin) + below_slope, below))
+            else:  # "affine": base * (slowdown + b) + a; "ms": b = 0
+                out.append((math.exp(ls) + self.level_slope[level], m))
             below = max(below, m or 0.0)  # a level with more competitors has at least the tail of one with fewer
+            below_slope = max(below_slope, self.level_slope[level])
         self._bounds = out
 
     # -- learning --------------------------------------------------------------------------
@@ -137,6 +148,8 @@ class LevelLatencyModel(LatencyModel):
             residual = measured_ms - base_ms * math.exp(ls + freq)
         self._kalman_level(level, math.log(measured_ms / base_ms) - freq, ls)
         if self.level_calls[level] > SETTLE_CALLS:  # the first residuals measure the prior, not the tail
+            if self.affine:
+                self.level_bases[level].append(base_ms)
             self._track_margin(level, residual)
         self.observations += 1
         self._refresh()
@@ -159,13 +172,18 @@ class LevelLatencyModel(LatencyModel):
         window.append(residual)
         if len(window) >= cfg.min_residuals and (self.level_margin[level] is None
                                                  or self.level_calls[level] % cfg.margin_every == 0):
-            self.level_margin[level] = quantile_margin(window, cfg.target_miss_rate)
+            if self.affine:
+                self.level_margin[level], self.level_slope[level] = affine_quantile_margin(
+                    window, self.level_bases[level], cfg.target_miss_rate)
+            else:
+                self.level_margin[level] = quantile_margin(window, cfg.target_miss_rate)
 
     def state(self) -> dict:
         return {"mode": self.config.mode, "threads": self.threads, "cores": self.cores,
                 "level_edges": list(self.edges), "level_slowdown": [math.exp(self._level_log(i)) for i in range(len(self.level_log))],
                 "level_calls": list(self.level_calls),
                 ("level_margin_log" if self.log_margins else "level_margin_ms"): list(self.level_margin),
-                "margin_unit": "log" if self.log_margins else "ms", "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
+                **({"level_margin_per_base_ms": list(self.level_slope)} if self.affine else {}),
+                "margin_unit": "log" if self.log_margins else ("ms + share of base" if self.affine else "ms"), "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
                 "observations": self.observations, "per_sample": self.per_sample,
                 "batch_observations": self.batch_observations}

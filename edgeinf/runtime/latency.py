@@ -51,10 +51,15 @@ class LatencyModelConfig:
             before the Kalman update (a preempted call must not drag the slowdown estimate;
             the tail is the margin's job).
         margin_space: "ms" (residuals in ms: the margin adds; right for preemption delays,
-            the main tail under CPU contention, which do not scale with the branch) or "log"
+            the main tail under CPU contention, which do not scale with the branch), "log"
             (residuals as ratios: the margin multiplies the prediction; right where branches
             slow by different factors, e.g. at 2 threads beside one competing spinner the large
-            branches 3.4x and the small ones 1.4x). The "aware" and "regression" modes.
+            branches 3.4x and the small ones 1.4x), or "affine" ("aware" mode only: residuals
+            in ms, and each level's margin is ``a + b * base_ms``, the residuals' target
+            quantile as a line in the branch's base latency, fitted by the quantile (pinball)
+            loss, ``a, b >= 0``: a delay every branch pays plus a share that grows with the
+            branch, as each level's residuals say; see :func:`affine_quantile_margin`).
+            The "aware" and "regression" modes ("affine": "aware" only).
         margin_bins: edges (runnable threads per core) of the contention levels that keep
             their own residuals ("regression" mode only); () = one pooled margin.
         threads: intra-op threads of the session the model predicts ("aware" mode; ``None`` =
@@ -93,8 +98,11 @@ class LatencyModelConfig:
             raise EdgeinfError("need 1 <= min_residuals <= residual_window")
         if min(self.q_slowdown, self.q_weights, self.prior_weight_var) < 0 or self.r_measure <= 0:
             raise EdgeinfError("noise variances must be >= 0 (r_measure > 0)")
-        if self.margin_space not in ("log", "ms"):
-            raise EdgeinfError(f"margin_space must be 'log' or 'ms', got {self.margin_space!r}")
+        if self.margin_space not in ("log", "ms", "affine"):
+            raise EdgeinfError(f"margin_space must be 'ms', 'log' or 'affine', got {self.margin_space!r}")
+        if self.margin_space == "affine" and self.mode != "aware":
+            raise EdgeinfError(f"margin_space='affine' is a form of the 'aware' latency model, not of {self.mode!r}; "
+                               "use margin_space='ms' or 'log' with it")
         if self.clip_sigma <= 0:
             raise EdgeinfError(f"clip_sigma must be > 0, got {self.clip_sigma}")
         if list(self.margin_bins) != sorted(self.margin_bins):
@@ -281,3 +289,41 @@ def quantile_margin(residuals: Sequence[float], target_miss_rate: float) -> floa
     lo, hi, t = float(part[k]), float(part[k + 1]), pos - k
     value = hi - (hi - lo) * (1.0 - t) if t >= 0.5 else lo + (hi - lo) * t  # numpy's lerp
     return max(0.0, value)
+
+
+AFFINE_SLOPES = 17  # slopes tried per fit, from 0 to the residuals' own ratio quantile
+
+
+def affine_quantile_margin(residuals: Sequence[float], bases_ms: Sequence[float],
+                           target_miss_rate: float) -> tuple[float, float]:
+    """``(a, b)``, both >= 0, such that ``a + b * base_ms`` is the ``1 - target_miss_rate``
+    quantile of the residuals (ms) as a line in the base latency of the branch each came from.
+
+    The fit minimises the quantile (pinball) loss over a grid of slopes ``b`` from 0 to the
+    residual/base ratio's own quantile (the purely proportional margin); for each slope the
+    best ``a`` is the quantile of ``residual - b * base``. The grid starts at 0, so a flat loss
+    (residuals all from branches of one size: nothing to tell the two parts apart) keeps the
+    plain additive margin of :func:`quantile_margin`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.tile([1.0, 4.0], 500); r = 0.5 * x * (np.arange(1000) // 2 % 100 < 3)  # 3 % of each size late by half its base
+        >>> a, b = affine_quantile_margin(r, x, 0.02)
+        >>> round(a, 3), round(b, 3)
+        (0.0, 0.5)
+    """
+    r = np.fromiter(residuals, float, len(residuals))
+    x = np.fromiter(bases_ms, float, len(bases_ms))
+    n = len(r)
+    if n == 0 or n != len(x):
+        raise EdgeinfError("affine_quantile_margin needs as many base latencies as residuals, at least one")
+    tau = 1.0 - target_miss_rate
+    k = min(n - 1, int(math.ceil(tau * n)) - 1)  # the order statistic with >= tau of the points at or below it
+    top = float(np.partition(r / x, k)[k])
+    slopes = np.linspace(0.0, max(top, 0.0), AFFINE_SLOPES)
+    shifted = r[None, :] - slopes[:, None] * x[None, :]
+    a = np.maximum(np.partition(shifted, k, axis=1)[:, k], 0.0)
+    d = shifted - a[:, None]
+    loss = np.where(d > 0, tau * d, (tau - 1.0) * d).sum(axis=1)
+    i = int(np.argmin(loss + 1e-12 * np.arange(len(slopes))))  # ties: the smaller slope
+    return float(a[i]), float(slopes[i])
