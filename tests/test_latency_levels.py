@@ -124,20 +124,24 @@ def test_aware_config_validates(kw):
         LatencyModelConfig(**kw)
 
 
-def test_margin_is_the_target_quantile_of_the_levels_recent_residuals():
+@pytest.mark.parametrize("space", ["ms", "affine"])
+def test_margin_is_the_target_quantile_of_the_levels_recent_residuals(space):
     """After settling, the idle margin is the empirical quantile of the last ``level_window``
-    residuals; delays older than the window no longer count."""
-    m = model(target_miss_rate=0.05, level_window=60, min_residuals=30, margin_every=1)
+    residuals (numpy's default estimate for "ms"; the order statistic, a + b x base, for
+    "affine"); delays older than the window no longer count."""
+    m = model(target_miss_rate=0.05, level_window=60, min_residuals=30, margin_every=1, margin_space=space)
+    margin = lambda: m.predict_ms(1.0, snap(0)) - m.predict_ms(1.0, snap(0), margin=False)  # noqa: E731
     for _ in range(10):
         m.observe(1.0, snap(0), 1.0)
     for i in range(60):  # 6 of 60 residuals are +2 ms: the 95th percentile is near 2 ms
         m.observe(1.0, snap(0), 3.0 if i % 10 == 0 else 1.0)
     window = list(m.level_residuals[0])
-    assert len(window) == 60 and m.margin(snap(0)) == pytest.approx(np.quantile(window, 0.95), abs=1e-9)
-    assert m.margin(snap(0)) > 1.0
+    want = np.quantile(window, 0.95) if space == "ms" else np.quantile(window, 0.95, method="inverted_cdf")
+    assert len(window) == 60 and margin() == pytest.approx(want, abs=1e-9)
+    assert margin() > 1.0
     for _ in range(60):
         m.observe(1.0, snap(0), 1.0)
-    assert m.margin(snap(0)) < 0.1
+    assert margin() < 0.1
 
 
 def test_a_level_without_its_own_residuals_borrows_the_largest_margin_below_it():

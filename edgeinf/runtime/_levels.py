@@ -27,6 +27,11 @@ the tail under load far heavier than when idle. So:
   (``latency.affine_quantile_margin``): one additive margin must cover the largest branch's
   tail, so under a level where the large branches' tails are long the small branches were
   predicted late by the same ms and the table fell to branches far below what the budget held.
+- **Miss-rate feedback** (``miss_gain`` > 0, adaptive conformal inference): each level's
+  quantile aims at ``alpha`` instead of the fixed target; every call at the level moves it by
+  ``miss_gain * (target - missed)`` (missed: the call ran past its prediction with margin),
+  within ``[0, MAX_ALPHA_X * target]``, so a level whose residuals drift past its window's
+  quantile turns stricter at once and relaxes slowly as its calls meet their predictions.
 - **Transition calls** (the level at the end of the call differs from the one at its start:
   the contention changed mid-call) teach nothing: they belong to neither level.
 - **CPU frequency** where readable (``Snapshot.cpu_freq_mhz``): compute scales with 1/f, so
@@ -44,6 +49,7 @@ from edgeinf.runtime.latency import LatencyModel, LatencyModelConfig, affine_qua
 from edgeinf.runtime.monitor import Snapshot
 
 SETTLE_CALLS = 3  # a level's first calls move its slowdown from the prior; their residuals are not kept
+MAX_ALPHA_X = 3.0  # miss-rate feedback: a level's quantile never aims laxer than this x the target
 
 
 def overlap(competitors: float, threads: int, cores: int) -> float:
@@ -65,6 +71,8 @@ class LevelLatencyModel(LatencyModel):
         self.level_margin: list[float | None] = [None] * n
         self.level_slope = [0.0] * n  # "affine": the margin's share of the base latency (b of a + b base)
         self.level_residuals = [collections.deque(maxlen=cfg.level_window) for _ in range(n)]
+        self.level_alpha = [cfg.target_miss_rate] * n  # the miss rate each level's quantile aims at
+        self.level_missed = [0] * n
         self.log_margins = cfg.margin_space == "log"  # margins multiply (ratios) instead of adding ms
         self.affine = cfg.margin_space == "affine"
         self.level_bases = [collections.deque(maxlen=cfg.level_window) for _ in range(n)] if self.affine else None
@@ -72,6 +80,7 @@ class LevelLatencyModel(LatencyModel):
         self.prior_log = [0.0] + [math.log1p(m) for m in mids[1:]]  # vs level 0: x (1 + overlap)
         self.ref_freq_mhz: float | None = None
         self.transitions = 0
+        self._pending_refit = False
         self.set_session(cfg.threads, cfg.cores)
         self._refresh()
 
@@ -142,6 +151,8 @@ class LevelLatencyModel(LatencyModel):
             return
         ls = self._level_log(level)
         freq = self._freq_log(snapshot)
+        if self.config.miss_gain:
+            self._miss_feedback(level, base_ms, snapshot, measured_ms)
         if self.log_margins:  # out of sample: before the update
             residual = math.log(measured_ms / base_ms) - ls - freq
         else:
@@ -165,18 +176,34 @@ class LevelLatencyModel(LatencyModel):
         self.level_var[level] = var * (1.0 - gain)
         self.level_calls[level] += 1
 
+    def _miss_feedback(self, level: int, base_ms: float, snapshot: Snapshot, measured_ms: float) -> None:
+        """Adaptive conformal step: did this call run past the level's prediction with margin?"""
+        cfg = self.config
+        scale, add_ms = self._bounds[level]
+        if snapshot.cpu_freq_mhz and self.ref_freq_mhz:
+            scale *= self.ref_freq_mhz / snapshot.cpu_freq_mhz
+        missed = measured_ms > base_ms * scale + add_ms
+        alpha = self.level_alpha[level] + cfg.miss_gain * (cfg.target_miss_rate - missed)
+        self.level_alpha[level] = min(MAX_ALPHA_X * cfg.target_miss_rate, max(0.0, alpha))
+        if missed:
+            self.level_missed[level] += 1
+            self._pending_refit = True  # recompute the margin with this call's residual, not in a few calls
+
     def _track_margin(self, level: int, residual: float) -> None:
-        """The level's margin: the target quantile of its recent residuals (every few calls)."""
+        """The level's margin: the aimed quantile of its recent residuals (every few calls, and
+        at once after a miss when the miss-rate feedback is on)."""
         cfg = self.config
         window = self.level_residuals[level]
         window.append(residual)
-        if len(window) >= cfg.min_residuals and (self.level_margin[level] is None
+        refit, self._pending_refit = self._pending_refit, False
+        if len(window) >= cfg.min_residuals and (self.level_margin[level] is None or refit
                                                  or self.level_calls[level] % cfg.margin_every == 0):
+            alpha = self.level_alpha[level]
             if self.affine:
                 self.level_margin[level], self.level_slope[level] = affine_quantile_margin(
-                    window, self.level_bases[level], cfg.target_miss_rate)
+                    window, self.level_bases[level], alpha)
             else:
-                self.level_margin[level] = quantile_margin(window, cfg.target_miss_rate)
+                self.level_margin[level] = quantile_margin(window, alpha)
 
     def state(self) -> dict:
         return {"mode": self.config.mode, "threads": self.threads, "cores": self.cores,
@@ -184,6 +211,8 @@ class LevelLatencyModel(LatencyModel):
                 "level_calls": list(self.level_calls),
                 ("level_margin_log" if self.log_margins else "level_margin_ms"): list(self.level_margin),
                 **({"level_margin_per_base_ms": list(self.level_slope)} if self.affine else {}),
+                **({"level_aimed_miss_rate": list(self.level_alpha), "level_missed": list(self.level_missed)}
+                   if self.config.miss_gain else {}),
                 "margin_unit": "log" if self.log_margins else ("ms + share of base" if self.affine else "ms"), "ref_freq_mhz": self.ref_freq_mhz, "transitions_skipped": self.transitions,
                 "observations": self.observations, "per_sample": self.per_sample,
                 "batch_observations": self.batch_observations}
