@@ -46,3 +46,25 @@ def test_summary_counts_infeasible_calls_apart_from_the_schedulers_misses():
     assert out["accuracy_gap_points"] == (0.9 - (0.9 + 0.9 + 0.5) / 3) * 100
     assert out["by_level"]["spin-all-cores"]["feasible_calls"] == 0
     assert bench.longest_run([True, True, False, True]) == 2
+
+
+def test_the_reference_run_picks_per_phase_what_the_reference_counts():
+    """The reference as a scheduler reads the phase from the trace clock and picks the branch
+    ``reference`` credits (else the fastest, a predicted miss)."""
+    from edgeinf.branch import Branch
+    from edgeinf.runtime.table import BranchInfo, BranchTable
+
+    rows = {"fast": BranchInfo(Branch((0,), exit=0, bits=(8,)), 0.5, 1.0),
+            "full": BranchInfo(Branch((0, 1), exit=None, bits=(32, 32)), 0.9, 2.0)}
+    ids = {k: SimpleNamespace(id=v.id, accuracy=v.accuracy) for k, v in rows.items()}
+    calib = {"idle": {ids["fast"].id: CALIB["idle"]["fast"], ids["full"].id: CALIB["idle"]["full"]},
+             "spin-all-cores": {ids["fast"].id: CALIB["spin-all-cores"]["fast"], ids["full"].id: CALIB["spin-all-cores"]["full"]}}
+    q = bench.quantiles(list(ids.values()), calib, 0.95)
+    segments = [(0.0, "idle"), (3600.0, "spin-all-cores")]
+    sched = bench.PhaseReference(list(ids.values()), q, segments).bind(BranchTable(tuple(rows.values())), None)
+    d = sched.choose(3.0, None)
+    assert d.branch.accuracy == bench.reference(list(ids.values()), q, "idle", 3.0) == 0.9 and d.fits
+    assert sched.choose(1.5, None).branch.accuracy == 0.5
+    sched.t0 -= 3600.0  # an hour later: the spin-all-cores phase, where nothing meets 5 ms
+    d = sched.choose(5.0, None)
+    assert d.branch.id == rows["fast"].id and not d.fits
