@@ -212,3 +212,17 @@ def test_affine_margins_charge_each_branch_its_own_tail_and_meet_the_target_on_b
 def test_affine_margin_space_is_refused_outside_the_aware_form():
     with pytest.raises(EdgeinfError, match="affine"):
         LatencyModelConfig(mode="regression", margin_space="affine")
+
+
+def test_affine_fit_keeps_the_additive_margin_when_the_bases_cannot_tell_a_slope():
+    """Residuals from a narrow range of base latencies (the branches the table let run) with an
+    additive tail: a steep line fits them about as well as a flat one, and would price the
+    larger branches out for good; the fit keeps the flat one."""
+    from edgeinf.runtime.latency import affine_quantile_margin
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(1.0, 1.3, 240)
+    r = rng.normal(0.0, 0.05, 240) + (rng.random(240) < 0.03) * rng.uniform(3.0, 5.0, 240)
+    a, b = affine_quantile_margin(r, x, 0.01)
+    assert b <= 0.2 and a == pytest.approx(np.quantile(r, 0.99, method="inverted_cdf"), rel=0.1), (a, b)
+    assert a + b * 7.0 < 1.5 * a  # a 7 ms branch is charged about the same delay

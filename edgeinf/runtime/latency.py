@@ -308,6 +308,7 @@ def quantile_margin(residuals: Sequence[float], target_miss_rate: float) -> floa
 
 
 AFFINE_SLOPES = 17  # slopes tried per fit, from 0 to the residuals' own ratio quantile
+SLOPE_TOLERANCE = 0.05  # the flattest slope whose loss is within this share of the best one wins
 
 
 def affine_quantile_margin(residuals: Sequence[float], bases_ms: Sequence[float],
@@ -317,16 +318,20 @@ def affine_quantile_margin(residuals: Sequence[float], bases_ms: Sequence[float]
 
     The fit minimises the quantile (pinball) loss over a grid of slopes ``b`` from 0 to the
     residual/base ratio's own quantile (the purely proportional margin); for each slope the
-    best ``a`` is the quantile of ``residual - b * base``. The grid starts at 0, so a flat loss
-    (residuals all from branches of one size: nothing to tell the two parts apart) keeps the
-    plain additive margin of :func:`quantile_margin`.
+    best ``a`` is the quantile of ``residual - b * base``, and the flattest slope whose loss is
+    within ``SLOPE_TOLERANCE`` (5 %) of the best wins. A slope is only as well known as the
+    spread of the bases: the runtime's residuals come from the branches its margins let it
+    run, often a narrow range of sizes, where a steep and a flat line fit alike, and a steep
+    one extrapolated to the larger branches would keep the table off them for good (measured:
+    slopes of 8-10x the base, the table on its smallest branches). With a near-flat loss the
+    fit keeps the plain additive margin, and the larger branches it then runs show the slope.
 
     Example:
         >>> import numpy as np
         >>> x = np.tile([1.0, 4.0], 500); r = 0.5 * x * (np.arange(1000) // 2 % 100 < 3)  # 3 % of each size late by half its base
         >>> a, b = affine_quantile_margin(r, x, 0.02)
-        >>> round(a, 3), round(b, 3)
-        (0.0, 0.5)
+        >>> round(a + 1.0 * b, 2), round(a + 4.0 * b, 2)  # the margins of a 1 ms and a 4 ms branch
+        (0.5, 1.81)
     """
     r = np.fromiter(residuals, float, len(residuals))
     x = np.fromiter(bases_ms, float, len(bases_ms))
@@ -341,5 +346,5 @@ def affine_quantile_margin(residuals: Sequence[float], bases_ms: Sequence[float]
     a = np.maximum(np.partition(shifted, k, axis=1)[:, k], 0.0)
     d = shifted - a[:, None]
     loss = np.where(d > 0, tau * d, (tau - 1.0) * d).sum(axis=1)
-    i = int(np.argmin(loss + 1e-12 * np.arange(len(slopes))))  # ties: the smaller slope
+    i = int(np.flatnonzero(loss <= loss.min() * (1.0 + SLOPE_TOLERANCE) + 1e-12)[0])  # the flattest near-best
     return float(a[i]), float(slopes[i])
