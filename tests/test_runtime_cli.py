@@ -107,3 +107,14 @@ def test_run_verbose_prints_load_time_and_inspect_the_footprint(cli, tmp_path):
     assert code == 0, err
     disk = sum(f.stat().st_size for f in (tmp_path / "merged").rglob("*") if f.is_file()) / 2 ** 20
     assert f"footprint {disk:.1f} MiB on disk; expected resident weights" in out
+
+
+def test_run_warm_opens_the_sessions_before_the_first_call(cli, pkg, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, IN), np.float32))
+    for flags, first_opens in (((), True), (("--warm",), False)):
+        code, out, err = cli("run", pkg, "--input", tmp_path / "x.npy", "--budget-ms", "50", "--threads", "1",
+                             "--json", *flags)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert (doc["records"][0]["opened_sessions"] > 0) is first_opens and doc["records"][1]["opened_sessions"] == 0
+        assert doc["summary"]["cold_calls"] == int(first_opens)

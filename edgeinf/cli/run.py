@@ -118,6 +118,8 @@ class RunTool(Tool):
                             help="always run this branch (the static scheduler); full = every block, the final "
                                  "head, the highest bits")
         parser.add_argument("--repeat", type=positive_int, default=1, help="passes over the inputs")
+        parser.add_argument("--warm", action="store_true",
+                            help="open every pickable branch's sessions at load (else each opens on its branch's first call)")
         parser.add_argument("-v", "--verbose", action="store_true",
                             help="print the load time, the first call's time and the resident memory (to stderr)")
 
@@ -128,7 +130,7 @@ class RunTool(Tool):
 
         scheduler = _static_branch(args.package, args.branch) if args.branch else args.scheduler
         with Runtime.load(args.package, backend=args.backend, scheduler=scheduler, board=args.board,
-                          **backend_options(args)) as rt:
+                          warm=args.warm, **backend_options(args)) as rt:
             xs = load_inputs(args.input, rt.input_spec)
             ys = load_labels(args.labels, len(xs))
             rows = []
@@ -169,7 +171,8 @@ def format_summary(s: dict) -> str:
     acc = "" if s["accuracy"] is None else f"  accuracy {s['accuracy']:.4f}"
     return (f"{s['calls']} calls  miss rate {s['miss_rate']:.4f} ({s['misses']} misses, {s['bursts']} bursts, "
             f"longest {s['max_burst']})  p50/p95/p99 {lat['p50_ms']:.3f}/{lat['p95_ms']:.3f}/{lat['p99_ms']:.3f} ms  "
-            f"decision p50/p99 {dec['p50_us']:.1f}/{dec['p99_us']:.1f} us{acc}")
+            f"decision p50/p99 {dec['p50_us']:.1f}/{dec['p99_us']:.1f} us{acc}"
+            + (f"  ({s['cold_calls']} calls opened sessions first: --warm opens them at load)" if s.get("cold_calls") else ""))
 
 
 class ProfileTool(Tool):

@@ -102,7 +102,7 @@ def demo_run(package, out_dir, xs: np.ndarray, ys: np.ndarray | None, duration_s
                          tuple(float(lo + (hi - lo) * f) for f in np.resize([0.8, 0.3, 1.0, 0.5], int(np.ceil(duration_s / 3)))),
                          duration_s)
     load = LoadTrace.square(0.0, 2.0, period_s=8.0, duration_s=duration_s)
-    with Runtime.load(package, scheduler="lut", intra_op_threads=threads) as rt:
+    with Runtime.load(package, scheduler="lut", intra_op_threads=threads, warm=True) as rt:
         result = replay(rt, xs, ys, budget, load, period_ms=period_ms)
         accuracy = {b.id: b.accuracy for b in rt.table}
     out = Path(out_dir)
