@@ -14,15 +14,17 @@ the tail under load far heavier than when idle. So:
   session's threads that must share a core, the safe side). Because each level keeps its
   own state, the prediction recovers the moment a burst ends: the idle level was never
   dragged by the loaded calls.
-- **Margin** per level (additive, ms): the empirical ``1 - target_miss_rate`` quantile of the
-  level's last ``level_window`` out-of-sample residuals (measured minus predicted, ms),
+- **Margin** per level (in ms; ``margin_space="ms"``: one additive delay, the default
+  ``"affine"``: a line in the branch's base latency, below): the empirical
+  ``1 - target_miss_rate`` quantile of the level's last ``level_window`` out-of-sample
+  residuals (measured minus predicted, ms),
   recomputed every ``margin_every`` of its calls (by the learner, off the call path). Not a
   sigma multiple: preemption delays are heavy-tailed. The window is the recency: a spell of
   large residuals leaves the margin once ``level_window`` newer calls at that level replaced
   it, and the other levels never see it. Until a level has ``min_residuals`` of its own, it is
   predicted ``x exp(initial_margin)`` plus the largest margin of the levels below it (more
   competitors do not shorten the tail that fewer already showed). With
-  ``margin_space="affine"`` a level's margin is ``a + b * base_ms`` instead, fitted to the
+  ``margin_space="affine"`` (the default) a level's margin is ``a + b * base_ms``, fitted to the
   same window of residuals and the base latencies of the branches they came from
   (``latency.affine_quantile_margin``): one additive margin must cover the largest branch's
   tail, so under a level where the large branches' tails are long the small branches were
