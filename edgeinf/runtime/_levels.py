@@ -181,9 +181,7 @@ class LevelLatencyModel(LatencyModel):
     def _miss_feedback(self, level: int, base_ms: float, snapshot: Snapshot, measured_ms: float) -> None:
         """Adaptive conformal step: did this call run past the level's prediction with margin?"""
         cfg = self.config
-        scale, add_ms = self._bounds[level]
-        if snapshot.cpu_freq_mhz and self.ref_freq_mhz:
-            scale *= self.ref_freq_mhz / snapshot.cpu_freq_mhz
+        scale, add_ms = self.bounds(snapshot)  # the prediction with margin this call was chosen by
         missed = measured_ms > base_ms * scale + add_ms
         alpha = self.level_alpha[level] + cfg.miss_gain * (cfg.target_miss_rate - missed)
         self.level_alpha[level] = min(MAX_ALPHA_X * cfg.target_miss_rate, max(0.0, alpha))

@@ -191,17 +191,19 @@ class Runtime:
 
     def warm(self, branches: Iterable[str] | None = None) -> dict:
         """Open the sessions of ``branches`` (default: every branch the table can pick, its
-        Pareto set) with one untimed call each on a zero input, so no later call pays a session's
+        Pareto set) with one untimed call each on a sample input, so no later call pays a session's
         opening (5-230 ms per branch on the demo package, a missed budget). Costs the memory of
         those sessions; ``Runtime.load(pkg, warm=True)`` does it at load. Sessions a mid-pass
         hook needs (segments, gates) still open on their first use. Returns the branches run, the
         sessions opened and the ms it took."""
+        from edgeinf.runtime.device_profile import sample_input
+
         t0 = time.perf_counter()
         rows = self._table.pareto() if branches is None else [self._table.get(b) for b in branches]
-        shape = tuple(self.input_spec.shape) if self.input_spec is not None and self.input_spec.shape else None
-        if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+        spec = self.input_spec
+        if spec is None or not spec.shape or any(not isinstance(d, int) for d in spec.shape[1:]):
             raise EdgeinfError("Runtime.warm needs the package's input shape; run one call of each branch instead")
-        x = np.zeros((1 if shape[0] is None else shape[0], *shape[1:]), dtype=self.input_spec.dtype)
+        x = sample_input(spec)  # batch 1 where the batch dimension is free
         with self._lock:
             before = self._pool.opened if self._pool is not None else 0
             for b in rows:
