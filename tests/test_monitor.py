@@ -149,6 +149,7 @@ def test_a_runtime_in_a_call_tells_the_monitor_its_threads_are_its_own(tmp_path)
     m, clock = make_monitor(tmp_path)
     m.update()
     rt = Runtime(table(), fake_executor(FakeClock(), m), "lut", monitor=m, clock=FakeClock())
+    m.stop()  # the runtime started its sampling thread: the test takes every sample itself
     try:
         rt.set_session_threads(2)
         clock.t = 0.1
